@@ -1,0 +1,45 @@
+"""Atomic file output: write to a temporary name in the target folder, then rename.
+
+A reader never sees a partly written file, and an interrupted run leaves either the old file
+or none (plus, at worst, a hidden ``.tmp`` file that the next run overwrites).
+"""
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to `path`; on success rename it to `path`.
+
+    Usage::
+
+        with atomic_path(out) as tmp:
+            hdulist.writeto(tmp)
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)  # writers such as astropy refuse to overwrite; give them a fresh name
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_fits(hdulist, path):
+    """Write an astropy HDUList to `path` atomically (with checksums)."""
+    with atomic_path(path) as tmp:
+        hdulist.writeto(tmp, checksum=True)
+
+
+def write_text(text, path):
+    """Write a string to `path` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
