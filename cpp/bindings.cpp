@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "fit.hpp"
 #include "kdtree.hpp"
 
 namespace py = pybind11;
@@ -54,6 +55,99 @@ py::array_t<std::int64_t> fof_impl(const CArray& pts, double radius) {
     return to_numpy(std::move(label));
 }
 
+template <typename T>
+using In = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+template <typename T>
+const T* ptr_or_null(const py::object& o, std::vector<py::object>& keep, py::ssize_t expect, const char* what) {
+    if (o.is_none()) return nullptr;
+    auto a = In<T>::ensure(o);
+    if (!a) throw py::type_error(std::string(what) + ": not convertible to an array");
+    if (a.size() != expect)
+        throw py::value_error(std::string(what) + ": expected " + std::to_string(expect) + " values, got " + std::to_string(a.size()));
+    keep.push_back(a);
+    return a.data();
+}
+
+py::dict fit_mosaic(py::object star, py::object visit, py::object ccd, py::object active,
+                    py::object u, py::object v, py::object y, py::object w, py::object G,
+                    py::object prior, py::object prior_w, py::object coef_prior,
+                    py::object coef_prior_w, py::object ccd_fixed, int nvisit, int nccd,
+                    int nstar, int D, int K, int order, int basis, bool ccd_sum_zero) {
+    FitProblem p;
+    std::vector<py::object> keep;
+    const auto n = In<std::int32_t>::ensure(star).size();
+    p.D = D; p.K = K; p.order = order; p.basis = static_cast<Basis>(basis);
+    p.nvisit = nvisit; p.nccd = nccd; p.nstar = nstar; p.n = n; p.ccd_sum_zero = ccd_sum_zero;
+    const py::ssize_t T = n_terms(order);
+    p.star = ptr_or_null<std::int32_t>(star, keep, n, "star");
+    p.visit = ptr_or_null<std::int32_t>(visit, keep, n, "visit");
+    p.ccd = ptr_or_null<std::int32_t>(ccd, keep, n, "ccd");
+    p.active = ptr_or_null<std::uint8_t>(active, keep, n, "active");
+    p.u = ptr_or_null<double>(u, keep, n, "u");
+    p.v = ptr_or_null<double>(v, keep, n, "v");
+    p.y = ptr_or_null<double>(y, keep, n * D, "y");
+    p.w = ptr_or_null<double>(w, keep, n, "w");
+    p.G = ptr_or_null<double>(G, keep, n * D * K, "G");
+    p.prior = ptr_or_null<double>(prior, keep, static_cast<py::ssize_t>(nstar) * D, "prior");
+    p.prior_w = ptr_or_null<double>(prior_w, keep, nstar, "prior_w");
+    p.coef_prior = ptr_or_null<double>(coef_prior, keep, nvisit * D * T, "coef_prior");
+    p.coef_prior_w = ptr_or_null<double>(coef_prior_w, keep, nvisit * D * T, "coef_prior_w");
+    p.ccd_fixed = ptr_or_null<std::uint8_t>(ccd_fixed, keep, nccd, "ccd_fixed");
+    if (!p.star || !p.visit || !p.ccd || !p.active || !p.u || !p.v || !p.y || !p.w)
+        throw py::value_error("fit_mosaic: star, visit, ccd, active, u, v, y and w are required");
+    if (K > 0 && !p.G) throw py::value_error("fit_mosaic: G is required when K > 0");
+    if (p.prior && !p.prior_w) throw py::value_error("fit_mosaic: prior needs prior_w");
+    for (py::ssize_t j = 0; j < n; ++j)
+        if (p.star[j] < 0 || p.star[j] >= nstar || p.visit[j] < 0 || p.visit[j] >= nvisit ||
+            p.ccd[j] < 0 || p.ccd[j] >= nccd)
+            throw py::value_error("fit_mosaic: star/visit/ccd index out of range at row " + std::to_string(j));
+    FitResult r;
+    {
+        py::gil_scoped_release nogil;
+        r = solve_mosaic(p);
+    }
+    py::dict out;
+    auto arr = [](std::vector<double>& vec, std::vector<py::ssize_t> shape) {
+        auto* heap = new std::vector<double>(std::move(vec));
+        py::capsule owner(heap, [](void* q) { delete static_cast<std::vector<double>*>(q); });
+        return py::array_t<double>(shape, heap->data(), owner);
+    };
+    out["coef"] = arr(r.coef, {nvisit, D, T});
+    out["dccd"] = arr(r.dccd, {nccd, K});
+    out["xstar"] = arr(r.xstar, {nstar, D});
+    out["resid"] = arr(r.resid, {n, D});
+    out["chi2"] = r.chi2;
+    out["chi2_det"] = r.chi2_det;
+    out["nobs"] = r.nobs;
+    out["nparam"] = r.nparam;
+    out["status"] = r.status;
+    out["rcond"] = r.min_pivot;
+    out["t_assemble"] = r.t_assemble;
+    out["t_solve"] = r.t_solve;
+    return out;
+}
+
+py::tuple basis_eval(const CArray& u, const CArray& v, int order, int basis, bool derivatives) {
+    if (u.size() != v.size()) throw py::value_error("u and v differ in length");
+    const py::ssize_t n = u.size(), T = n_terms(order);
+    py::array_t<double> val({n, T}), du({n, T}), dv({n, T});
+    double* pv = val.mutable_data();
+    double* pu = derivatives ? du.mutable_data() : nullptr;
+    double* pd = derivatives ? dv.mutable_data() : nullptr;
+    const double* a = u.data();
+    const double* b = v.data();
+    {
+        py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static)
+        for (py::ssize_t i = 0; i < n; ++i)
+            basis_with_derivatives(static_cast<Basis>(basis), order, a[i], b[i], pv + i * T,
+                                   pu ? pu + i * T : nullptr, pd ? pd + i * T : nullptr);
+    }
+    if (derivatives) return py::make_tuple(val, du, dv);
+    return py::make_tuple(val);
+}
+
 int dim_of(const CArray& a, const char* what) {
     if (a.ndim() != 2 || (a.shape(1) != 2 && a.shape(1) != 3))
         throw py::value_error(std::string(what) + " must have shape (n, 2) or (n, 3)");
@@ -73,6 +167,13 @@ PYBIND11_MODULE(_core, m) {
         if (dim_of(q, "query points") != d) throw py::value_error("dimension mismatch");
         return d == 2 ? nearest_impl<2>(t, q, r) : nearest_impl<3>(t, q, r);
     }, py::arg("tree_points"), py::arg("query_points"), py::arg("radius"));
+    m.def("fit_mosaic", &fit_mosaic, py::arg("star"), py::arg("visit"), py::arg("ccd"),
+          py::arg("active"), py::arg("u"), py::arg("v"), py::arg("y"), py::arg("w"), py::arg("G"),
+          py::arg("prior"), py::arg("prior_w"), py::arg("coef_prior"), py::arg("coef_prior_w"),
+          py::arg("ccd_fixed"), py::arg("nvisit"), py::arg("nccd"), py::arg("nstar"), py::arg("D"),
+          py::arg("K"), py::arg("order"), py::arg("basis"), py::arg("ccd_sum_zero"));
+    m.def("basis", &basis_eval, py::arg("u"), py::arg("v"), py::arg("order"), py::arg("basis"),
+          py::arg("derivatives") = false);
     m.def("friends_of_friends", [](const CArray& p, double r) {
         return dim_of(p, "points") == 2 ? fof_impl<2>(p, r) : fof_impl<3>(p, r);
     }, py::arg("points"), py::arg("radius"));

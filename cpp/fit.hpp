@@ -1,0 +1,74 @@
+// Joint least squares of a mosaic: per-visit polynomials + per-CCD parameters + per-star values,
+// with the star blocks eliminated analytically (Schur complement) before a dense Cholesky solve.
+//
+// Model of detection j of star s in visit v on CCD c (D = 2 for positions, 1 for magnitudes):
+//
+//     r_j = P_v(u_j, v_j) + G_j . dc_c - x_s - y_j,     weight w_j (isotropic in the D dims)
+//
+// P_v = sum_t coef[v, d, t] B_t(u, v): a basis of total order N (Legendre, Chebyshev or
+// monomials) in coordinates scaled to [-1, 1]; dc_c the K parameters of CCD c (increments,
+// linearised: G_j is their derivative); x_s the value of star s (free, with an optional
+// Gaussian prior of weight pw_s about prior_s); y_j a known offset (proper motion, or minus the
+// observed magnitude). Since each star's block is w * I_D, the elimination produces one
+// nterms x nterms matrix per pair of visits, shared by the D dims, computed as a matrix product.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mosaicfit {
+
+enum class Basis { Legendre = 0, Chebyshev = 1, Monomial = 2 };
+
+int n_terms(int order);
+// Basis values B_t(u, v), t = 0..n_terms-1, ordered by total degree then decreasing power of u.
+void basis_values(Basis b, int order, double u, double v, double* out);
+// Values and first derivatives (d/du, d/dv).
+void basis_with_derivatives(Basis b, int order, double u, double v, double* val, double* du,
+                            double* dv);
+
+struct FitProblem {
+    int D = 2;            // output dimensions
+    int order = 9;
+    Basis basis = Basis::Legendre;
+    int nvisit = 0, nccd = 0, nstar = 0;
+    int K = 0;            // CCD parameters per CCD (0: none)
+    // detections
+    std::int64_t n = 0;
+    const std::int32_t* star = nullptr;
+    const std::int32_t* visit = nullptr;
+    const std::int32_t* ccd = nullptr;
+    const std::uint8_t* active = nullptr;
+    const double* u = nullptr;      // scaled coordinates
+    const double* v = nullptr;
+    const double* y = nullptr;      // n x D
+    const double* w = nullptr;      // n
+    const double* G = nullptr;      // n x D x K (row-major), CCD derivatives; may be null if K = 0
+    // stars
+    const double* prior = nullptr;  // nstar x D
+    const double* prior_w = nullptr;  // nstar
+    // coefficient priors (gauge fixing): nvisit x D x nterms values and weights
+    const double* coef_prior = nullptr;
+    const double* coef_prior_w = nullptr;
+    // CCDs whose parameters are held fixed (1) and visits whose polynomial is held at coef_prior
+    const std::uint8_t* ccd_fixed = nullptr;   // nccd
+    bool ccd_sum_zero = true;                   // gauge: sum over free CCDs of each parameter = 0
+};
+
+struct FitResult {
+    std::vector<double> coef;       // nvisit x D x nterms
+    std::vector<double> dccd;       // nccd x K
+    std::vector<double> xstar;      // nstar x D (NaN for stars without data)
+    std::vector<double> resid;      // n x D (0 for inactive)
+    double chi2 = 0.0;              // detections + star priors
+    double chi2_det = 0.0;          // detections only
+    std::int64_t nobs = 0;          // scalar observations (detections x D + priors x D)
+    std::int64_t nparam = 0;        // free parameters (model + stars - gauge)
+    std::string status;             // "ok", "ldlt" (LLT failed, LDLT used) or an error
+    double min_pivot = 0.0;         // smallest D_ii / max D_ii of the LDLT (conditioning)
+    double t_assemble = 0.0, t_solve = 0.0;
+};
+
+FitResult solve_mosaic(const FitProblem& p);
+
+}  // namespace mosaicfit

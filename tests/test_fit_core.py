@@ -1,0 +1,129 @@
+"""The C++ Schur-complement solver against a direct dense least-squares solve that keeps the
+star parameters (the same solution, by algebra), and against noise-free truth."""
+import numpy as np
+import pytest
+
+from mosaicfit import _core
+
+
+def _problem(D, K, order=2, nvisit=4, nccd=3, nstar=60, seed=0, noise=0.0, prior_frac=0.3):
+    rng = np.random.default_rng(seed)
+    T = (order + 1) * (order + 2) // 2
+    coef = rng.normal(0, 1, (nvisit, D, T))
+    dccd = rng.normal(0, 0.1, (nccd, K))
+    dccd -= dccd.mean(0)                         # the gauge: sum 0
+    xs = rng.normal(0, 3, (nstar, D))
+    rows = []
+    for s in range(nstar):
+        for v in range(nvisit):
+            if rng.uniform() < 0.8:
+                rows.append((s, v, rng.integers(nccd)))
+    star, visit, ccd = (np.array(c, dtype=np.int32) for c in zip(*rows))
+    n = len(star)
+    u, v = rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
+    # CCD parameters shift the output (as a CCD offset does through the local derivative):
+    # shifting all of them and the visits' constant terms together changes nothing, so the
+    # sum-zero condition is a pure gauge, as in the real astrometric and photometric models.
+    G = np.zeros((n, D, K))
+    for k in range(K):
+        G[:, k % D, k] = rng.uniform(0.5, 1.5) if k >= D else 1.0
+    B = _core.basis(u, v, order, 0)[0]
+    pred = np.einsum("nt,ndt->nd", B, coef[visit]) + np.einsum("ndk,nk->nd", G, dccd[ccd])
+    w = rng.uniform(0.5, 2.0, n)
+    y = pred - xs[star] + noise * rng.normal(0, 1, (n, D)) / np.sqrt(w)[:, None]
+    has_prior = rng.uniform(size=nstar) < prior_frac
+    prior = xs + noise * rng.normal(0, 1, (nstar, D)) / 2.0   # sigma 0.5 = weight 4
+    prior_w = np.where(has_prior, 4.0, 0.0)
+    return dict(star=star, visit=visit, ccd=ccd, u=u, v=v, y=y, w=w, G=G, prior=prior,
+                prior_w=prior_w, coef=coef, dccd=dccd, xs=xs, nvisit=nvisit, nccd=nccd,
+                nstar=nstar, D=D, K=K, order=order, B=B)
+
+
+def _run(p, active=None, coef_prior=None, coef_prior_w=None):
+    n = len(p["star"])
+    return _core.fit_mosaic(p["star"], p["visit"], p["ccd"],
+                            np.ones(n, np.uint8) if active is None else active, p["u"], p["v"],
+                            p["y"], p["w"], p["G"], p["prior"], p["prior_w"], coef_prior,
+                            coef_prior_w, None, p["nvisit"], p["nccd"], p["nstar"], p["D"],
+                            p["K"], p["order"], 0, True)
+
+
+def _dense(p, active):
+    """Direct weighted least squares over (coefs, ccd, stars) with the sum-zero constraint
+    on the CCD parameters imposed by elimination of the last CCD."""
+    D, K, T = p["D"], p["K"], p["B"].shape[1]
+    nv, nc, ns = p["nvisit"], p["nccd"], p["nstar"]
+    nmod = nv * D * T
+    ncp = (nc - 1) * K
+    npar = nmod + ncp + ns * D
+    rows, rhs, wts = [], [], []
+    for j in np.nonzero(active)[0]:
+        for d in range(D):
+            a = np.zeros(npar)
+            a[p["visit"][j] * D * T + d * T: p["visit"][j] * D * T + (d + 1) * T] = p["B"][j]
+            for k in range(K):
+                g = p["G"][j, d, k]
+                c = p["ccd"][j]
+                if c < nc - 1:
+                    a[nmod + c * K + k] += g
+                else:                                # last CCD = -(sum of the others)
+                    for c2 in range(nc - 1):
+                        a[nmod + c2 * K + k] -= g
+            a[nmod + ncp + p["star"][j] * D + d] = -1.0
+            rows.append(a); rhs.append(p["y"][j, d]); wts.append(p["w"][j])
+    for s in np.nonzero(p["prior_w"] > 0)[0]:
+        for d in range(D):
+            a = np.zeros(npar)
+            a[nmod + ncp + s * D + d] = 1.0
+            rows.append(a); rhs.append(p["prior"][s, d]); wts.append(p["prior_w"][s])
+    A, b, sw = np.array(rows), np.array(rhs), np.sqrt(wts)
+    sol = np.linalg.lstsq(A * sw[:, None], b * sw, rcond=None)[0]
+    dc = sol[nmod:nmod + ncp].reshape(nc - 1, K)
+    return (sol[:nmod].reshape(nv, D, T), np.vstack([dc, -dc.sum(0)]),
+            sol[nmod + ncp:].reshape(ns, D))
+
+
+@pytest.mark.parametrize("D,K", [(2, 2), (1, 1), (2, 0)])
+def test_schur_equals_dense_solve(D, K):
+    p = _problem(D, K, noise=0.05, seed=D + K)
+    active = np.ones(len(p["star"]), np.uint8)
+    active[::7] = 0
+    r = _run(p, active)
+    assert r["status"] == "ok"
+    coef, dccd, xs = _dense(p, active)
+    assert np.allclose(r["coef"], coef, atol=1e-8)
+    if K:
+        assert np.allclose(r["dccd"], dccd, atol=1e-8)
+    used = np.isfinite(r["xstar"][:, 0])
+    assert np.allclose(r["xstar"][used], xs[used], atol=1e-8)
+    # chi2 from the residuals, degrees of freedom
+    assert np.isclose(r["chi2_det"], np.sum(p["w"][active == 1] * np.sum(r["resid"][active == 1] ** 2, 1)))
+
+
+def test_noise_free_problem_recovers_truth():
+    p = _problem(2, 2, noise=0.0, prior_frac=0.5)
+    r = _run(p)
+    assert np.allclose(r["coef"], p["coef"], atol=1e-9)
+    assert np.allclose(r["dccd"], p["dccd"], atol=1e-9)
+    assert np.allclose(r["xstar"], p["xs"], atol=1e-9)
+    assert r["chi2"] < 1e-15
+
+
+def test_chi2_per_dof_is_one_for_correct_noise():
+    p = _problem(1, 1, order=3, nvisit=6, nccd=4, nstar=3000, noise=1.0, seed=5)
+    r = _run(p)
+    ndof = r["nobs"] - r["nparam"]
+    assert abs(r["chi2"] / ndof - 1) < 5 * np.sqrt(2 / ndof)
+
+
+def test_basis_derivatives_match_finite_differences():
+    u, v = np.array([0.3, -0.7]), np.array([0.2, 0.9])
+    for kind in (0, 1, 2):
+        val, du, dv = _core.basis(u, v, 5, kind, True)
+        h = 1e-6
+        num_u = (_core.basis(u + h, v, 5, kind)[0] - _core.basis(u - h, v, 5, kind)[0]) / (2 * h)
+        num_v = (_core.basis(u, v + h, 5, kind)[0] - _core.basis(u, v - h, 5, kind)[0]) / (2 * h)
+        assert np.allclose(du, num_u, atol=1e-6) and np.allclose(dv, num_v, atol=1e-6)
+    # Legendre P2(x) = (3x^2 - 1)/2; term order (0,0), (1,0), (0,1), (2,0), (1,1), (0,2)
+    val = _core.basis(np.array([0.5]), np.array([0.25]), 2, 0)[0][0]
+    assert np.allclose(val, [1, 0.5, 0.25, (3 * 0.25 - 1) / 2, 0.125, (3 / 16 - 1) / 2])
