@@ -1,0 +1,770 @@
+"""Source catalogs (SRC) in the lsst.afw.table FITS layout, and the column schemas the fitter uses.
+
+File layout (what afw writes, e.g. ``tests/data/afw-src/SRC-849375-12.fits``):
+
+- HDU 0: empty primary;
+- HDU 1: a binary table. Every boolean (Flag) field is a bit of one ``nX`` column named ``flags``
+  (column number in ``FLAGCOL``; bit k is named by ``TFLAG<k+1>`` and documented by
+  ``TFDOC<k+1>``). Other columns carry ``TDOCn`` (documentation), ``TUNITn`` and ``TCCLSn``
+  (afw field template: ``Scalar``, ``Angle``, ``Array``, ``Point``, ``Coord``, ``String``...).
+  The ``TFLAG`` cards are interleaved with the column cards in schema order. The header ends
+  with the table metadata, ``AFW_TABLE_VERSION`` and ``AFW_TYPE``;
+- HDU 2...: an archive (footprints), not needed here and not written.
+
+hscPipe 3.x/4.x (afw table version 0) wrote dotted field names with ``.`` replaced by ``_`` on
+disk (``flux_psf``, ``centroid_sdss``) and 2-vector columns for points (``centroid.sdss``, TCCLS
+``Point``), packed covariances (``centroid.sdss.err``, TCCLS ``Covariance(Point)``, elements
+(xx, xy, yy)) and a 2-vector ``coord`` (ra, dec in radians). Both spellings are accepted here.
+
+Pixel positions are 0-based (afw convention: the centre of the first pixel is 0.0).
+"""
+import io
+import os
+import re
+import warnings
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.table import Table
+
+from . import MosaicError
+from .atomic import write_fits
+
+__all__ = ["read_src", "write_src", "SCHEMAS", "REQUIRED_FIELDS", "detect_schema",
+           "resolve_columns", "standardize", "open_fits", "afw_table_hdu", "afw_table_parts",
+           "read_afw_table"]
+
+# --------------------------------------------------------------------------------------------
+# FITS opening with one-line errors
+# --------------------------------------------------------------------------------------------
+
+_STRUCTURAL = re.compile(r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|TFIELDS|"
+                         r"CHECKSUM|DATASUM|BZERO|BSCALE)$")
+
+
+def _data_bytes(header):
+    """Bytes of the data section of an HDU (without the padding to 2880)."""
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    n = 1
+    for i in range(1, naxis + 1):
+        n *= int(header.get(f"NAXIS{i}", 0))
+    return abs(int(header.get("BITPIX", 8))) // 8 * int(header.get("GCOUNT", 1)) * \
+        (int(header.get("PCOUNT", 0)) + n)
+
+
+def open_fits(path, what="FITS file"):
+    """Open a FITS file for reading, turning every failure into a one-line MosaicError.
+
+    All headers are read at once; the data sections must lie inside the file, the last header
+    must be complete and an afw archive pointer (AR_HDU) must point to an existing HDU, so that
+    a truncated file is reported, not read as garbage. Data are read on access
+    (``memmap=False``); close the returned HDUList when done.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise MosaicError(f"{path}: no such file ({what})")
+    if os.path.isdir(path):
+        raise MosaicError(f"{path}: is a folder, not a {what}")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise MosaicError(f"{path}: empty file, not a {what}")
+    try:
+        with open(path, "rb") as f:
+            looks_fits = f.read(9) == b"SIMPLE  ="
+    except OSError as e:
+        raise MosaicError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+    except Exception as e:  # astropy raises OSError, ValueError, VerifyError...
+        msg = str(e).strip().split("\n")[0]
+        if looks_fits:
+            raise MosaicError(f"{path}: truncated or corrupt {what} ({msg})") from None
+        raise MosaicError(f"{path}: not a valid {what} ({msg})") from None
+    try:
+        for w in caught:
+            text = str(w.message)
+            if "Header size is not multiple" in text or "truncated" in text:
+                raise MosaicError(f"{path}: truncated {what} (the last header is incomplete)")
+        for i, hdu in enumerate(hdul):
+            end = hdu.fileinfo()["datLoc"] + _data_bytes(hdu.header)
+            if end > size:
+                raise MosaicError(f"{path}: truncated {what} (HDU {i} needs {end} bytes, "
+                                  f"the file has {size})")
+            ar = hdu.header.get("AR_HDU")
+            if isinstance(ar, int) and not isinstance(ar, bool) and ar > len(hdul):
+                raise MosaicError(f"{path}: truncated {what} (AR_HDU = {ar} but the file has "
+                                  f"{len(hdul)} HDUs)")
+    except MosaicError:
+        hdul.close()
+        raise
+    except Exception as e:
+        hdul.close()
+        raise MosaicError(f"{path}: not a valid {what} ({e})") from None
+    return hdul
+
+
+def _native(a):
+    """A native-byte-order copy/view of an array (FITS data are big-endian)."""
+    a = np.asarray(a)
+    if a.dtype.byteorder not in ("=", "|") and a.dtype.kind != "b":
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+# --------------------------------------------------------------------------------------------
+# Reading afw tables
+# --------------------------------------------------------------------------------------------
+
+_COLKEY = re.compile(r"^(TTYPE|TFORM|TDOC|TUNIT|TCCLS|TFLAG|TFDOC|TDIM|TZERO|TSCAL|TNULL|TDISP)"
+                     r"(\d+)$")
+_TABLE_KEYS = re.compile(r"^(FLAGCOL|AFW_TABLE_VERSION|AFW_TYPE|AR_HDU|EXTTYPE|EXTNAME)$")
+
+
+def _set_unit(col, unit_str):
+    if not unit_str:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            col.unit = u.Unit(unit_str, parse_strict="silent")
+        except Exception:
+            pass
+
+
+def read_afw_table(path, hdu_index=None, what="catalog"):
+    """Read an afw-layout table (see the module doc) into an astropy Table.
+
+    The packed flags become bool columns named by TFLAGn, placed at their schema positions.
+    Column docs go to ``col.description`` and ``col.meta['TDOC']``, units to ``col.unit`` and
+    ``col.meta['TUNIT']`` (the raw string), the afw template to ``col.meta['TCCLS']``.
+    The table metadata (ALIAS cards etc.) goes to ``table.meta['afw_metadata']`` as a list of
+    (key, value, comment); ``table.meta['afw_type']``/``['afw_table_version']`` are kept.
+    """
+    path = os.fspath(path)
+    with open_fits(path, what) as hdul:
+        if hdu_index is None:
+            hdu_index = next((i for i, h in enumerate(hdul) if isinstance(h, fits.BinTableHDU)),
+                             None)
+            if hdu_index is None:
+                raise MosaicError(f"{path}: no binary table HDU in this {what}")
+        elif hdu_index >= len(hdul) or not isinstance(hdul[hdu_index], fits.BinTableHDU):
+            raise MosaicError(f"{path}: HDU {hdu_index} is not a binary table")
+        hdu = hdul[hdu_index]
+        header = hdu.header
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = hdu.data
+                names = list(hdu.columns.names)
+                formats = [str(c.format) for c in hdu.columns]
+                columns = [data[name] if data is not None else None for name in names]
+                nrows = 0 if data is None else len(data)
+                columns = [np.array(c) if c is not None else None for c in columns]
+        except MosaicError:
+            raise
+        except Exception as e:
+            raise MosaicError(f"{path}: cannot read the table in HDU {hdu_index} ({e})") \
+                from None
+    return _build_table(path, header, names, formats, columns, nrows)
+
+
+def _build_table(path, header, names, formats, columns, nrows):
+    ncol = len(names)
+    info = {}          # col number (1-based) -> dict
+    flag_info = {}     # bit number (1-based) -> dict
+    order = []         # schema order: ("col", n) / ("flag", m)
+    extra = []
+    seen_cols, seen_flags = set(), set()
+    for card in header.cards:
+        key = card.keyword
+        m = _COLKEY.match(key)
+        if m:
+            kind, n = m.group(1), int(m.group(2))
+            if kind in ("TFLAG", "TFDOC"):
+                d = flag_info.setdefault(n, {})
+                if kind == "TFLAG":
+                    d["name"] = str(card.value).strip()
+                    d.setdefault("doc", card.comment or "")
+                    if n not in seen_flags:
+                        seen_flags.add(n)
+                        order.append(("flag", n))
+                else:
+                    d["doc"] = str(card.value)
+            else:
+                d = info.setdefault(n, {})
+                if kind == "TTYPE":
+                    d.setdefault("doc", card.comment or "")
+                    if n not in seen_cols:
+                        seen_cols.add(n)
+                        order.append(("col", n))
+                elif kind == "TDOC":
+                    d["doc"] = str(card.value)
+                elif kind in ("TUNIT", "TCCLS"):
+                    d[kind] = str(card.value).strip()
+            continue
+        if _STRUCTURAL.match(key) or _TABLE_KEYS.match(key) or key == "":
+            continue
+        extra.append((key, card.value, card.comment))
+
+    flagcol = header.get("FLAGCOL")
+    if flagcol is not None:
+        try:
+            flagcol = int(flagcol)
+        except (TypeError, ValueError):
+            raise MosaicError(f"{path}: FLAGCOL = {flagcol!r} is not a column number") from None
+        if not 1 <= flagcol <= ncol:
+            raise MosaicError(f"{path}: FLAGCOL = {flagcol} but the table has {ncol} columns")
+    elif flag_info and "flags" in names and formats[names.index("flags")].endswith("X"):
+        flagcol = names.index("flags") + 1
+
+    out = {}
+    order_names = []
+    flag_bits = None
+    if flagcol is not None:
+        fmt = formats[flagcol - 1].strip()
+        m = re.match(r"^(\d*)([XL])$", fmt)
+        if not m:
+            raise MosaicError(f"{path}: the flags column (FLAGCOL = {flagcol}) has format "
+                              f"{fmt!r}, not bits")
+        nbits = int(m.group(1) or 1)
+        flag_bits = columns[flagcol - 1]
+        if flag_bits is None or nrows == 0:
+            flag_bits = np.zeros((nrows, nbits), dtype=bool)
+        flag_bits = np.asarray(flag_bits, dtype=bool).reshape(nrows, nbits)
+        for m in flag_info:
+            if "name" not in flag_info[m]:
+                raise MosaicError(f"{path}: TFDOC{m} without TFLAG{m}")
+            if m > nbits:
+                raise MosaicError(f"{path}: TFLAG{m} ({flag_info[m]['name']}) but the flags "
+                                  f"column has only {nbits} bits")
+        # bits without a name (not written by afw) are kept under a made-up name
+        for m in range(1, nbits + 1):
+            if m not in flag_info:
+                flag_info[m] = {"name": f"flag_bit{m}", "doc": ""}
+                order.append(("flag", m))
+    elif flag_info:
+        raise MosaicError(f"{path}: TFLAG keys but no flags column (no FLAGCOL)")
+
+    # columns missing from the header scan (cannot happen with a valid FITS, but be safe)
+    for n in range(1, ncol + 1):
+        if n not in seen_cols:
+            order.append(("col", n))
+
+    meta_cols = {}
+    for kind, n in order:
+        if kind == "flag":
+            name = flag_info[n]["name"]
+            arr = flag_bits[:, n - 1].copy()
+            meta_cols[name] = {"TDOC": flag_info[n].get("doc", "")}
+        else:
+            if n == flagcol:
+                continue
+            name = names[n - 1]
+            arr = columns[n - 1]
+            if arr is None:
+                arr = np.zeros(0)
+            arr = _native(arr)
+            fmt = formats[n - 1]
+            if arr.dtype.kind == "S":
+                arr = np.char.decode(arr, "ascii", errors="replace")
+                arr = np.char.rstrip(arr)
+            if fmt.endswith("X") and arr.ndim == 2 and arr.shape[1] == 1:
+                arr = arr[:, 0].copy()       # a 1-bit column is a flag
+            if arr.dtype.kind == "b":
+                arr = arr.astype(bool)
+            d = info.get(n, {})
+            meta_cols[name] = {k: d[k] for k in ("TUNIT", "TCCLS") if k in d}
+            meta_cols[name]["TDOC"] = d.get("doc", "")
+        if name in out:
+            raise MosaicError(f"{path}: the name {name!r} is used twice (column or flag)")
+        if len(arr) != nrows:
+            arr = arr[:nrows]
+        out[name] = arr
+        order_names.append(name)
+
+    table = Table([out[n] for n in order_names], names=order_names, copy=False)
+    for name in order_names:
+        col = table[name]
+        m = meta_cols.get(name, {})
+        col.meta.update(m)
+        if m.get("TDOC"):
+            col.description = m["TDOC"]
+        _set_unit(col, m.get("TUNIT"))
+    table.meta["afw_metadata"] = extra
+    if "AFW_TYPE" in header:
+        table.meta["afw_type"] = str(header["AFW_TYPE"]).strip()
+    if "AFW_TABLE_VERSION" in header:
+        table.meta["afw_table_version"] = int(header["AFW_TABLE_VERSION"])
+    table.meta["source_file"] = path
+    return table
+
+
+def read_src(path):
+    """Read an SRC catalog (afw layout or plain FITS table) into an astropy Table.
+
+    The first binary-table HDU is read; the packed ``flags`` bits become bool columns named by
+    ``TFLAGn``; 'L' and 1-bit 'X' columns are bool columns too. An empty table gives 0 rows.
+    Errors (missing, not FITS, truncated, no table) raise MosaicError naming the file.
+    """
+    return read_afw_table(path, what="source catalog")
+
+
+# --------------------------------------------------------------------------------------------
+# Writing afw tables
+# --------------------------------------------------------------------------------------------
+
+_ANGLE_COLS = {"coord_ra", "coord_dec"}
+
+
+def _default_unit(name, ncomp):
+    """afw's unit for well-known columns: radians for coordinates, pixels for centroids,
+    counts for instrumental fluxes."""
+    if name in ("coord_ra", "coord_dec", "coord", "coord_raErr", "coord_decErr"):
+        return "rad"
+    base = name.replace(".", "_")
+    low = base.lower()
+    if "centroid" in low and not low.endswith(("flag", "flags")):
+        if re.search(r"_[xy](Sigma|Err)?$", base) or (ncomp == 2 and low.count("_err") == 0):
+            return "pixel"
+    if re.search(r"_(flux|fluxSigma|fluxErr|instFlux|instFluxErr)$", base) or \
+            re.match(r"^flux_[A-Za-z0-9]+(_err)?$", base):
+        return "count"
+    return None
+
+
+def _default_class(name, arr):
+    if arr.dtype.kind in "SU":
+        return "String"
+    if arr.ndim == 1:
+        return "Angle" if name in _ANGLE_COLS else "Scalar"
+    if name == "coord" and arr.shape[1:] == (2,):
+        return "Coord"
+    base = name.replace(".", "_").lower()
+    if "centroid" in base and arr.shape[1:] == (2,):
+        return "Point"          # hscPipe 3.x/4.x 'centroid.sdss'
+    if "centroid" in base and base.endswith("_err") and arr.shape[1:] == (3,):
+        return "Covariance(Point)"
+    return "Array"
+
+
+def _pick_version(table):
+    v = table.meta.get("afw_table_version")
+    if v is not None:
+        return int(v)
+    if any("instFlux" in n for n in table.colnames):
+        return 3
+    return 1
+
+
+def _truncated_card(key, value, comment):
+    """A card with `comment` cut to what fits in 80 characters (as cfitsio does)."""
+    if not comment:
+        return fits.Card(key, value)
+    probe = fits.Card(key, value, "x")
+    img = probe.image
+    if len(img) > 80:            # a long string value (CONTINUE cards): no comment
+        return fits.Card(key, value)
+    pos = img.rstrip().rfind(" / x")
+    room = 80 - pos - 3
+    if room <= 0:
+        return fits.Card(key, value)
+    return fits.Card(key, value, comment[:room])
+
+
+# the comments cfitsio (hence afw) puts on the structural keywords of a binary table
+_CFITSIO_COMMENTS = {
+    "XTENSION": "binary table extension", "BITPIX": "8-bit bytes",
+    "NAXIS": "2-dimensional binary table", "NAXIS1": "width of table in bytes",
+    "NAXIS2": "number of rows in table", "PCOUNT": "size of special data area",
+    "GCOUNT": "one data group (required keyword)", "TFIELDS": "number of fields in each row"}
+
+
+def _afw_tform(tform):
+    """afw writes an explicit repeat count: '1D', not 'D'."""
+    tform = str(tform).strip()
+    return "1" + tform if tform[:1].isalpha() else tform
+
+
+def _pad(b, fill=b"\0"):
+    return b + fill * (-len(b) % 2880)
+
+
+def afw_table_hdu(table, docs=None, units=None, classes=None, afw_type=None, extra_cards=None,
+                  version=None, path="table"):
+    """Build a BinTableHDU in the afw layout from an astropy Table (see the module doc).
+
+    1-D bool columns are packed into the ``flags`` bit column; docs/units/classes override the
+    per-column ``meta['TDOC'|'TUNIT'|'TCCLS']`` (and ``description``/``unit``), which override
+    defaults from the column names.
+    """
+    header, data = afw_table_parts(table, docs, units, classes, afw_type, extra_cards, version,
+                                   path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fits.BinTableHDU.fromstring(header.tostring().encode("ascii") + _pad(data))
+
+
+def afw_table_parts(table, docs=None, units=None, classes=None, afw_type=None,
+                    extra_cards=None, version=None, path="table"):
+    """The header and the raw (big-endian, unpadded) row bytes of afw_table_hdu(); rows are
+    NAXIS1 bytes each, so any run of rows can be written as a table of its own."""
+    docs = docs or {}
+    units = units or {}
+    classes = classes or {}
+    nrows = len(table)
+    flag_names, data_names = [], []
+    arrays = {}
+    for name in table.colnames:
+        col = table[name]
+        arr = col
+        if getattr(col, "mask", None) is not None and np.any(col.mask):
+            if col.dtype.kind == "f":
+                arr = col.filled(np.nan)
+            else:
+                raise MosaicError(f"{path}: column {name!r} has masked values, which an afw "
+                                  "table cannot store")
+        arr = np.asarray(arr)
+        if arr.dtype.kind == "O":
+            raise MosaicError(f"{path}: column {name!r} holds Python objects; cannot write it")
+        if arr.dtype.kind == "b" and arr.ndim == 1:
+            flag_names.append(name)
+        else:
+            data_names.append(name)
+        arrays[name] = arr
+
+    # columns other than the flags: let astropy choose the FITS formats
+    plain = Table([arrays[n] for n in data_names], names=data_names, copy=False) \
+        if data_names else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coldefs = list(fits.table_to_hdu(plain).columns) if plain is not None else []
+    flag_col = None
+    if flag_names:
+        bits = np.column_stack([arrays[n] for n in flag_names]) if nrows else \
+            np.zeros((0, len(flag_names)), dtype=bool)
+        flag_col = fits.Column(name="flags", format=f"{len(flag_names)}X", array=bits)
+        coldefs = [flag_col] + coldefs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = fits.BinTableHDU.from_columns(coldefs, nrows=nrows)
+        # astropy rewrites the column keywords of a new table HDU in its own order when it is
+        # written; to keep afw's order (TFLAGn between the columns, TDOCn after TFORMn...) the
+        # HDU is rebuilt from its serialised data with our header (astropy keeps the header of
+        # an HDU read from bytes as it is).
+        buf = io.BytesIO()
+        fits.HDUList([fits.PrimaryHDU(), base]).writeto(buf)
+        raw = buf.getvalue()
+        with fits.open(io.BytesIO(raw)) as probe:
+            loc = probe[1].fileinfo()["datLoc"]
+            data_bytes = raw[loc:loc + probe[1].header["NAXIS1"] * nrows]
+    bh = base.header
+
+    def doc_of(name):
+        if name in docs:
+            return docs[name]
+        col = table[name]
+        return col.meta.get("TDOC") or (col.description or "")
+
+    def unit_of(name):
+        if name in units:
+            return units[name]
+        col = table[name]
+        if col.meta.get("TUNIT"):
+            return col.meta["TUNIT"]
+        if col.unit is not None:
+            return col.unit.to_string()
+        a = arrays[name]
+        return _default_unit(name, a.shape[1] if a.ndim > 1 else 1)
+
+    def class_of(name):
+        if name in classes:
+            return classes[name]
+        return table[name].meta.get("TCCLS") or _default_class(name, arrays[name])
+
+    cards = [fits.Card(k, bh[k], _CFITSIO_COMMENTS[k]) for k in _CFITSIO_COMMENTS]
+    col_number = {}
+    n0 = 1
+    if flag_col is not None:
+        cards.append(fits.Card("TTYPE1", "flags", "bits for all Flag fields; see also TFLAGn"))
+        cards.append(fits.Card("TFORM1", _afw_tform(bh["TFORM1"]), "format of field"))
+        cards.append(fits.Card("FLAGCOL", 1, "Column number for the bitflags."))
+        n0 = 2
+    for k, name in enumerate(data_names):
+        col_number[name] = n0 + k
+    bit = 0
+    for name in table.colnames:
+        if name in col_number:
+            n = col_number[name]
+            doc = doc_of(name)
+            cards.append(_truncated_card(f"TTYPE{n}", name, doc))
+            cards.append(fits.Card(f"TFORM{n}", _afw_tform(bh[f"TFORM{n}"]), "format of field"))
+            for k in ("TDIM", "TZERO", "TSCAL", "TNULL"):
+                if f"{k}{n}" in bh:
+                    cards.append(bh.cards[f"{k}{n}"])
+            if doc:
+                cards.append(fits.Card(f"TDOC{n}", doc))
+            unit = unit_of(name)
+            if unit:
+                cards.append(fits.Card(f"TUNIT{n}", unit))
+            cards.append(fits.Card(f"TCCLS{n}", class_of(name),
+                                   "Field template used by lsst.afw.table"))
+        else:
+            bit += 1
+            cards.append(fits.Card(f"TFLAG{bit}", name))
+            doc = doc_of(name)
+            if doc:
+                cards.append(fits.Card(f"TFDOC{bit}", doc))
+    for key, value, comment in (extra_cards if extra_cards is not None
+                                else table.meta.get("afw_metadata", [])):
+        if key in ("AR_HDU", "AFW_TABLE_VERSION", "AFW_TYPE", "FLAGCOL") or _COLKEY.match(key) \
+                or _STRUCTURAL.match(key):
+            continue
+        if len(key) > 8 and not key.startswith("HIERARCH"):
+            key = "HIERARCH " + key
+        cards.append(fits.Card(key, value, comment))
+    cards.append(fits.Card("HIERARCH AFW_TABLE_VERSION",
+                           int(version if version is not None else _pick_version(table))))
+    atype = afw_type or table.meta.get("afw_type")
+    if atype:
+        cards.append(fits.Card("AFW_TYPE", atype, "Tells lsst::afw to load this as a "
+                                                   f"{atype.capitalize()} table."))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        header = fits.Header(cards)
+    return header, data_bytes
+
+
+def write_src(path, table, docs=None, units=None, afw_type="SOURCE"):
+    """Write a source catalog in the afw layout (atomically).
+
+    Bool columns are packed into a first ``flags`` bit column (TFLAGn/TFDOCn, FLAGCOL=1); other
+    columns get TDOCn, TUNITn ('rad' for coord_ra/dec, 'pixel' for centroids, 'count' for
+    fluxes unless the column says otherwise), TCCLSn ('Angle' for coord_ra/dec, 'Scalar',
+    'Array', 'String'); then the table metadata, AFW_TABLE_VERSION and AFW_TYPE.
+    `docs` and `units` map column names to strings and override what the columns carry.
+    """
+    path = os.fspath(path)
+    if not isinstance(table, Table):
+        table = Table(table)
+    hdu = afw_table_hdu(table, docs=docs, units=units, afw_type=afw_type, path=path)
+    primary = fits.PrimaryHDU()
+    write_fits(fits.HDUList([primary, hdu]), path)
+
+
+# --------------------------------------------------------------------------------------------
+# Schemas: logical fields -> column names
+# --------------------------------------------------------------------------------------------
+
+class Col:
+    """A column spec: a column `name`, optionally one element `index` of a vector column, and
+    optionally the square root of it (`sqrt`, for a variance stored in a packed covariance)."""
+
+    def __init__(self, name, index=None, sqrt=False):
+        self.name, self.index, self.sqrt = name, index, sqrt
+
+    def present(self, table):
+        if self.name not in table.colnames:
+            return False
+        a = table[self.name]
+        if self.index is None:
+            return a.ndim == 1
+        return a.ndim == 2 and a.shape[1] > self.index
+
+    def get(self, table):
+        a = np.asarray(table[self.name])
+        if self.index is not None:
+            a = a[:, self.index]
+        if self.sqrt:
+            a = np.sqrt(a.astype(float))
+        return a
+
+    def __repr__(self):
+        s = self.name if self.index is None else f"{self.name}[{self.index}]"
+        return f"sqrt({s})" if self.sqrt else s
+
+    def __eq__(self, other):
+        return isinstance(other, Col) and (self.name, self.index, self.sqrt) == \
+            (other.name, other.index, other.sqrt)
+
+    def __hash__(self):
+        return hash((self.name, self.index, self.sqrt))
+
+
+def _hsc(*specs):
+    """hscPipe 3.x/4.x alternatives: each dotted name also in its on-disk '_' spelling."""
+    out = []
+    for s in specs:
+        c = s if isinstance(s, Col) else Col(s)
+        out.append(c)
+        if "." in c.name:
+            out.append(Col(c.name.replace(".", "_"), c.index, c.sqrt))
+    return tuple(out)
+
+
+def _lsst(*names):
+    return tuple(Col(n) for n in names)
+
+
+#: Logical fields used by the fitter and, per schema, the columns that can hold them
+#: (first present wins). Coordinates are radians, centroids 0-based pixels, fluxes counts.
+SCHEMAS = {
+    "lsst": {
+        "id": _lsst("id"),
+        "coord_ra": _lsst("coord_ra"),
+        "coord_dec": _lsst("coord_dec"),
+        "x": _lsst("base_SdssCentroid_x", "slot_Centroid_x"),
+        "y": _lsst("base_SdssCentroid_y", "slot_Centroid_y"),
+        "x_err": _lsst("base_SdssCentroid_xErr", "base_SdssCentroid_xSigma",
+                       "slot_Centroid_xErr", "slot_Centroid_xSigma"),
+        "y_err": _lsst("base_SdssCentroid_yErr", "base_SdssCentroid_ySigma",
+                       "slot_Centroid_yErr", "slot_Centroid_ySigma"),
+        "flux": _lsst("base_PsfFlux_instFlux", "base_PsfFlux_flux",
+                      "slot_PsfFlux_instFlux", "slot_PsfFlux_flux"),
+        "flux_err": _lsst("base_PsfFlux_instFluxErr", "base_PsfFlux_fluxSigma",
+                          "base_PsfFlux_fluxErr", "slot_PsfFlux_instFluxErr",
+                          "slot_PsfFlux_fluxSigma"),
+        "extendedness": _lsst("base_ClassificationExtendedness_value"),
+        "psf_used": _lsst("calib_psf_used", "calib_psfUsed"),
+        "saturated": _lsst("base_PixelFlags_flag_saturated"),
+        "saturated_center": _lsst("base_PixelFlags_flag_saturatedCenter"),
+        "centroid_flag": _lsst("base_SdssCentroid_flag", "slot_Centroid_flag"),
+        "flux_flag": _lsst("base_PsfFlux_flag", "slot_PsfFlux_flag"),
+    },
+    "hsc3": {
+        "id": _hsc("id"),
+        "coord_ra": _hsc("coord_ra", Col("coord", 0)),
+        "coord_dec": _hsc("coord_dec", Col("coord", 1)),
+        "x": _hsc(Col("centroid.sdss", 0), "centroid.sdss.x"),
+        "y": _hsc(Col("centroid.sdss", 1), "centroid.sdss.y"),
+        "x_err": _hsc(Col("centroid.sdss.err", 0, sqrt=True), "centroid.sdss.xSigma",
+                      "centroid.sdss.x.err"),
+        "y_err": _hsc(Col("centroid.sdss.err", 2, sqrt=True), "centroid.sdss.ySigma",
+                      "centroid.sdss.y.err"),
+        "flux": _hsc("flux.psf"),
+        "flux_err": _hsc("flux.psf.err"),
+        "extendedness": _hsc("classification.extendedness"),
+        "psf_used": _hsc("calib.psf.used"),
+        "saturated": _hsc("flags.pixel.saturated.any"),
+        "saturated_center": _hsc("flags.pixel.saturated.center"),
+        "centroid_flag": _hsc("centroid.sdss.flags"),
+        "flux_flag": _hsc("flux.psf.flags"),
+    },
+}
+
+#: Fields without which a catalog cannot be used; the others get defaults in standardize().
+REQUIRED_FIELDS = ("id", "coord_ra", "coord_dec", "x", "y", "flux", "flux_err")
+
+_DEFAULTS = {"x_err": np.nan, "y_err": np.nan, "extendedness": np.nan, "psf_used": False,
+             "saturated": False, "saturated_center": False, "centroid_flag": False,
+             "flux_flag": False}
+_DTYPES = {"id": np.int64, "psf_used": bool, "saturated": bool, "saturated_center": bool,
+           "centroid_flag": bool, "flux_flag": bool}
+
+
+def _source_name(table, source):
+    return source or table.meta.get("source_file") or "catalog"
+
+
+def _first_present(table, specs):
+    for spec in specs:
+        if spec.present(table):
+            return spec
+    return None
+
+
+def _missing(table, schema):
+    return [f for f in REQUIRED_FIELDS if _first_present(table, SCHEMAS[schema][f]) is None]
+
+
+def detect_schema(table, source=None):
+    """Name of the schema ('lsst' or 'hsc3') whose required fields are all in `table`.
+
+    Raises MosaicError listing, per schema, the columns that are missing.
+    """
+    report = []
+    for name in SCHEMAS:
+        missing = _missing(table, name)
+        if not missing:
+            return name
+        report.append(f"{name}: " + ", ".join(
+            f"{f} ({' or '.join(map(repr, SCHEMAS[name][f][:2]))})" for f in missing))
+    raise MosaicError(f"{_source_name(table, source)}: unknown catalog schema; missing "
+                      + "; ".join(report))
+
+
+def _parse_user_spec(spec):
+    if callable(spec) or isinstance(spec, Col):
+        return spec
+    m = re.match(r"^(.*)\[(\d+)\]$", str(spec))
+    if m:
+        return Col(m.group(1), int(m.group(2)))
+    return Col(str(spec))
+
+
+def resolve_columns(table, column_map=None, schema=None, source=None):
+    """Map each logical field to the column spec it is read from (None if absent).
+
+    `column_map` ({field: column name, 'name[i]' for element i of a vector column, a Col or a
+    callable(table) -> array}) overrides the schema. `schema` defaults to detect_schema(),
+    which is only consulted for the fields `column_map` does not give.
+    """
+    column_map = dict(column_map or {})
+    src = _source_name(table, source)
+    for field in column_map:
+        if field not in SCHEMAS["lsst"]:
+            raise MosaicError(f"{src}: unknown field {field!r} in the column map (known: "
+                              + ", ".join(SCHEMAS["lsst"]) + ")")
+    user = {f: _parse_user_spec(s) for f, s in column_map.items()}
+    for f, spec in user.items():
+        if isinstance(spec, Col) and not spec.present(table):
+            raise MosaicError(f"{src}: column {spec!r} (for {f}) is not in the catalog")
+    if schema is None:
+        if all(f in user for f in REQUIRED_FIELDS):
+            schema = next((s for s in SCHEMAS if not _missing(table, s)), "lsst")
+        else:
+            # a schema must supply the required fields the user did not map
+            candidates = [s for s in SCHEMAS
+                          if all(f in user or _first_present(table, SCHEMAS[s][f]) is not None
+                                 for f in REQUIRED_FIELDS)]
+            if not candidates:
+                detect_schema(table, source)      # raises with the full report
+            schema = candidates[0]
+    elif schema not in SCHEMAS:
+        raise ValueError(f"unknown schema {schema!r}; known: {', '.join(SCHEMAS)}")
+    out = {}
+    for f, specs in SCHEMAS[schema].items():
+        out[f] = user[f] if f in user else _first_present(table, specs)
+    missing = [f for f in REQUIRED_FIELDS if out[f] is None]
+    if missing:
+        raise MosaicError(f"{src}: catalog lacks {', '.join(missing)} for schema {schema!r}")
+    return out
+
+
+def standardize(table, column_map=None, schema=None, source=None):
+    """The fitter's view of a catalog: {logical field: numpy array}, one entry per field of
+    SCHEMAS (id int64; coord_ra/coord_dec radians; x, y 0-based pixels; x_err, y_err, flux,
+    flux_err, extendedness float64; psf_used, saturated, saturated_center, centroid_flag,
+    flux_flag bool). Optional fields missing from the catalog get NaN (floats) or False.
+    """
+    cols = resolve_columns(table, column_map, schema, source)
+    n = len(table)
+    out = {}
+    for f, spec in cols.items():
+        dtype = _DTYPES.get(f, np.float64)
+        if spec is None:
+            out[f] = np.full(n, _DEFAULTS[f], dtype=dtype)
+            continue
+        a = spec(table) if callable(spec) and not isinstance(spec, Col) else spec.get(table)
+        a = np.asarray(a)
+        if getattr(a, "mask", None) is not None:
+            a = np.ma.filled(a, np.nan if dtype is np.float64 else 0)
+        if a.shape != (n,):
+            raise MosaicError(f"{_source_name(table, source)}: {f} from {spec!r} has shape "
+                              f"{a.shape}, expected ({n},)")
+        out[f] = a.astype(dtype, copy=True)
+    return out

@@ -1,0 +1,196 @@
+"""TAN-SIP WCS headers and the mosaic's ``wcs-VVVVVVV-CCC.fits`` output files.
+
+Layout of a meas_mosaic ``wcs-`` file (``tests/data/meas_mosaic-outputs/wcs-*.fits``): an afw
+exposure with 0x0 pixels. The primary header has ``FILTER``, ``FLUXMAG0`` and ``FLUXMAG0ERR``;
+HDU 1 (IMAGE), 2 (MASK) and 3 (VARIANCE) carry the WCS cards ``EQUINOX``, ``RADESYS``,
+``CRPIX1/2`` (1-based), ``CD1_1..CD2_2``, ``CRVAL1/2`` (deg), ``CUNIT1/2``, ``A_ORDER``,
+``A_p_q``, ``B_ORDER``, ``B_p_q`` (2 <= p+q <= N), ``AP_ORDER``, ``AP_p_q``, ``BP_ORDER``,
+``BP_p_q`` (the inverse), ``CTYPE1='RA---TAN-SIP'``, ``CTYPE2='DEC--TAN-SIP'``. meas_mosaic
+also wrote an afw archive copy of the WCS (HDUs 4-6), which readers do not need and which is
+not written here. hscPipe reads the metadata of HDU 1 merged with the primary, so it finds the
+WCS in HDU 1.
+"""
+import math
+import os
+import re
+import warnings
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from . import MosaicError
+from .atomic import write_fits
+from .catalog import open_fits
+
+__all__ = ["read_wcs_file", "read_wcs_header", "write_wcs_file", "wcs_header",
+           "header_has_wcs", "strip_wcs", "make_wcs", "is_wcs_keyword", "float_card"]
+
+_WCS_KEY = re.compile(r"^(WCSAXES|CTYPE[12]|CRPIX[12]|CRVAL[12]|CDELT[12]|CUNIT[12]|CD[12]_[12]|"
+                      r"PC[12]_[12]|CROTA[12]|LONPOLE|LATPOLE|EQUINOX|EPOCH|RADESYS|RADECSYS|"
+                      r"PV[12]_\d+|(A|B|AP|BP)_(ORDER|DMAX|\d+_\d+))$")
+
+
+def float_card(key, value, comment=None):
+    """A header card holding `value` exactly (shortest repr; astropy's own formatting keeps
+    only 20 characters, which loses the last digit of many doubles). Long keys become
+    HIERARCH cards."""
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{key} = {value!r} is not finite")
+    s = repr(v).upper()
+    if "." not in s and "E" not in s:
+        s += "."
+    if len(key) > 8 or key.upper().startswith("HIERARCH "):
+        k = key if key.upper().startswith("HIERARCH ") else "HIERARCH " + key
+        image = f"{k} = {s}"
+    else:
+        image = f"{key:<8}= {s:>20}"
+    if comment:
+        image += f" / {comment}"
+    return fits.Card.fromstring(image[:80].ljust(80))
+
+
+def is_wcs_keyword(key):
+    """True for the keywords of the primary celestial WCS and its SIP terms."""
+    return bool(_WCS_KEY.match(key))
+
+
+def header_has_wcs(header):
+    """True if `header` has a celestial WCS (CTYPE, CRVAL, CRPIX and a scale/matrix)."""
+    need = ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2")
+    if not all(k in header for k in need):
+        return False
+    return any(k in header for k in ("CD1_1", "CD2_2", "CDELT1", "PC1_1"))
+
+
+def strip_wcs(header):
+    """A copy of `header` without the primary WCS and SIP cards."""
+    out = fits.Header()
+    for card in header.cards:
+        if not is_wcs_keyword(card.keyword):
+            out.append(card.copy() if hasattr(card, "copy") else card)
+    return out
+
+
+def _sip_cards(name, coeffs, order, min_total):
+    cards = [fits.Card(f"{name}_ORDER", int(order))]
+    for p in range(order + 1):
+        for q in range(order + 1 - p):
+            c = float(coeffs[p, q]) if p < coeffs.shape[0] and q < coeffs.shape[1] else 0.0
+            if p + q >= min_total or c != 0.0:
+                cards.append(float_card(f"{name}_{p}_{q}", c))
+    return cards
+
+
+def _header_from_wcs(w):
+    if not isinstance(w, WCS):
+        raise TypeError(f"expected an astropy.wcs.WCS or a FITS header, not {type(w).__name__}")
+    if w.naxis != 2:
+        raise ValueError(f"expected a 2-axis celestial WCS, not {w.naxis} axes")
+    ctype = [c.split("-")[0] for c in w.wcs.ctype]
+    proj = w.wcs.ctype[0][5:8]
+    if proj != "TAN":
+        raise ValueError(f"only TAN (or TAN-SIP) WCS can be written, not {w.wcs.ctype[0]!r}")
+    sip = w.sip
+    suffix = "-SIP" if sip is not None else ""
+    cd = np.asarray(w.pixel_scale_matrix, dtype=float)
+    h = fits.Header()
+    radesys = (w.wcs.radesys or "").strip() or "ICRS"
+    equinox = w.wcs.equinox
+    if np.isfinite(equinox):
+        h.append(float_card("EQUINOX", equinox, "Equinox of coordinates"))
+    elif radesys in ("FK5", "FK4"):
+        h.append(fits.Card("EQUINOX", 2000.0 if radesys == "FK5" else 1950.0,
+                           "Equinox of coordinates"))
+    h.append(fits.Card("RADESYS", radesys, "Coordinate system for equinox"))
+    h.append(float_card("CRPIX1", w.wcs.crpix[0], "WCS Coordinate reference pixel"))
+    h.append(float_card("CRPIX2", w.wcs.crpix[1], "WCS Coordinate reference pixel"))
+    for i in range(2):
+        for j in range(2):
+            h.append(float_card(f"CD{i + 1}_{j + 1}", cd[i, j], "WCS Coordinate scale matrix"))
+    h.append(float_card("CRVAL1", w.wcs.crval[0], "WCS Ref value (RA in decimal degrees)"))
+    h.append(float_card("CRVAL2", w.wcs.crval[1], "WCS Ref value (DEC in decimal degrees)"))
+    h.append(fits.Card("CUNIT1", "deg"))
+    h.append(fits.Card("CUNIT2", "deg"))
+    if sip is not None:
+        for name, coeffs, order, min_total in (("A", sip.a, sip.a_order, 2),
+                                               ("B", sip.b, sip.b_order, 2),
+                                               ("AP", sip.ap, sip.ap_order, 1),
+                                               ("BP", sip.bp, sip.bp_order, 1)):
+            if coeffs is not None:
+                for card in _sip_cards(name, np.asarray(coeffs), int(order), min_total):
+                    h.append(card)
+    lon = ctype[0][:4].ljust(5, "-")
+    lat = ctype[1][:4].ljust(5, "-")
+    h.append(fits.Card("CTYPE1", f"{lon}TAN{suffix}", "WCS Coordinate type"))
+    h.append(fits.Card("CTYPE2", f"{lat}TAN{suffix}", "WCS Coordinate type"))
+    return h
+
+
+def wcs_header(header_or_wcs):
+    """Only the WCS cards: copied in their order from a header, or built from an astropy WCS
+    (CD matrix, CRPIX 1-based, SIP A/B for 2 <= p+q <= N and AP/BP for 1 <= p+q <= N, plus any
+    other non-zero term)."""
+    if isinstance(header_or_wcs, fits.Header):
+        out = fits.Header()
+        for card in header_or_wcs.cards:
+            if is_wcs_keyword(card.keyword):
+                out.append(card)
+        return out
+    return _header_from_wcs(header_or_wcs)
+
+
+def make_wcs(header, source="header"):
+    """astropy WCS (SIP included) from a header; MosaicError naming `source` if there is no
+    valid celestial WCS in it."""
+    if not header_has_wcs(header):
+        raise MosaicError(f"{source}: no WCS (CTYPE/CRVAL/CRPIX/CD cards) in the header")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            w = WCS(wcs_header(header), relax=True)
+    except Exception as e:
+        raise MosaicError(f"{source}: invalid WCS ({str(e).splitlines()[0]})") from None
+    if not w.has_celestial:
+        raise MosaicError(f"{source}: the WCS is not celestial (CTYPE {w.wcs.ctype[0]!r})")
+    m = np.asarray(w.pixel_scale_matrix)
+    if not (np.all(np.isfinite(m)) and np.all(np.isfinite(w.wcs.crval))
+            and np.all(np.isfinite(w.wcs.crpix)) and abs(np.linalg.det(m)) > 0):
+        raise MosaicError(f"{source}: the WCS has non-finite or singular values")
+    return w
+
+
+def read_wcs_header(path):
+    """The raw header that carries the WCS: the first image HDU's, else the primary's."""
+    path = os.fspath(path)
+    with open_fits(path, "WCS file") as hdul:
+        candidates = [h for h in hdul[1:] if isinstance(h, (fits.ImageHDU, fits.CompImageHDU))]
+        candidates = candidates[:1] + [hdul[0]]
+        for hdu in candidates:
+            if header_has_wcs(hdu.header):
+                return hdu.header.copy()
+    raise MosaicError(f"{path}: no WCS in the first image HDU nor in the primary header")
+
+
+def read_wcs_file(path):
+    """The TAN-SIP WCS of a ``wcs-`` file (or of any afw exposure) as an astropy WCS."""
+    path = os.fspath(path)
+    return make_wcs(read_wcs_header(path), path)
+
+
+def write_wcs_file(path, header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_name="_unknown_"):
+    """Write a ``wcs-`` file (atomically): primary with FILTER/FLUXMAG0/FLUXMAG0ERR, then 0x0
+    IMAGE/MASK/VARIANCE HDUs carrying the TAN-SIP cards (as meas_mosaic's files do, without
+    the afw archive copy of the WCS)."""
+    from .exposure import exposure_hdulist   # exposure imports this module
+
+    path = os.fspath(path)
+    cards = wcs_header(header_or_wcs)
+    make_wcs(cards, path)     # refuse to write something unreadable
+    primary = fits.Header()
+    primary.append(fits.Card("FILTER", filter_name))
+    primary.append(float_card("FLUXMAG0", fluxmag0))
+    primary.append(float_card("FLUXMAG0ERR", fluxmag0err))
+    hdul = exposure_hdulist(primary, None, None, None, wcs_cards=cards)
+    write_fits(hdul, path)
