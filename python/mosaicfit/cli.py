@@ -104,9 +104,20 @@ def ccd_sky_corners(repo, refs, camera):
     return corners, missing
 
 
+def resolve_refs(repo, id_args):
+    """The registry's (visit, ccd) refs for the --id arguments; ids absent from the registry
+    are reported on stderr (one line), not dropped silently."""
+    from .dataid import parse_ids, resolve
+    refs, missing = resolve(parse_ids(id_args), repo.registry)
+    if missing:
+        shown = ", ".join(f"visit={v}" + ("" if c is None else f" ccd={c}") for v, c in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        print(f"not in the registry {repo.registry_path}: {shown}{more}", file=sys.stderr)
+    return refs
+
+
 def run_make_skymap(args):
     from .camera import hsc
-    from .dataid import parse_ids, resolve
     from .layout import Repository
     from .skymap import RingsSkyMap, make_discrete_skymap, save_skymap
     repo = Repository(args.root, args.rerun)
@@ -117,7 +128,7 @@ def run_make_skymap(args):
         skymap = RingsSkyMap()
         what = f"rings sky map ({len(skymap)} tracts)"
     else:
-        refs, missing = resolve(parse_ids(args.id), repo.registry)
+        refs = resolve_refs(repo, args.id)
         corners, no_corr = ccd_sky_corners(repo, refs, hsc())
         if no_corr:
             print(f"Not opening files: no CORR for {len(no_corr)} of {len(refs)} CCDs "

@@ -644,7 +644,7 @@ def _corr_primary(sim, visit, ccd):
     v = sim.truth.visits[visit]
     date, tai = _date_strings(v["mjd"])
     h = fits.Header()
-    h["FLUXMAG0"], h["FLUXMAG0ERR"] = sim.fluxmag0[(visit, ccd)]
+    h["FLUXMAG0"], h["HIERARCH FLUXMAG0ERR"] = sim.fluxmag0[(visit, ccd)]
     h["FILTER"] = sim.config.filter
     h["EXPTIME"] = v["exptime"]
     h["DATE-OBS"] = date
@@ -652,7 +652,7 @@ def _corr_primary(sim, visit, ccd):
     h["MJD-AVG"] = v["mjd"] + 0.5 * v["exptime"] / 86400.0
     h["BORE-RA"] = (v["ra_commanded"], "[deg] telescope boresight RA (commanded)")
     h["BORE-DEC"] = (v["dec_commanded"], "[deg] telescope boresight Dec (commanded)")
-    h["BORE-ROTANG"] = (v["sky_angle"], "[deg] rotator sky position angle")
+    h["HIERARCH BORE-ROTANG"] = (v["sky_angle"], "[deg] rotator sky position angle")
     h["ROTTYPE"] = "SKY"
     h["VISIT"] = visit
     h["CCD"] = ccd
@@ -712,7 +712,7 @@ def _write_one(sim, repo, key, images, rng_seed):
             img, mask, var = _render_ccd(sim, visit, ccd, np.random.default_rng(rng_seed))
         write_corr(repo.path("calexp", **did),
                    Exposure(image=img, mask=mask, variance=var,
-                            primary_header=_corr_primary(sim, visit, ccd), wcs_header=wh))
+                            header=_corr_primary(sim, visit, ccd), wcs_header=wh))
         n += 1
     return n
 
