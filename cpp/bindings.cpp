@@ -120,6 +120,7 @@ py::dict fit_mosaic(py::object star, py::object visit, py::object ccd, py::objec
     out["chi2"] = r.chi2;
     out["chi2_det"] = r.chi2_det;
     out["nobs"] = r.nobs;
+    out["nobs_det"] = r.nobs_det;
     out["nparam"] = r.nparam;
     out["status"] = r.status;
     out["rcond"] = r.min_pivot;

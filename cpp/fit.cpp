@@ -342,6 +342,7 @@ FitResult solve_mosaic(const FitProblem& p) {
     }
     r.chi2 += r.chi2_det;
     r.nobs = (nact + npriors) * D;
+    r.nobs_det = nact * D;
     r.nparam = (N - nfixed - ngauge) + nstars_used * D;
     return r;
 }

@@ -63,6 +63,7 @@ struct FitResult {
     double chi2 = 0.0;              // detections + star priors
     double chi2_det = 0.0;          // detections only
     std::int64_t nobs = 0;          // scalar observations (detections x D + priors x D)
+    std::int64_t nobs_det = 0;      // scalar observations of detections (detections x D)
     std::int64_t nparam = 0;        // free parameters (model + stars - gauge)
     std::string status;             // "ok", "ldlt" (LLT failed, LDLT used) or an error
     double min_pivot = 0.0;         // smallest D_ii / max D_ii of the LDLT (conditioning)

@@ -22,7 +22,7 @@ class MosaicConfig:
     extendednessForStarSelection: str = ""   # column names; empty: from the detected schema
     saturatedForStarSelection: str = ""
     psfStarForStarSelection: str = ""
-    minSnr: float = 5.0                 # detections below this S/N are not used
+    minSnr: float = 10.0                # detections below this S/N are not used (jointcal: 10)
     # -- matching --
     radXMatch: float = 1.0              # arcsec, between visits and to the reference catalogue
     numSourceMerge: int = 2             # detections (visits) a star needs without a reference
@@ -34,7 +34,10 @@ class MosaicConfig:
     internalFitting: bool = True        # use stars without a reference match
     solveCcd: bool = True
     allowRotation: bool = True
-    catRMS: float = 0.040 / 3600.0      # degrees: floor of the reference position error
+    catRMS: float = 0.040 / 3600.0      # degrees: reference position error assumed when the
+    #                                     catalogue gives none (hscPipe's meaning and default)
+    refPosErrorFloor: float = 0.001     # arcsec added in quadrature to the catalogue's own
+    #                                     position errors (propagated to the epoch)
     astromErrorFloor: float = 0.0       # arcsec added in quadrature to centroid errors
     # -- photometry --
     doSolveFlux: bool = True
@@ -53,7 +56,8 @@ class MosaicConfig:
     # -- the solution --
     relativeSolution: bool = False      # allow a run without reference stars (relative frame)
     clipSigma: float = 5.0              # detections beyond this are clipped, worst first
-    maxIter: int = 10
+    maxIter: int = 20
+    rejectVariables: bool = True        # drop stars whose fluxes disagree beyond chance (p<1e-4)
     minStarsPerCcd: int = 10            # CCDs with fewer matched stars are frozen (nominal)
     coaddName: str = "deep"
     # -- diagnostics (hscPipe 3.x spelling) --

@@ -406,7 +406,7 @@ def _measure_ccd(cfg, rng, truth, v, ccd, stars, idx, px, py, group, sigma_psf, 
 
     # star/galaxy separation: fails for faint compact objects
     m_obs = -2.5 * np.log10(np.maximum(f_meas, 1e-3)) + zp
-    p_gal_as_star = 0.02 + 0.5 / (1 + np.exp(-(m_obs - 23.8) / 0.35)) * np.exp(-size_px / 4.0)
+    p_gal_as_star = 0.003 + 0.5 / (1 + np.exp(-(m_obs - 23.8) / 0.35)) * np.exp(-size_px / 4.0)
     p_star_as_gal = 0.005 + 0.3 / (1 + np.exp(-(m_obs - 24.3) / 0.3))
     u = rng.uniform(size=len(idx))
     ext = np.where(is_star, (u < p_star_as_gal), ~(u < p_gal_as_star)).astype(float)

@@ -134,3 +134,30 @@ def sip_inverse(header, ra_deg, dec_deg):
             v += header.get(f"BP_{p}_{q}", 0.0) * U ** p * V ** q
     shape = np.shape(ra_deg)
     return (u + header["CRPIX1"] - 1.0).reshape(shape), (v + header["CRPIX2"] - 1.0).reshape(shape)
+
+
+def pixel_area_ratio(header, x, y):
+    """J(x, y): the TAN-SIP pixel area at 0-based (x, y) over the area at CRPIX, in the
+    gnomonic plane (meas_mosaic's Jacobian: |det d(xi, eta)/d(x, y)| / |det CD|)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    u = x + 1.0 - header["CRPIX1"]
+    v = y + 1.0 - header["CRPIX2"]
+    a_u, a_v = np.ones_like(u), np.zeros_like(u)     # d(u + A)/du, d(u + A)/dv
+    b_u, b_v = np.zeros_like(u), np.ones_like(u)     # d(v + B)/du, d(v + B)/dv
+    order = header.get("A_ORDER", 0)
+    for p in range(order + 1):
+        for q in range(order + 1 - p):
+            if p + q < 2:
+                continue
+            A = header.get(f"A_{p}_{q}", 0.0)
+            B = header.get(f"B_{p}_{q}", 0.0)
+            if p:
+                t = p * u ** (p - 1) * v ** q
+                a_u += A * t
+                b_u += B * t
+            if q:
+                t = q * u ** p * v ** (q - 1)
+                a_v += A * t
+                b_v += B * t
+    return np.abs(a_u * b_v - a_v * b_u)

@@ -1,0 +1,622 @@
+"""The joint fit of a tract: star selection, cross-identification, astrometry, photometry.
+
+    sol = solve(exposures, camera, config, refcat)
+
+`exposures` are :class:`ExposureData` (in-memory catalogues and single-frame WCS headers: no
+files needed), `refcat` a table in the LSST reference-catalogue convention. The normal
+equations are assembled and solved in C++ (mosaicfit._core.fit_mosaic) with the star
+parameters eliminated; this module prepares the problem, iterates (the CCD rotations are the
+only non-linear parameters) and clips outliers, worst first per star.
+"""
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import MosaicError, _core
+from .config import MosaicConfig
+from .matching import cross_match, match_reference, radec_to_xyz, select_stars
+from .model import ARCSEC_RAD, BASES, Solution, poly_eval, poly_grad
+from .sip import pixel_area_ratio, sip_pixel_to_sky
+
+log = logging.getLogger("mosaicfit.solve")
+
+DAYS_PER_YEAR = 365.25
+RAD_MAS = 180.0 / np.pi * 3.6e6
+FILTER_BAND = {"HSC-G": "g", "HSC-R": "r", "HSC-R2": "r", "HSC-I": "i", "HSC-I2": "i",
+               "HSC-Z": "z", "HSC-Y": "y", "NB0387": "g", "NB0515": "g", "NB0656": "r",
+               "NB0816": "i", "NB0921": "z", "NB1010": "y"}
+
+
+@dataclass
+class ExposureData:
+    """One CCD of one visit as the fit needs it."""
+    visit: int
+    ccd: int
+    catalog: dict            # mosaicfit.catalog.standardize() arrays
+    wcs_header: object       # single-frame TAN(-SIP) header (astropy Header or dict-like)
+    fluxmag0: float = None   # single-frame calibration (counts of a 0-mag star)
+    mjd: float = None        # epoch of the exposure
+    filter: str = None
+
+
+@dataclass
+class IterationSummary:
+    """One iteration of a fit. chi2 is that of the detections and ndof their number of
+    observations less the number of parameters (stars included): reference priors carry
+    little information at hscPipe's catRMS floor of 40 mas, and counting them as degrees of
+    freedom would bias chi2/ndof low."""
+    kind: str
+    iteration: int
+    chi2: float
+    ndof: int
+    rms: float              # mas (astrometry) or mmag (photometry), active detections
+    n_active: int
+    n_clipped: int
+    t_assemble: float
+    t_solve: float
+
+    def line(self):
+        unit = "mas" if self.kind == "astrometry" else "mmag"
+        return (f"{self.kind} iteration {self.iteration}: chi2/ndof = {self.chi2:.1f}/{self.ndof} "
+                f"= {self.chi2 / max(self.ndof, 1):.3f}, rms {self.rms:.2f} {unit}, "
+                f"{self.n_active} detections, {self.n_clipped} clipped "
+                f"(assemble {self.t_assemble:.2f} s, solve {self.t_solve:.2f} s)")
+
+
+@dataclass
+class Detections:
+    """The selected detections of all exposures, as flat arrays."""
+    exp: np.ndarray
+    visit: np.ndarray
+    ccd: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    sig_pix: np.ndarray
+    flux: np.ndarray
+    flux_err: np.ndarray
+    ra: np.ndarray          # from the single-frame WCS, degrees
+    dec: np.ndarray
+    pixscale: np.ndarray    # arcsec per pixel of the single-frame WCS
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.x)
+
+    def take(self, m):
+        return Detections(**{k: (v[m] if isinstance(v, np.ndarray) else v)
+                             for k, v in self.__dict__.items() if k != "extra"},
+                          extra={k: v[m] for k, v in self.extra.items()})
+
+
+def _select(exposures, camera, cfg):
+    parts, excluded = [], []
+    for k, e in enumerate(exposures):
+        d = camera[e.ccd]
+        cat = e.catalog
+        idx = select_stars(cat, d.width, d.height, cfg.cellSize, cfg.nStarPerCell,
+                           cfg.nBrightest, cfg.includeSaturated, cfg.minSnr)
+        if len(idx) == 0:
+            excluded.append((e.visit, e.ccd))
+            continue
+        x, y = cat["x"][idx], cat["y"][idx]
+        xe, ye = cat["x_err"][idx], cat["y_err"][idx]
+        snr = cat["flux"][idx] / cat["flux_err"][idx]
+        with np.errstate(invalid="ignore"):
+            sig = np.sqrt(0.5 * (xe ** 2 + ye ** 2))
+        bad = ~np.isfinite(sig) | (sig <= 0)
+        sig[bad] = np.maximum(0.01, 1.5 / snr[bad])       # ~FWHM / SNR when not measured
+        ra, dec = sip_pixel_to_sky(e.wcs_header, x, y)
+        h = e.wcs_header
+        scale = np.sqrt(abs(h["CD1_1"] * h["CD2_2"] - h["CD1_2"] * h["CD2_1"])) * 3600.0
+        n = len(idx)
+        parts.append(dict(exp=np.full(n, k), visit=np.full(n, e.visit), ccd=np.full(n, e.ccd),
+                          x=x, y=y, sig_pix=sig, flux=cat["flux"][idx], flux_err=cat["flux_err"][idx],
+                          ra=ra, dec=dec, pixscale=np.full(n, scale)))
+    if not parts:
+        raise MosaicError(f"no usable stars in any of the {len(exposures)} CCDs")
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return Detections(**cat), excluded
+
+
+def _mean_position(ra, dec, label, n):
+    xyz = radec_to_xyz(ra, dec)
+    s = np.zeros((n, 3))
+    np.add.at(s, label, xyz)
+    s /= np.linalg.norm(s, axis=1)[:, None]
+    return np.degrees(np.arctan2(s[:, 1], s[:, 0])) % 360.0, np.degrees(np.arcsin(np.clip(s[:, 2], -1, 1)))
+
+
+@dataclass
+class Reference:
+    """Reference catalogue arrays propagated to an epoch."""
+    ra: np.ndarray
+    dec: np.ndarray
+    pm_ra: np.ndarray      # mas/yr (times cos dec)
+    pm_dec: np.ndarray
+    epoch: np.ndarray      # MJD
+    pos_err: np.ndarray    # mas at its epoch
+    pm_err: np.ndarray     # mas/yr
+    mag: np.ndarray
+    mag_err: np.ndarray
+
+    @classmethod
+    def from_table(cls, t, band):
+        n = len(t)
+        col = lambda name, default: (np.asarray(t[name], float) if name in t.colnames
+                                     else np.full(n, default))
+        ra = np.degrees(np.asarray(t["coord_ra"], float))
+        dec = np.degrees(np.asarray(t["coord_dec"], float))
+        pm_ra = np.nan_to_num(col("pm_ra", 0.0)) * RAD_MAS
+        pm_dec = np.nan_to_num(col("pm_dec", 0.0)) * RAD_MAS
+        epoch = col("epoch", np.nan)
+        # NaN where the catalogue gives no position error (the fit then assumes catRMS)
+        pos_err = np.sqrt(0.5 * (col("coord_raErr", np.nan) ** 2
+                                 + col("coord_decErr", np.nan) ** 2)) * RAD_MAS
+        pm_err = np.sqrt(0.5 * (np.nan_to_num(col("pm_raErr", 0.0)) ** 2
+                                + np.nan_to_num(col("pm_decErr", 0.0)) ** 2)) * RAD_MAS
+        mag = np.full(n, np.nan)
+        mag_err = np.full(n, np.nan)
+        if band and f"{band}_flux" in t.colnames:
+            f = np.asarray(t[f"{band}_flux"], float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mag = np.where(f > 0, -2.5 * np.log10(f) + 31.4, np.nan)
+                if f"{band}_fluxErr" in t.colnames:
+                    mag_err = 2.5 / np.log(10) * np.asarray(t[f"{band}_fluxErr"], float) / f
+        return cls(ra, dec, pm_ra, pm_dec, epoch, pos_err, pm_err, mag, mag_err)
+
+    def at(self, mjd):
+        """(ra, dec) in degrees propagated to `mjd` (scalar or per object), and the position
+        error there (mas). Objects without an epoch are taken as they are."""
+        dt = np.where(np.isfinite(self.epoch), (np.asarray(mjd) - self.epoch) / DAYS_PER_YEAR, 0.0)
+        dec = self.dec + self.pm_dec * dt / 3.6e6
+        ra = self.ra + self.pm_ra * dt / 3.6e6 / np.cos(np.radians(self.dec))
+        err = np.sqrt(self.pos_err ** 2 + (self.pm_err * dt) ** 2)
+        return ra, dec, err
+
+
+def _clip_worst(chi, star, active, threshold):
+    """Deactivate, for each star, its worst active detection if it is beyond `threshold`."""
+    cand = np.nonzero(active & (chi > threshold))[0]
+    if len(cand) == 0:
+        return 0
+    order = cand[np.lexsort((-chi[cand], star[cand]))]
+    first = np.r_[True, star[order][1:] != star[order][:-1]]
+    active[order[first]] = False
+    return int(first.sum())
+
+
+def _clip_threshold(it, clip_sigma):
+    """Clipping threshold (in sigma) at iteration `it` (0-based; none at 0). A few gross
+    mismatches (wrong cross-identifications, ~1") bias the first solution by several mas near
+    them, which would make good bright detections look like 5-sigma outliers: the threshold
+    starts wide and comes down to `clip_sigma` as the solution cleans up."""
+    schedule = [np.inf, 50.0, 20.0, 10.0]
+    return max(clip_sigma, schedule[it]) if it < len(schedule) else clip_sigma
+
+
+def _chi2_quantile(dof, z):
+    """Upper quantile of chi2 with `dof` degrees of freedom at normal deviate z
+    (Wilson-Hilferty; good to a few per cent for dof >= 1)."""
+    k = np.maximum(np.asarray(dof, float), 1e-9)
+    return k * (1.0 - 2.0 / (9.0 * k) + z * np.sqrt(2.0 / (9.0 * k))) ** 3
+
+
+def _inconsistent_stars(chi, star, active, nstar, has_prior, dims, z=3.72):
+    """Stars whose active detections are inconsistent with a constant source (variables,
+    galaxies whose PSF flux follows the seeing, moving stars): their summed chi2 is beyond the
+    1e-4 upper quantile (z = 3.72) of chi2 with (detections - 1) x dims degrees of freedom
+    (x dims when a reference value ties the star)."""
+    csum = np.bincount(star[active], weights=chi[active], minlength=nstar)
+    n = np.bincount(star[active], minlength=nstar)
+    dof = (n - (~has_prior).astype(int)) * dims
+    bad = (dof >= 2) & (csum > _chi2_quantile(dof, z))
+    return np.nonzero(bad)[0]
+
+
+def _update_active(chi, star, active, usable, it, clip_sigma):
+    """Clip the worst detection per star beyond this iteration's threshold and reinstate
+    clipped detections that now fit well (0.8 of the threshold). Returns (clipped,
+    reinstated, threshold)."""
+    thr = _clip_threshold(it, clip_sigma)
+    if not np.isfinite(thr):
+        return 0, 0, thr
+    back = usable & ~active & (chi < (0.8 * thr) ** 2)
+    active |= back
+    return _clip_worst(chi, star, active, thr ** 2), int(back.sum()), thr
+
+
+def solve(exposures, camera, config=None, refcat=None, tangent_point=None):
+    """Fit the tract made of `exposures` (list of :class:`ExposureData`).
+
+    refcat: an astropy Table in the LSST reference-catalogue convention (coord_ra/dec
+    radians, <band>_flux nJy, optional errors, proper motions and epoch), or None for a
+    relative solution (config.relativeSolution). tangent_point: (ra, dec) of the tract plane,
+    degrees (default: the centre of the detections). Returns a :class:`Solution`.
+    """
+    cfg = (config or MosaicConfig()).validate()
+    t_start = time.time()
+    stats = {"timing": {}, "iterations": []}
+    det, excluded = _select(exposures, camera, cfg)
+    if excluded:
+        log.warning("%d CCDs without usable stars excluded (e.g. visit=%d ccd=%d)",
+                    len(excluded), *excluded[0])
+    stats["excluded"] = excluded
+    exp_mjd = np.array([np.nan if e.mjd is None else e.mjd for e in exposures], float)
+    visits = np.unique(det.visit)
+    vmjd = {}
+    for v in visits:
+        m = [e.mjd for e in exposures if e.visit == v and e.mjd is not None]
+        vmjd[int(v)] = float(np.mean(m)) if m else np.nan
+    t0 = np.nanmean(list(vmjd.values())) if np.any(np.isfinite(list(vmjd.values()))) else np.nan
+    det_mjd = exp_mjd[det.exp]
+
+    # -- cross-identification ------------------------------------------------------------------
+    tm = time.time()
+    star, nstar, namb = cross_match(det.ra, det.dec, det.visit, cfg.radXMatch, min_visits=1)
+    keep = star >= 0
+    det = det.take(keep)
+    star = star[keep]
+    det_mjd = det_mjd[keep]
+    sra, sdec = _mean_position(det.ra, det.dec, star, nstar)
+    nvis = np.bincount(star, minlength=nstar)
+
+    band = cfg.refBand or FILTER_BAND.get(next((e.filter for e in exposures if e.filter), ""), "")
+    ref = None
+    ref_of_star = np.full(nstar, -1, np.int64)
+    if refcat is not None and len(refcat):
+        ref = Reference.from_table(refcat, band)
+        rra, rdec, _ = ref.at(t0 if np.isfinite(t0) else np.nan)
+        ref_of_star = match_reference(sra, sdec, rra, rdec, cfg.radXMatch)
+    use = ((nvis >= cfg.numSourceMerge) & cfg.internalFitting) | (ref_of_star >= 0)
+    new = np.full(nstar, -1, np.int64)
+    new[use] = np.arange(use.sum())
+    star = new[star]
+    keep = star >= 0
+    det, star, det_mjd = det.take(keep), star[keep], det_mjd[keep]
+    ref_of_star = ref_of_star[use]
+    nstar = int(use.sum())
+    n_ref = int((ref_of_star >= 0).sum())
+    stats.update(n_detections=len(det), n_stars=nstar, n_ref_stars=n_ref, n_ambiguous=namb,
+                 n_visits=len(visits), n_ccds=len(np.unique(det.ccd)), band=band)
+    stats["timing"]["match"] = time.time() - tm
+    log.info("%d detections of %d stars (%d matched to the reference catalogue, %d ambiguous "
+             "groups dropped) in %d visits", len(det), nstar, n_ref, namb, len(visits))
+    if nstar == 0:
+        raise MosaicError("no star is seen in two visits or matched to the reference catalogue")
+    if n_ref == 0 and not cfg.relativeSolution:
+        raise MosaicError("no star matched the reference catalogue within radXMatch="
+                          f"{cfg.radXMatch}\"; use --config relativeSolution=True for a "
+                          "relative solution")
+
+    if tangent_point is None:
+        tp = _mean_position(det.ra, det.dec, np.zeros(len(det), int), 1)
+        tangent_point = (float(tp[0][0]), float(tp[1][0]))
+    ps = camera.pixel_size_mm
+    u0 = np.empty(len(det))
+    v0 = np.empty(len(det))
+    for c in np.unique(det.ccd):
+        m = det.ccd == c
+        fx, fy = camera.pixel_to_focal_plane(int(c), det.x[m], det.y[m])
+        u0[m], v0[m] = fx / ps, fy / ps
+    scale = 1.02 * max(np.max(np.abs(u0)), np.max(np.abs(v0)))
+    sol = Solution(camera, tangent_point, scale, cfg.fittingOrder, cfg.fluxFitOrder,
+                   "chebyshev" if cfg.chebyshev else "legendre")
+    sol.stats = stats
+    for v in visits:
+        e = next(e for e in exposures if e.visit == v)
+        sol.visit_info[int(v)] = dict(mjd=vmjd[int(v)], filter=e.filter)
+
+    vlist = [int(v) for v in visits]
+    vidx = np.searchsorted(visits, det.visit).astype(np.int32)
+    ccds = np.unique(det.ccd)
+    cidx = np.searchsorted(ccds, det.ccd).astype(np.int32)
+
+    ctx = dict(det=det, star=star, nstar=nstar, vidx=vidx, cidx=cidx, ccds=ccds, visits=visits,
+               u0=u0, v0=v0, ref=ref, ref_of_star=ref_of_star, t0=t0, det_mjd=det_mjd)
+    if cfg.doSolveWcs:
+        ta = time.time()
+        _fit_astrometry(sol, ctx, cfg, exposures)
+        stats["timing"]["astrometry"] = time.time() - ta
+    else:
+        for e in exposures:
+            sol.frozen[(e.visit, e.ccd)] = e.wcs_header
+    if cfg.doSolveFlux:
+        tp_ = time.time()
+        _fit_photometry(sol, ctx, cfg, exposures)
+        stats["timing"]["photometry"] = time.time() - tp_
+    stats["timing"]["solve_total"] = time.time() - t_start
+    return sol
+
+
+# ------------------------------------------------------------------------------------------
+# Astrometry
+# ------------------------------------------------------------------------------------------
+def _placement(sol, ctx, geom):
+    """Focal-plane (u, v) of every detection for CCD parameters geom[(ncc, 3)], and the
+    offsets (ru, rv) from each CCD's centre (for the rotation derivative)."""
+    cam = sol.camera
+    ps = cam.pixel_size_mm
+    ccds = ctx["ccds"]
+    ox = np.array([cam[int(c)].offset_mm[0] / ps for c in ccds])[ctx["cidx"]]
+    oy = np.array([cam[int(c)].offset_mm[1] / ps for c in ccds])[ctx["cidx"]]
+    g = geom[ctx["cidx"]]
+    c, s = np.cos(g[:, 2]), np.sin(g[:, 2])
+    ru0, rv0 = ctx["u0"] - ox, ctx["v0"] - oy
+    ru, rv = c * ru0 - s * rv0, s * ru0 + c * rv0
+    return ox + g[:, 0] + ru, oy + g[:, 1] + rv, ru, rv
+
+
+def _fit_astrometry(sol, ctx, cfg, exposures):
+    det, star, nstar = ctx["det"], ctx["star"], ctx["nstar"]
+    vidx, cidx, ccds, visits = ctx["vidx"], ctx["cidx"], ctx["ccds"], ctx["visits"]
+    n, nv, nc = len(det), len(visits), len(ccds)
+    order = cfg.fittingOrder
+    T = (order + 1) * (order + 2) // 2
+    s = sol.scale
+
+    # weights: centroid errors in arcsec (single-frame pixel scale) plus the floor
+    sig = det.sig_pix * det.pixscale
+    w = 1.0 / (sig ** 2 + cfg.astromErrorFloor ** 2)
+    # reference stars: prior at the mean epoch, proper motion to each visit's epoch
+    y = np.zeros((n, 2))
+    prior = np.zeros((nstar, 2))
+    prior_w = np.zeros(nstar)
+    ref, ros, t0 = ctx["ref"], ctx["ref_of_star"], ctx["t0"]
+    has = ros >= 0
+    if ref is not None and has.any():
+        r = ros[has]
+        sub = Reference(*(getattr(ref, f)[r] for f in ("ra", "dec", "pm_ra", "pm_dec", "epoch",
+                                                        "pos_err", "pm_err", "mag", "mag_err")))
+        ra0, dec0, err0 = sub.at(t0)
+        prior[has] = np.stack(sol.sky_to_tract(ra0, dec0), axis=-1)
+        # jointcal's convention: the catalogue's own errors (Gaia: 0.02-1 mas, which is what
+        # ties the tract's global distortion, invisible to the internal data, to the sky)
+        # plus a floor; hscPipe's catRMS (40 mas) where the catalogue gives no errors
+        sig2 = np.where(np.isfinite(err0), (err0 / 1000.0) ** 2 + cfg.refPosErrorFloor ** 2,
+                        (cfg.catRMS * 3600.0) ** 2)
+        prior_w[has] = 1.0 / sig2
+        # displacement between t0 and each detection's epoch, in the tract plane
+        dm = np.nonzero(has[star] & np.isfinite(ctx["det_mjd"]))[0]
+        if len(dm):
+            rowmap = np.full(nstar, -1)
+            rowmap[np.nonzero(has)[0]] = np.arange(has.sum())
+            rr = rowmap[star[dm]]
+            sub2 = Reference(*(getattr(sub, f)[rr] for f in ("ra", "dec", "pm_ra", "pm_dec", "epoch",
+                                                             "pos_err", "pm_err", "mag", "mag_err")))
+            ra1, dec1, _ = sub2.at(ctx["det_mjd"][dm])
+            xi1 = np.stack(sol.sky_to_tract(ra1, dec1), axis=-1)
+            y[dm] = xi1 - prior[star[dm]]
+    coef_prior = coef_prior_w = None
+    if not has.any():
+        # relative solution: pin the first visit to its single-frame WCS (fixes the frame)
+        coef_prior, coef_prior_w = _pin_first_visit(sol, ctx, det, T, order)
+
+    geom = np.zeros((nc, 3))
+    active = np.ones(n, bool)
+    # frozen visits / CCDs: too few stars for their parameters
+    per_visit = np.bincount(vidx, minlength=nv)
+    frozen_v = per_visit < 2 * T
+    for k in np.nonzero(frozen_v)[0]:
+        log.warning("visit %d has only %d stars for %d astrometric terms: frozen at its "
+                    "single-frame WCS", visits[k], per_visit[k], T)
+    active &= ~frozen_v[vidx]
+    usable = active.copy()
+    coef = np.zeros((nv, 2, T))
+    for it in range(cfg.maxIter):
+        u, v, ru, rv = _placement(sol, ctx, geom)
+        K = 3
+        G = np.zeros((n, 2, K))
+        ccd_fixed = np.ones(nc, np.uint8)
+        if it > 0 and cfg.solveCcd:
+            for k in range(nv):
+                m = vidx == k
+                if not m.any():
+                    continue
+                _, du, dv = poly_grad(coef[k], u[m] / s, v[m] / s, order, "legendre")
+                G[m, :, 0] = (du / s).T
+                G[m, :, 1] = (dv / s).T
+                if cfg.allowRotation:
+                    G[m, :, 2] = ((du * -rv[m] + dv * ru[m]) / s).T
+            n_on = np.bincount(cidx[active], minlength=nc)
+            ccd_fixed = (n_on < cfg.minStarsPerCcd).astype(np.uint8)
+        r = _core.fit_mosaic(star.astype(np.int32), vidx, cidx, active.astype(np.uint8),
+                             u / s, v / s, y, w, G, prior, prior_w, coef_prior, coef_prior_w,
+                             ccd_fixed, nv, nc, nstar, 2, K, order, BASES["legendre"], True)
+        if r["status"] != "ok":
+            raise MosaicError("the astrometric normal equations are singular: too few stars "
+                              "overlap between visits (check --id and the reference catalogue)")
+        coef = r["coef"]
+        res = r["resid"]
+        chi = w * np.sum(res ** 2, axis=1)
+        ndof = int(r["nobs_det"] - r["nparam"])
+        rms = float(np.sqrt(np.mean(np.sum(res[active] ** 2, axis=1) / 2))) * 1000.0
+        # no clipping before the CCD placement is fitted (iteration 0): offsets of ~0.2 px
+        # would look like outliers for the brightest stars
+        nclip, nback, thr = _update_active(chi, star, active, usable, it, cfg.clipSigma)
+        summ = IterationSummary("astrometry", it + 1, float(r["chi2_det"]), ndof, rms,
+                                int(active.sum()), nclip, float(r["t_assemble"]), float(r["t_solve"]))
+        sol.stats["iterations"].append(summ)
+        log.info(summ.line())
+        step = r["dccd"]
+        geom[:, :2] += step[:, :2]
+        geom[:, 2] += step[:, 2]
+        small = np.all(np.abs(step[:, :2]) < 1e-4) and np.all(np.abs(step[:, 2]) < 1e-9)
+        if it > 0 and nclip == 0 and nback == 0 and thr <= cfg.clipSigma and small:
+            break
+    # final state
+    for k, vv in enumerate(visits):
+        if frozen_v[k]:
+            for e in exposures:
+                if e.visit == vv:
+                    sol.frozen[(e.visit, e.ccd)] = e.wcs_header
+        else:
+            sol.astro[int(vv)] = coef[k]
+    for k, c in enumerate(ccds):
+        sol.ccd_geom[int(c)] = tuple(float(a) for a in geom[k])
+    xstar = r["xstar"]
+    n_clip_total = int((usable & ~active).sum())
+    sol.stats.update(astro_chi2=float(r["chi2_det"]), astro_ndof=ndof, astro_rms_mas=rms,
+                     astro_clipped=n_clip_total, astro_n_active=int(active.sum()))
+    ctx.update(astro_active=active, astro_resid=res, astro_w=w, astro_xstar=xstar)
+
+
+def _pin_first_visit(sol, ctx, det, T, order):
+    """Coefficient prior pinning visit 0 to a least-squares fit of its single-frame positions."""
+    nv = len(ctx["visits"])
+    m = ctx["vidx"] == 0
+    xi, eta = sol.sky_to_tract(det.ra[m], det.dec[m])
+    B = _core.basis(ctx["u0"][m] / sol.scale, ctx["v0"][m] / sol.scale, order, BASES["legendre"])[0]
+    c = np.linalg.lstsq(B, np.stack([xi, eta], axis=-1), rcond=None)[0].T
+    cp = np.zeros((nv, 2, T))
+    cw = np.zeros((nv, 2, T))
+    cp[0] = c
+    cw[0] = 1e12
+    return cp, cw
+
+
+# ------------------------------------------------------------------------------------------
+# Photometry
+# ------------------------------------------------------------------------------------------
+def _fit_photometry(sol, ctx, cfg, exposures):
+    det, star, nstar = ctx["det"], ctx["star"], ctx["nstar"]
+    vidx, cidx, ccds, visits = ctx["vidx"], ctx["cidx"], ctx["ccds"], ctx["visits"]
+    n, nv, nc = len(det), len(visits), len(ccds)
+    frozen_visits = {v for (v, c) in sol.frozen}
+    # pixel-area correction of the fitted WCS, as the calibration step will apply it
+    J = np.ones(n)
+    for e_idx in np.unique(det.exp):
+        m = det.exp == e_idx
+        e = exposures[e_idx]
+        J[m] = sol.area_ratio(e.visit, e.ccd, det.x[m], det.y[m]) if (e.visit, e.ccd) not in sol.frozen \
+            else pixel_area_ratio(e.wcs_header, det.x[m], det.y[m])
+    m_inst = -2.5 * np.log10(det.flux)
+    m_cor = m_inst - 2.5 * np.log10(J)
+    sig = 2.5 / np.log(10) * det.flux_err / det.flux
+    w = 1.0 / (sig ** 2 + cfg.photomErrorFloor ** 2)
+    prior = np.zeros((nstar, 1))
+    prior_w = np.zeros(nstar)
+    ref, ros = ctx["ref"], ctx["ref_of_star"]
+    absolute = bool(cfg.fluxFitAbsolute and ref is not None)
+    if absolute:
+        has = ros >= 0
+        rm = ref.mag[ros[has]]
+        re = np.nan_to_num(ref.mag_err[ros[has]], nan=0.02)
+        ok = np.isfinite(rm)
+        idx = np.nonzero(has)[0][ok]
+        prior[idx, 0] = rm[ok]
+        prior_w[idx] = 1.0 / (re[ok] ** 2 + cfg.refMagErrorFloor ** 2)
+        if not ok.any():
+            log.warning("no reference magnitudes in band %r: relative photometry", sol.stats.get("band"))
+            absolute = False
+    sol.stats["absolute"] = absolute
+
+    # the flux polynomial order: reduced when stars are too few for it
+    active = np.ones(n, bool)
+    per_visit = np.bincount(vidx, minlength=nv)
+    order = cfg.fluxFitOrder
+    usable = per_visit[[k for k in range(nv) if int(visits[k]) not in frozen_visits]] \
+        if len(frozen_visits) < nv else per_visit
+    while order > 0 and usable.size and usable.min() < 3 * (order + 1) * (order + 2) // 2:
+        order -= 1
+    if order < cfg.fluxFitOrder:
+        log.warning("flux polynomial order reduced from %d to %d: a visit has only %d stars",
+                    cfg.fluxFitOrder, order, usable.min())
+    sol.phot_order = order
+    T = (order + 1) * (order + 2) // 2
+    basis = sol.phot_basis
+    if cfg.commonFluxCorr:
+        # one polynomial for all visits (visit index 0) and per-visit zero points, carried by
+        # the per-"CCD" parameter slot, indexed by visit
+        poly_idx = np.zeros(n, np.int32)
+        par_idx = vidx.astype(np.int32)
+        npoly, npar = 1, nv
+    else:
+        poly_idx = vidx.astype(np.int32)
+        par_idx = cidx.astype(np.int32)
+        npoly, npar = nv, nc
+    solve_par = cfg.commonFluxCorr or cfg.fluxFitSolveCcd
+    u, v = np.empty(n), np.empty(n)
+    for c in np.unique(det.ccd):
+        m = det.ccd == c
+        u[m], v[m] = sol.focal_plane(int(c), det.x[m], det.y[m])
+    s = sol.scale
+    coef_prior = coef_prior_w = None
+    if not absolute:
+        # relative: the first visit's zero point at its single-frame FLUXMAG0
+        f0 = [e.fluxmag0 for e in exposures if e.visit == visits[0] and e.fluxmag0]
+        zp0 = 2.5 * np.log10(np.median(f0)) if f0 else 0.0
+        coef_prior = np.zeros((npoly, 1, T))
+        coef_prior_w = np.zeros((npoly, 1, T))
+        coef_prior[0, 0, 0] = zp0
+        coef_prior_w[0, 0, 0] = 1e12
+    G = np.ones((n, 1, 1))
+    usable = active.copy()
+    variables_done = False
+    n_variable = 0
+    for it in range(cfg.maxIter):
+        r = _core.fit_mosaic(star.astype(np.int32), poly_idx, par_idx, active.astype(np.uint8),
+                             u / s, v / s, -m_cor[:, None], w, G, prior, prior_w, coef_prior,
+                             coef_prior_w, None if solve_par else np.ones(npar, np.uint8),
+                             npoly, npar, nstar, 1, 1, order, BASES[basis], True)
+        if r["status"] != "ok":
+            raise MosaicError("the photometric normal equations are singular")
+        res = r["resid"][:, 0]
+        chi = w * res ** 2
+        ndof = int(r["nobs_det"] - r["nparam"])
+        rms = float(np.sqrt(np.mean(res[active] ** 2))) * 1000.0
+        nclip, nback, thr = _update_active(chi, star, active, usable, it + 1, cfg.clipSigma)
+        summ = IterationSummary("photometry", it + 1, float(r["chi2_det"]), ndof, rms,
+                                int(active.sum()), nclip, float(r["t_assemble"]), float(r["t_solve"]))
+        sol.stats["iterations"].append(summ)
+        log.info(summ.line())
+        if nclip == 0 and nback == 0 and thr <= cfg.clipSigma:
+            bad = _inconsistent_stars(chi, star, active, nstar, prior_w > 0, 1) \
+                if cfg.rejectVariables and not variables_done else []
+            variables_done = True
+            if len(bad) == 0:
+                break
+            drop = np.isin(star, bad)
+            active &= ~drop
+            usable &= ~drop
+            n_variable = len(bad)
+            log.info("photometry: %d stars inconsistent with a constant flux (variables, "
+                     "galaxies) removed", len(bad))
+    n_clip_total = int((usable & ~active).sum())
+    coef = r["coef"]
+    par = r["dccd"][:, 0]
+    for k, vv in enumerate(visits):
+        if cfg.commonFluxCorr:
+            c = coef[0].copy()
+            c[0, 0] += par[k]            # the visit's zero point joins the constant term
+            sol.phot[int(vv)] = c
+        else:
+            sol.phot[int(vv)] = coef[k]
+    if not cfg.commonFluxCorr:
+        for k, c in enumerate(ccds):
+            sol.ccd_mag[int(c)] = float(par[k])
+    # FLUXMAG0ERR: clipped scatter of calibrated minus reference magnitudes per CCD (minus
+    # the fitted star magnitudes in a relative solution); resid = calibrated - star magnitude
+    xs = r["xstar"][:, 0]
+    cal = res + xs[star]
+    for e_idx in np.unique(det.exp):
+        m = (det.exp == e_idx) & active
+        e = exposures[e_idx]
+        if absolute:
+            mm = m & (prior_w[star] > 0)
+            d = cal[mm] - prior[star[mm], 0]
+        else:
+            d = res[m]
+        err = float(np.sqrt(np.mean(d ** 2))) if len(d) >= 3 else np.nan
+        sol.fluxmag0err[(e.visit, e.ccd)] = err
+    # fall back to the visit's scatter where a CCD has too few stars; convert to flux
+    for (vv, c), err in list(sol.fluxmag0err.items()):
+        if not np.isfinite(err):
+            vals = [x for (v2, _), x in sol.fluxmag0err.items() if v2 == vv and np.isfinite(x)]
+            err = float(np.median(vals)) if vals else 0.0
+        if sol.has_photometry(vv):
+            sol.fluxmag0err[(vv, c)] = sol.fluxmag0(vv, c) * 0.4 * np.log(10) * err
+    sol.stats.update(phot_chi2=float(r["chi2_det"]), phot_ndof=ndof, phot_rms_mmag=rms,
+                     phot_clipped=n_clip_total, phot_variables=n_variable, phot_order=order, phot_n_active=int(active.sum()))
+    ctx.update(phot_active=active, phot_resid=res, phot_w=w, phot_xstar=xs, m_cor=m_cor)
