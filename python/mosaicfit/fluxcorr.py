@@ -20,6 +20,7 @@ in magnitudes. X0, Y0 are minus the optical axis in the rotated frame (checked a
 real files: tests/test_corrfiles.py). The flux correction factor is 10^(-0.4 P), times the
 pixel-area Jacobian when that is applied too.
 """
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -253,13 +254,40 @@ def _archive_index_hdu():
 def write_fcr(path, fc):
     """Write a FluxCorrection as an fcr file (atomically), with the HDU structure of the real
     files: primary (the keys above), 0x0 IMAGE/MASK/VARIANCE, empty archive index table."""
-    from .exposure import exposure_hdulist
+    from .atomic import atomic_path
+    from .wcsfile import afw_header_only_exposure
 
     path = os.fspath(path)
     if not np.all(np.isfinite(fc.coeffs)) or not all(
             math.isfinite(float(v)) for v in (fc.x0, fc.y0, fc.u_max, fc.v_max,
                                               fc.fluxmag0, fc.fluxmag0err)):
         raise ValueError(f"{path}: non-finite flux correction values")
-    hdul = exposure_hdulist(fc.header(), None, None, None)
-    hdul.append(_archive_index_hdu())
-    write_fits(hdul, path)
+    data = afw_header_only_exposure(_fcr_card_images(fc),
+                                    tail=_archive_index_bytes())
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def _fcr_card_images(fc):
+    """The primary cards of an fcr file, as :meth:`FluxCorrection.header` has them."""
+    from .wcsfile import card_image
+    images = [card_image("ORDER", int(fc.order)), card_image("NCOEFF", int(fc.ncoeff)),
+              card_image("HIERARCH CHEBYSHEV", bool(fc.chebyshev)),
+              card_image("ABSOLUTE", bool(fc.absolute)),
+              card_image("U_MAX", float(fc.u_max)), card_image("V_MAX", float(fc.v_max)),
+              card_image("X0", float(fc.x0)), card_image("Y0", float(fc.y0))]
+    images += [card_image(f"C_{i}_{j}", float(fc.coeffs[i, j])) for i, j in fc.terms()]
+    images += [card_image("AR_HDU", 5, "HDU (1-indexed) containing the archive used to store ancillary objects"),
+               card_image("FILTER", fc.filter), card_image("FLUXMAG0", float(fc.fluxmag0)),
+               card_image("FLUXMAG0ERR", float(fc.fluxmag0err))]
+    return images
+
+
+@functools.lru_cache(maxsize=1)
+def _archive_index_bytes():
+    import io
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), _archive_index_hdu()]).writeto(buf)
+    raw = buf.getvalue()
+    return raw[2880:]          # drop the throw-away primary header (one block)

@@ -67,6 +67,8 @@ class Solution:
         self.fluxmag0err = {}  # (visit, ccd) -> FLUXMAG0ERR
         self.visit_info = {}  # visit -> dict(mjd, filter)
         self.stats = {}       # run summary (iterations, rms, timings, counts)
+        self.detections = None  # astropy Table of the detections used (mosaicfit.solve._record)
+        self.stars = None       # astropy Table of the stars
         self._wcs_cache = {}
 
     # -- geometry --------------------------------------------------------------------------------
@@ -112,27 +114,6 @@ class Solution:
         xi, eta = sky_to_tangent(ra, dec, *self.tangent_point)
         return xi / ARCSEC_RAD, eta / ARCSEC_RAD
 
-    def area_ratio(self, visit, ccd, x, y):
-        """J: pixel area at (x, y) over that at the optical axis, in the gnomonic plane of the
-        visit's WCS (what :func:`mosaicfit.sip.pixel_area_ratio` gives for :meth:`wcs_header`),
-        from the model's derivatives: the tract plane's area element times cos^3 of the
-        distance to the tract's tangent point over cos^3 of that to the visit's axis."""
-        def parts(u, v):
-            val, du, dv = poly_grad(self.astro[int(visit)], u / self.scale, v / self.scale,
-                                    self.order, "legendre")
-            det = np.abs(du[0] * dv[1] - dv[0] * du[1])
-            rho2 = (val[0] ** 2 + val[1] ** 2) * ARCSEC_RAD ** 2
-            return val, det, 1.0 / (1.0 + rho2) ** 1.5         # cos^3 from the tract point
-        u, v = self.focal_plane(ccd, x, y)
-        val, det, c3t = parts(np.ravel(u), np.ravel(v))
-        val0, det0, c3t0 = parts(np.array([0.0]), np.array([0.0]))
-        ra, dec = self.tract_to_sky(*val)
-        ra0, dec0 = self.tract_to_sky(*val0)
-        from .matching import radec_to_xyz
-        cosv = radec_to_xyz(ra, dec) @ radec_to_xyz(ra0, dec0).ravel()
-        J = det * c3t / cosv ** 3 / (det0 * c3t0)
-        return J.reshape(np.shape(x))
-
     def pixel_to_sky(self, visit, ccd, x, y):
         """(ra, dec) in degrees of 0-based pixels, from the model itself."""
         if (int(visit), int(ccd)) in self.frozen or not self.has_astrometry(visit):
@@ -145,9 +126,14 @@ class Solution:
         """TAN-SIP header of order N about the optical axis, fitted to the model over the CCD
         (exact to < 1e-3 mas: the model is an order-N polynomial in pixels, up to the tiny
         projective change between the tract's and the visit's tangent planes)."""
+        return self._wcs(visit, ccd)[0]
+
+    def _wcs(self, visit, ccd):
+        """(header, card text or None), cached."""
         key = (int(visit), int(ccd))
         if key in self._wcs_cache:
             return self._wcs_cache[key]
+        text = None
         if key in self.frozen:
             hdr = self.frozen[key]
         elif not self.has_astrometry(visit):
@@ -157,16 +143,17 @@ class Solution:
             ax, ay = self.optical_axis_pixel(ccd)
             crval = self.tract_to_sky(*poly_eval(self.astro[key[0]], np.array([0.0]),
                                                   np.array([0.0]), self.order, "legendre"))
-            n = 3 * self.order + 6
+            n = self.order + 7
             gx, gy = np.meshgrid(np.linspace(-0.5, d.width - 0.5, n),
                                  np.linspace(-0.5, d.height - 0.5, 2 * n))
             ra, dec = self.pixel_to_sky(visit, ccd, gx.ravel(), gy.ravel())
-            hdr = fit_tan_sip(gx.ravel(), gy.ravel(), ra, dec, (ax + 1.0, ay + 1.0),
-                              (float(crval[0][0]), float(crval[1][0])), self.order,
-                              inverse_order=self.order,
-                              inverse_box=(-0.5, d.width - 0.5, -0.5, d.height - 0.5))
-        self._wcs_cache[key] = hdr
-        return hdr
+            hdr, text = fit_tan_sip(gx.ravel(), gy.ravel(), ra, dec, (ax + 1.0, ay + 1.0),
+                                    (float(crval[0][0]), float(crval[1][0])), self.order,
+                                    inverse_order=self.order,
+                                    inverse_box=(-0.5, d.width - 0.5, -0.5, d.height - 0.5),
+                                    with_text=True)
+        self._wcs_cache[key] = (hdr, text)
+        return hdr, text
 
     def wcs(self, visit, ccd):
         """astropy.wcs.WCS of (visit, ccd); astropy's origin-0 pixels are afw's."""
@@ -198,7 +185,7 @@ class Solution:
         ax, ay = self.optical_axis_pixel(ccd)
         axr, ayr = rotate_pixels(ax, ay, nq, d.width, d.height)
         x0, y0 = -float(axr), -float(ayr)
-        n = 3 * self.phot_order + 6
+        n = self.phot_order + 5
         gx, gy = np.meshgrid(np.linspace(-0.5, d.width - 0.5, n),
                              np.linspace(-0.5, d.height - 0.5, 2 * n))
         gx, gy = gx.ravel(), gy.ravel()
@@ -230,8 +217,10 @@ class Solution:
             did = dict(ref.data_id, tract=tract)
             if self.has_astrometry(ref.visit) or (ref.visit, ref.ccd) in self.frozen:
                 f0 = self.fluxmag0(ref.visit, ref.ccd) if self.has_photometry(ref.visit) else 0.0
-                write_wcs_file(repo.path("wcs", **did), self.wcs_header(ref.visit, ref.ccd),
+                hdr, text = self._wcs(ref.visit, ref.ccd)
+                write_wcs_file(repo.path("wcs", **did), text if text is not None else hdr,
                                fluxmag0=f0, filter_name=ref.filter or "_unknown_")
+                self._wcs_cache.pop((int(ref.visit), int(ref.ccd)), None)   # keep memory flat
                 n += 1
             if self.has_photometry(ref.visit):
                 write_fcr(repo.path("fcr", **did), self.flux_correction(ref.visit, ref.ccd))

@@ -21,7 +21,13 @@ def _terms(order, min_order):
 
 
 def _monomials(u, v, terms):
-    return np.stack([u ** p * v ** q for p, q in terms], axis=-1)
+    """Columns u^p v^q for `terms`, which must be _terms(order, min_order) (the C++ basis
+    kernel's order: by total degree, then decreasing power of u)."""
+    from . import _core
+    order = max(p + q for p, q in terms)
+    B = _core.basis(np.ascontiguousarray(u, float).ravel(), np.ascontiguousarray(v, float).ravel(),
+                    order, 2)[0]
+    return B[:, B.shape[1] - len(terms):]
 
 
 def _fit_poly(u, v, values, order, min_order):
@@ -44,7 +50,7 @@ def _fit_poly(u, v, values, order, min_order):
 
 
 def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
-                inverse_box=None, radesys="ICRS"):
+                inverse_box=None, radesys="ICRS", with_text=False):
     """Fit a TAN-SIP header to sample points of a pixel -> sky mapping.
 
     x, y: 0-based pixel positions (afw convention); ra_deg, dec_deg: the sky there.
@@ -52,7 +58,8 @@ def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
     order: SIP order of A/B (>= 1; 1 means a plain TAN). inverse_order: order of AP/BP
     (default order + 1); they are fitted on a grid over `inverse_box` = (xmin, xmax, ymin, ymax)
     in 0-based pixels (default: the range of x, y).
-    Returns an astropy Header with CTYPE, CRPIX, CRVAL, CD, CUNIT, A/B/AP/BP, RADESYS, EQUINOX.
+    Returns an astropy Header with CTYPE, CRPIX, CRVAL, CD, CUNIT, A/B/AP/BP, RADESYS, EQUINOX
+    (and its card images as one string if `with_text`, for writing without re-formatting).
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
@@ -85,9 +92,11 @@ def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
         iorder = inverse_order or order + 1
         if inverse_box is None:
             inverse_box = (x.min(), x.max(), y.min(), y.max())
-        n = 4 * iorder + 8
-        gx, gy = np.meshgrid(np.linspace(inverse_box[0], inverse_box[1], n),
-                             np.linspace(inverse_box[2], inverse_box[3], n))
+        nx = iorder + 7
+        ny = int(np.clip(nx * (inverse_box[3] - inverse_box[2]) / max(inverse_box[1] - inverse_box[0], 1e-9),
+                         nx, 4 * nx))
+        gx, gy = np.meshgrid(np.linspace(inverse_box[0], inverse_box[1], nx),
+                             np.linspace(inverse_box[2], inverse_box[3], ny))
         gu = gx.ravel() + 1.0 - crpix[0]
         gv = gy.ravel() + 1.0 - crpix[1]
         M = _monomials(gu, gv, hterms)
@@ -97,7 +106,11 @@ def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
         cards += [(f"AP_{p}_{q}", float(c[0])) for (p, q), c in inv.items()]
         cards.append(("BP_ORDER", iorder))
         cards += [(f"BP_{p}_{q}", float(c[1])) for (p, q), c in inv.items()]
-    return fits.Header(cards)
+    # card images formatted directly and parsed lazily: fits.Header(cards) costs ~10 ms
+    from .wcsfile import card_image
+    text = "".join(card_image(k, v) for k, v in cards)
+    hdr = fits.Header.fromstring(text)
+    return (hdr, text) if with_text else hdr
 
 
 def sip_pixel_to_sky(header, x, y):

@@ -327,7 +327,78 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None):
         _fit_photometry(sol, ctx, cfg, exposures)
         stats["timing"]["photometry"] = time.time() - tp_
     stats["timing"]["solve_total"] = time.time() - t_start
+    _record(sol, ctx, exposures)
     return sol
+
+
+def _record(sol, ctx, exposures):
+    """sol.detections and sol.stars: what the fit used and found, for diagnostics and for
+    users (astropy Tables; positions in the tract plane in arcsec, residuals in mas/mmag)."""
+    from astropy.table import Table
+    det, star, nstar = ctx["det"], ctx["star"], ctx["nstar"]
+    n = len(det)
+    ros = ctx["ref_of_star"]
+    t = Table()
+    t["visit"] = det.visit.astype(np.int64)
+    t["ccd"] = det.ccd.astype(np.int32)
+    t["x"], t["y"] = det.x, det.y
+    u, v = np.empty(n), np.empty(n)
+    for c in np.unique(det.ccd):
+        m = det.ccd == c
+        u[m], v[m] = sol.focal_plane(int(c), det.x[m], det.y[m])
+    t["u"], t["v"] = u, v
+    t["star"] = star.astype(np.int64)
+    t["ref"] = ros[star] >= 0
+    nan = np.full(n, np.nan)
+    if "astro_resid" in ctx:
+        res, xs = ctx["astro_resid"], ctx["astro_xstar"]
+        t["xi_star"], t["eta_star"] = xs[star, 0], xs[star, 1]
+        t["xi_fit"], t["eta_fit"] = xs[star, 0] + res[:, 0] + ctx["astro_y"][:, 0], \
+            xs[star, 1] + res[:, 1] + ctx["astro_y"][:, 1]
+        t["dxi"], t["deta"] = res[:, 0] * 1000.0, res[:, 1] * 1000.0        # mas
+        t["pos_err"] = 1000.0 / np.sqrt(ctx["astro_w"])                     # mas
+        t["astro_used"] = ctx["astro_active"]
+    else:
+        for c in ("xi_star", "eta_star", "xi_fit", "eta_fit", "dxi", "deta", "pos_err"):
+            t[c] = nan
+        t["astro_used"] = np.zeros(n, bool)
+    t["mag_inst"] = -2.5 * np.log10(det.flux)
+    if "phot_resid" in ctx:
+        xs = ctx["phot_xstar"]
+        t["mag_cor"] = ctx["m_cor"]                       # m_inst - 2.5 log10 J
+        t["jacobian"] = 10 ** (-0.4 * (ctx["m_cor"] - t["mag_inst"]))
+        t["mag_fit"] = xs[star] + ctx["phot_resid"]       # calibrated magnitude
+        t["mag_star"] = xs[star]
+        t["dmag"] = ctx["phot_resid"] * 1000.0             # mmag
+        t["mag_err"] = 1.0 / np.sqrt(ctx["phot_w"])
+        t["phot_used"] = ctx["phot_active"]
+    else:
+        for c in ("mag_cor", "jacobian", "mag_fit", "mag_star", "dmag", "mag_err"):
+            t[c] = nan
+        t["phot_used"] = np.zeros(n, bool)
+    ref = ctx["ref"]
+    rmag = np.full(nstar, np.nan)
+    rra = np.full(nstar, np.nan)
+    rdec = np.full(nstar, np.nan)
+    if ref is not None:
+        has = ros >= 0
+        rmag[has] = ref.mag[ros[has]]
+        r0 = ref.at(ctx["t0"])
+        rra[has], rdec[has] = r0[0][ros[has]], r0[1][ros[has]]
+    t["mag_ref"] = rmag[star]
+    sol.detections = t
+    st = Table()
+    st["id"] = np.arange(nstar, dtype=np.int64)
+    if "astro_xstar" in ctx:
+        ra, dec = sol.tract_to_sky(ctx["astro_xstar"][:, 0], ctx["astro_xstar"][:, 1])
+    else:
+        ra, dec = _mean_position(det.ra, det.dec, star, nstar)
+    st["ra"], st["dec"] = ra, dec                            # degrees, at the mean epoch
+    st["mag"] = ctx["phot_xstar"] if "phot_xstar" in ctx else np.full(nstar, np.nan)
+    st["n_det"] = np.bincount(star, minlength=nstar)
+    st["ref_index"] = ros
+    st["ref_ra"], st["ref_dec"], st["ref_mag"] = rra, rdec, rmag
+    sol.stars = st
 
 
 # ------------------------------------------------------------------------------------------
@@ -459,7 +530,7 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
     n_clip_total = int((usable & ~active).sum())
     sol.stats.update(astro_chi2=float(r["chi2_det"]), astro_ndof=ndof, astro_rms_mas=rms,
                      astro_clipped=n_clip_total, astro_n_active=int(active.sum()))
-    ctx.update(astro_active=active, astro_resid=res, astro_w=w, astro_xstar=xstar)
+    ctx.update(astro_active=active, astro_resid=res, astro_w=w, astro_xstar=xstar, astro_y=y)
 
 
 def _pin_first_visit(sol, ctx, det, T, order):
@@ -484,13 +555,13 @@ def _fit_photometry(sol, ctx, cfg, exposures):
     vidx, cidx, ccds, visits = ctx["vidx"], ctx["cidx"], ctx["ccds"], ctx["visits"]
     n, nv, nc = len(det), len(visits), len(ccds)
     frozen_visits = {v for (v, c) in sol.frozen}
-    # pixel-area correction of the fitted WCS, as the calibration step will apply it
+    # pixel-area correction J of the written WCS (TAN-SIP), exactly as the calibration step
+    # (calibrateExposure/calibrateCatalog) will apply it
     J = np.ones(n)
     for e_idx in np.unique(det.exp):
         m = det.exp == e_idx
         e = exposures[e_idx]
-        J[m] = sol.area_ratio(e.visit, e.ccd, det.x[m], det.y[m]) if (e.visit, e.ccd) not in sol.frozen \
-            else pixel_area_ratio(e.wcs_header, det.x[m], det.y[m])
+        J[m] = pixel_area_ratio(sol.wcs_header(e.visit, e.ccd), det.x[m], det.y[m])
     m_inst = -2.5 * np.log10(det.flux)
     m_cor = m_inst - 2.5 * np.log10(J)
     sig = 2.5 / np.log(10) * det.flux_err / det.flux

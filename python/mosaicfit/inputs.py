@@ -1,0 +1,123 @@
+"""Reading a tract's inputs from the data repository: SRC catalogues and CORR headers.
+
+Thousands of small FITS files per tract: each is read by a worker that only needs the
+repository path and the data id, so the reading runs in local processes (-j N) or on a Dask
+cluster. CCDs whose inputs are missing are skipped with a message (hscPipe's "Not opening
+files" at the edge of the field); unreadable ones are reported by name.
+"""
+import concurrent.futures
+import multiprocessing
+import os
+
+import numpy as np
+
+from . import MosaicError
+from .catalog import read_src, standardize
+from .exposure import read_corr_header
+from .solve import ExposureData
+
+
+def _mjd(h0, ref):
+    for key in ("MJD-AVG", "MJD", "MJD-OBS"):
+        v = h0.get(key)
+        if isinstance(v, (int, float)) and np.isfinite(v):
+            return float(v)
+    from astropy.time import Time
+    for key in ("DATE-AVG", "DATE-OBS"):
+        v = h0.get(key)
+        if isinstance(v, str) and v.strip():
+            try:
+                return float(Time(v.strip(), scale="utc").mjd)
+            except ValueError:
+                pass
+    if ref.dateObs:
+        try:
+            return float(Time(str(ref.dateObs), scale="utc").mjd)
+        except ValueError:
+            pass
+    return None
+
+
+def load_exposure(root, rerun, ref, column_map=None):
+    """ExposureData of one DataRef; raises FileNotFoundError (input absent) or MosaicError
+    (input unreadable or inconsistent)."""
+    from .layout import Repository
+    repo = Repository(root, rerun)
+    src = repo.find("src", **ref.data_id)
+    corr = repo.find("calexp", **ref.data_id)
+    if src is None or corr is None:
+        what = " and ".join(n for n, p in (("SRC", src), ("CORR", corr)) if p is None)
+        raise FileNotFoundError(f"no {what} for {ref}")
+    h0, wh = read_corr_header(corr)
+    table = read_src(src)
+    try:
+        cat = standardize(table, column_map=column_map, source=src)
+    except ValueError as e:
+        raise MosaicError(f"{src}: {e}") from None
+    if len(cat["x"]) and not np.any(np.isfinite(cat["x"])):
+        raise MosaicError(f"{src}: no finite centroid in the catalogue")
+    f0 = h0.get("FLUXMAG0")
+    return ExposureData(visit=ref.visit, ccd=ref.ccd, catalog=cat, wcs_header=wh,
+                        fluxmag0=float(f0) if f0 else None, mjd=_mjd(h0, ref),
+                        filter=str(h0.get("FILTER", ref.filter) or ref.filter).strip())
+
+
+def _load_many(args):
+    root, rerun, refs, column_map = args
+    out = []
+    for ref in refs:
+        try:
+            out.append(("ok", ref, load_exposure(root, rerun, ref, column_map)))
+        except FileNotFoundError as e:
+            out.append(("missing", ref, str(e)))
+        except MosaicError as e:
+            out.append(("error", ref, str(e)))
+    return out
+
+
+def load_exposures(repo, refs, jobs=1, column_map=None, client=None):
+    """Read the inputs of `refs`. Returns (exposures, missing, errors): missing and errors are
+    lists of (ref, message). jobs > 1 reads in that many local processes (spawned: the C++
+    core uses OpenMP, after which forked children can hang); `client` (dask.distributed)
+    reads on a cluster instead."""
+    refs = list(refs)
+    chunks = max(1, min(len(refs), 4 * max(jobs, 1) if client is None else 64))
+    parts = [refs[i::chunks] for i in range(chunks)]
+    tasks = [(repo.root, repo.rerun, p, column_map) for p in parts if p]
+    if client is not None:
+        results = client.gather(client.map(_load_many, tasks, pure=False))
+    elif jobs > 1 and len(refs) > 50:
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as ex:
+            results = list(ex.map(_load_many, tasks))
+    else:
+        results = [_load_many(t) for t in tasks]
+    exposures, missing, errors = [], [], []
+    for part in results:
+        for status, ref, value in part:
+            if status == "ok":
+                exposures.append(value)
+            elif status == "missing":
+                missing.append((ref, value))
+            else:
+                errors.append((ref, value))
+    exposures.sort(key=lambda e: (e.visit, e.ccd))
+    return exposures, missing, errors
+
+
+def refcat_folder(repo, name=""):
+    """The reference catalogue folder: ROOT/ref_cats/NAME, or the only one there."""
+    base = os.path.join(repo.root, "ref_cats")
+    if name:
+        path = repo.refcat_dir(name)
+        if not os.path.isdir(path):
+            raise MosaicError(f"{path}: no such reference catalogue folder")
+        return path
+    names = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))) \
+        if os.path.isdir(base) else []
+    if not names:
+        return None
+    if len(names) > 1:
+        raise MosaicError(f"{base}: several reference catalogues ({', '.join(names)}); "
+                          "choose one with --config refcat=NAME")
+    return os.path.join(base, names[0])
