@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "apply.hpp"
 #include "fit.hpp"
 #include "kdtree.hpp"
 
@@ -155,6 +156,51 @@ int dim_of(const CArray& a, const char* what) {
         throw py::value_error(std::string(what) + " must have shape (n, 2) or (n, 3)");
     return static_cast<int>(a.shape(1));
 }
+
+// --- flux correction of a CCD (apply.hpp); the dicts come from mosaicfit.apply._kernel_params
+FluxPoly flux_poly_from(const py::dict& d) {
+    FluxPoly p;
+    auto c = CArray::ensure(d["coeffs"]);
+    if (!c || c.ndim() != 2 || c.shape(0) != c.shape(1))
+        throw py::value_error("fcr coeffs must be a square 2-D array");
+    p.order = static_cast<int>(c.shape(0)) - 1;
+    p.c.assign(c.data(), c.data() + c.size());
+    p.x0 = d["x0"].cast<double>(); p.y0 = d["y0"].cast<double>();
+    p.u_max = d["u_max"].cast<double>(); p.v_max = d["v_max"].cast<double>();
+    p.chebyshev = d["chebyshev"].cast<bool>(); p.nq = d["nq"].cast<int>();
+    p.width = d["width"].cast<int>(); p.height = d["height"].cast<int>();
+    return p;
+}
+
+SipArea sip_area_from(const py::dict& d) {
+    SipArea s;
+    auto a = CArray::ensure(d["a"]);
+    auto b = CArray::ensure(d["b"]);
+    if (!a || !b || a.ndim() != 2 || a.shape(0) != a.shape(1) || b.ndim() != 2 ||
+        b.shape(0) != a.shape(0) || b.shape(1) != a.shape(1))
+        throw py::value_error("SIP a and b must be square 2-D arrays of the same size");
+    s.order = static_cast<int>(a.shape(0)) - 1;
+    s.a.assign(a.data(), a.data() + a.size());
+    s.b.assign(b.data(), b.data() + b.size());
+    s.crpix1 = d["crpix1"].cast<double>(); s.crpix2 = d["crpix2"].cast<double>();
+    return s;
+}
+
+void check_kernel_params(const FluxPoly& p, const SipArea& s) {
+    const char* err = check_params(p, s);
+    if (*err) throw py::value_error(err);
+}
+
+float* float_image(const py::object& o, py::ssize_t ny, py::ssize_t nx, const char* what) {
+    if (o.is_none()) return nullptr;
+    if (!py::isinstance<py::array>(o)) throw py::type_error(std::string(what) + ": not an array");
+    auto a = py::reinterpret_borrow<py::array>(o);
+    if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) || !a.writeable())
+        throw py::type_error(std::string(what) + ": need a writeable C-contiguous float32 array");
+    if (a.ndim() != 2 || a.shape(0) != ny || a.shape(1) != nx)
+        throw py::value_error(std::string(what) + ": shape differs from the image");
+    return static_cast<float*>(a.mutable_data());
+}
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -179,4 +225,55 @@ PYBIND11_MODULE(_core, m) {
     m.def("friends_of_friends", [](const CArray& p, double r) {
         return dim_of(p, "points") == 2 ? fof_impl<2>(p, r) : fof_impl<3>(p, r);
     }, py::arg("points"), py::arg("radius"));
+    m.def("flux_correction_image", [](const py::dict& fcr, const py::dict& sip, int nx, int ny,
+                                      bool interpolate, int interp_length, int threads) {
+        FluxPoly p = flux_poly_from(fcr);
+        SipArea s = sip_area_from(sip);
+        check_kernel_params(p, s);
+        if (nx < 0 || ny < 0) throw py::value_error("negative image size");
+        py::array_t<double> out({static_cast<py::ssize_t>(ny), static_cast<py::ssize_t>(nx)});
+        double* o = out.mutable_data();
+        ApplyOptions opt{interpolate, interp_length, threads};
+        {
+            py::gil_scoped_release nogil;
+            correction_image(p, s, nx, ny, o, opt);
+        }
+        return out;
+    }, py::arg("fcr"), py::arg("sip"), py::arg("nx"), py::arg("ny"), py::arg("interpolate") = false,
+       py::arg("interp_length") = 100, py::arg("threads") = 0);
+    m.def("apply_flux_correction", [](const py::dict& fcr, const py::dict& sip, py::object image,
+                                      py::object variance, bool interpolate, int interp_length,
+                                      int threads) {
+        FluxPoly p = flux_poly_from(fcr);
+        SipArea s = sip_area_from(sip);
+        check_kernel_params(p, s);
+        py::object ref = image.is_none() ? variance : image;
+        if (ref.is_none()) return;
+        auto shape = py::reinterpret_borrow<py::array>(ref);
+        if (shape.ndim() != 2) throw py::value_error("image must be 2-D");
+        const py::ssize_t ny = shape.shape(0), nx = shape.shape(1);
+        float* im = float_image(image, ny, nx, "image");
+        float* va = float_image(variance, ny, nx, "variance");
+        ApplyOptions opt{interpolate, interp_length, threads};
+        py::gil_scoped_release nogil;
+        apply_correction(p, s, static_cast<int>(nx), static_cast<int>(ny), im, va, opt);
+    }, py::arg("fcr"), py::arg("sip"), py::arg("image"), py::arg("variance"),
+       py::arg("interpolate") = false, py::arg("interp_length") = 100, py::arg("threads") = 0);
+    m.def("flux_correction_points", [](const py::dict& fcr, const py::dict& sip, const CArray& x,
+                                       const CArray& y, int threads) {
+        FluxPoly p = flux_poly_from(fcr);
+        SipArea s = sip_area_from(sip);
+        check_kernel_params(p, s);
+        if (x.size() != y.size()) throw py::value_error("x and y differ in length");
+        const py::ssize_t n = x.size();
+        py::array_t<double> out(n);
+        double* o = out.mutable_data();
+        const double* px = x.data();
+        const double* py_ = y.data();
+        {
+            py::gil_scoped_release nogil;
+            correction_points(p, s, px, py_, n, o, threads);
+        }
+        return out;
+    }, py::arg("fcr"), py::arg("sip"), py::arg("x"), py::arg("y"), py::arg("threads") = 0);
 }

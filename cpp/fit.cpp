@@ -265,15 +265,26 @@ FitResult solve_mosaic(const FitProblem& p) {
         Eigen::VectorXd sc = H.diagonal().cwiseSqrt().cwiseInverse();
         H = sc.asDiagonal() * H * sc.asDiagonal();
         Eigen::VectorXd gs = sc.asDiagonal() * g;
-        Eigen::LLT<Eigen::Ref<Mat>> llt(H);
+        Eigen::LLT<Mat> llt(H);
         if (llt.info() == Eigen::Success) {
             x = sc.asDiagonal() * llt.solve(gs);
             r.status = "ok";
             r.min_pivot = llt.rcond();
         } else {
-            r.status = "singular";
-            r.min_pivot = 0.0;
-            x = Eigen::VectorXd::Zero(N);
+            // rounding made a nearly singular (but positive semi-definite) system fail the
+            // Cholesky: the pivoted LDLT still solves it if no pivot vanishes
+            Eigen::LDLT<Mat> ldlt(H);
+            const auto d = ldlt.vectorD().cwiseAbs();
+            const double dmax = d.size() ? d.maxCoeff() : 0.0;
+            const double dmin = d.size() ? d.minCoeff() : 0.0;
+            r.min_pivot = dmax > 0 ? dmin / dmax : 0.0;
+            if (ldlt.info() == Eigen::Success && r.min_pivot > 1e-13 && ldlt.isPositive()) {
+                x = sc.asDiagonal() * ldlt.solve(gs);
+                r.status = "ok";
+            } else {
+                r.status = "singular";
+                x = Eigen::VectorXd::Zero(N);
+            }
         }
     }
     r.t_solve = now() - t1;

@@ -23,6 +23,7 @@ from .sip import pixel_area_ratio, sip_pixel_to_sky
 log = logging.getLogger("mosaicfit.solve")
 
 DAYS_PER_YEAR = 365.25
+RELATIVE_PRIOR_ARCSEC = 0.5    # single-frame WCS accuracy, ties a relative solution's frame
 RAD_MAS = 180.0 / np.pi * 3.6e6
 FILTER_BAND = {"HSC-G": "g", "HSC-R": "r", "HSC-R2": "r", "HSC-I": "i", "HSC-I2": "i",
                "HSC-Z": "z", "HSC-Y": "y", "NB0387": "g", "NB0515": "g", "NB0656": "r",
@@ -314,6 +315,7 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None):
     cidx = np.searchsorted(ccds, det.ccd).astype(np.int32)
 
     ctx = dict(det=det, star=star, nstar=nstar, vidx=vidx, cidx=cidx, ccds=ccds, visits=visits,
+               star_ra=sra[use], star_dec=sdec[use],
                u0=u0, v0=v0, ref=ref, ref_of_star=ref_of_star, t0=t0, det_mjd=det_mjd)
     if cfg.doSolveWcs:
         ta = time.time()
@@ -461,8 +463,14 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
             y[dm] = xi1 - prior[star[dm]]
     coef_prior = coef_prior_w = None
     if not has.any():
-        # relative solution: pin the first visit to its single-frame WCS (fixes the frame)
-        coef_prior, coef_prior_w = _pin_first_visit(sol, ctx, det, T, order)
+        # Relative solution. The internal data leave free any smooth distortion of the tract
+        # plane common to all visits (not only an affine one: composed with order-9 visit
+        # polynomials it stays representable to far below the noise). Every star is tied,
+        # weakly, to its mean single-frame position (0.5": the single-frame WCS accuracy), as a
+        # reference star would be: the frame becomes the average of the single-frame WCSs and
+        # the internal precision is untouched.
+        prior = np.stack(sol.sky_to_tract(ctx["star_ra"], ctx["star_dec"]), axis=-1)
+        prior_w = np.full(nstar, 1.0 / RELATIVE_PRIOR_ARCSEC ** 2)
 
     geom = np.zeros((nc, 3))
     active = np.ones(n, bool)
@@ -475,6 +483,7 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
     active &= ~frozen_v[vidx]
     usable = active.copy()
     coef = np.zeros((nv, 2, T))
+    last_chi2 = np.inf
     for it in range(cfg.maxIter):
         u, v, ru, rv = _placement(sol, ctx, geom)
         K = 3
@@ -514,7 +523,11 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
         geom[:, :2] += step[:, :2]
         geom[:, 2] += step[:, 2]
         small = np.all(np.abs(step[:, :2]) < 1e-4) and np.all(np.abs(step[:, 2]) < 1e-9)
-        if it > 0 and nclip == 0 and nback == 0 and thr <= cfg.clipSigma and small:
+        # steps along nearly degenerate directions (CCD offsets against the polynomials) may
+        # not vanish but no longer change chi2
+        stalled = it > 1 and abs(summ.chi2 - last_chi2) < 1e-6 * max(summ.chi2, 1.0)
+        last_chi2 = summ.chi2
+        if it > 0 and nclip == 0 and nback == 0 and thr <= cfg.clipSigma and (small or stalled):
             break
     # final state
     for k, vv in enumerate(visits):
@@ -531,20 +544,6 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
     sol.stats.update(astro_chi2=float(r["chi2_det"]), astro_ndof=ndof, astro_rms_mas=rms,
                      astro_clipped=n_clip_total, astro_n_active=int(active.sum()))
     ctx.update(astro_active=active, astro_resid=res, astro_w=w, astro_xstar=xstar, astro_y=y)
-
-
-def _pin_first_visit(sol, ctx, det, T, order):
-    """Coefficient prior pinning visit 0 to a least-squares fit of its single-frame positions."""
-    nv = len(ctx["visits"])
-    m = ctx["vidx"] == 0
-    xi, eta = sol.sky_to_tract(det.ra[m], det.dec[m])
-    B = _core.basis(ctx["u0"][m] / sol.scale, ctx["v0"][m] / sol.scale, order, BASES["legendre"])[0]
-    c = np.linalg.lstsq(B, np.stack([xi, eta], axis=-1), rcond=None)[0].T
-    cp = np.zeros((nv, 2, T))
-    cw = np.zeros((nv, 2, T))
-    cp[0] = c
-    cw[0] = 1e12
-    return cp, cw
 
 
 # ------------------------------------------------------------------------------------------
@@ -583,20 +582,26 @@ def _fit_photometry(sol, ctx, cfg, exposures):
             absolute = False
     sol.stats["absolute"] = absolute
 
-    # the flux polynomial order: reduced when stars are too few for it
+    # the flux polynomial order: reduced when stars are too few for it (narrow bands), judged
+    # on the typical visit; a visit with far fewer stars than that (or without an astrometric
+    # solution) keeps only its zero point
     active = np.ones(n, bool)
     per_visit = np.bincount(vidx, minlength=nv)
     order = cfg.fluxFitOrder
-    usable = per_visit[[k for k in range(nv) if int(visits[k]) not in frozen_visits]] \
-        if len(frozen_visits) < nv else per_visit
-    while order > 0 and usable.size and usable.min() < 3 * (order + 1) * (order + 2) // 2:
+    typical = float(np.median(per_visit))
+    while order > 0 and typical < 3 * (order + 1) * (order + 2) // 2:
         order -= 1
     if order < cfg.fluxFitOrder:
-        log.warning("flux polynomial order reduced from %d to %d: a visit has only %d stars",
-                    cfg.fluxFitOrder, order, usable.min())
+        log.warning("flux polynomial order reduced from %d to %d: a typical visit has only %d "
+                    "stars", cfg.fluxFitOrder, order, typical)
     sol.phot_order = order
     T = (order + 1) * (order + 2) // 2
     basis = sol.phot_basis
+    zp_only = [k for k in range(nv) if per_visit[k] < 3 * T or int(visits[k]) in frozen_visits]
+    for k in zp_only:
+        if T > 1:
+            log.warning("visit %d: %d stars, too few for an order-%d flux polynomial: zero point "
+                        "only", visits[k], per_visit[k], order)
     if cfg.commonFluxCorr:
         # one polynomial for all visits (visit index 0) and per-visit zero points, carried by
         # the per-"CCD" parameter slot, indexed by visit
@@ -613,13 +618,15 @@ def _fit_photometry(sol, ctx, cfg, exposures):
         m = det.ccd == c
         u[m], v[m] = sol.focal_plane(int(c), det.x[m], det.y[m])
     s = sol.scale
-    coef_prior = coef_prior_w = None
+    coef_prior = np.zeros((npoly, 1, T))
+    coef_prior_w = np.zeros((npoly, 1, T))
+    if not cfg.commonFluxCorr:
+        for k in zp_only:
+            coef_prior_w[k, 0, 1:] = 1e12          # the spatial terms held at 0
     if not absolute:
         # relative: the first visit's zero point at its single-frame FLUXMAG0
         f0 = [e.fluxmag0 for e in exposures if e.visit == visits[0] and e.fluxmag0]
         zp0 = 2.5 * np.log10(np.median(f0)) if f0 else 0.0
-        coef_prior = np.zeros((npoly, 1, T))
-        coef_prior_w = np.zeros((npoly, 1, T))
         coef_prior[0, 0, 0] = zp0
         coef_prior_w[0, 0, 0] = 1e12
     G = np.ones((n, 1, 1))
