@@ -195,7 +195,7 @@ float* float_image(const py::object& o, py::ssize_t ny, py::ssize_t nx, const ch
     if (o.is_none()) return nullptr;
     if (!py::isinstance<py::array>(o)) throw py::type_error(std::string(what) + ": not an array");
     auto a = py::reinterpret_borrow<py::array>(o);
-    if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) || !a.writeable())
+    if (!py::isinstance<py::array_t<float>>(o) || !(a.flags() & py::array::c_style) || !a.writeable())
         throw py::type_error(std::string(what) + ": need a writeable C-contiguous float32 array");
     if (a.ndim() != 2 || a.shape(0) != ny || a.shape(1) != nx)
         throw py::value_error(std::string(what) + ": shape differs from the image");
