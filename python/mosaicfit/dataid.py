@@ -215,6 +215,15 @@ def format_values(values):
     return "^".join(parts + others)
 
 
+def format_visit_ccds(pairs):
+    """(visit, ccd) pairs in --id form, one group per visit: 'visit=1 ccd=0..3^9; visit=2 ccd=9'
+    (for messages that must name every CCD on one line)."""
+    by = {}
+    for v, c in pairs:
+        by.setdefault(int(v), []).append(int(c))
+    return "; ".join(f"visit={v} ccd={format_values(c)}" for v, c in sorted(by.items()))
+
+
 def format_ids(ids, limit=200):
     """A short one-line description of a list of data ids, in the --id grammar."""
     if not ids:

@@ -57,7 +57,9 @@ def load_exposure(root, rerun, ref, column_map=None):
     if len(cat["x"]) and not np.any(np.isfinite(cat["x"])):
         raise MosaicError(f"{src}: no finite centroid in the catalogue")
     f0 = h0.get("FLUXMAG0")
+    from .sip import SipModel
     return ExposureData(visit=ref.visit, ccd=ref.ccd, catalog=cat, wcs_header=wh,
+                        sip=SipModel.from_header(wh),
                         fluxmag0=float(f0) if f0 else None, mjd=_mjd(h0, ref),
                         filter=str(h0.get("FILTER", ref.filter) or ref.filter).strip())
 

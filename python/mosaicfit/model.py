@@ -117,8 +117,7 @@ class Solution:
     def pixel_to_sky(self, visit, ccd, x, y):
         """(ra, dec) in degrees of 0-based pixels, from the model itself."""
         if (int(visit), int(ccd)) in self.frozen or not self.has_astrometry(visit):
-            from .sip import sip_pixel_to_sky
-            return sip_pixel_to_sky(self.wcs_header(visit, ccd), x, y)
+            return self.sip_model(visit, ccd).pixel_to_sky(x, y)
         return self.tract_to_sky(*self.pixel_to_tract(visit, ccd, x, y))
 
     # -- WCS products ----------------------------------------------------------------------------
@@ -126,16 +125,22 @@ class Solution:
         """TAN-SIP header of order N about the optical axis, fitted to the model over the CCD
         (exact to < 1e-3 mas: the model is an order-N polynomial in pixels, up to the tiny
         projective change between the tract's and the visit's tangent planes)."""
-        return self._wcs(visit, ccd)[0]
+        key = (int(visit), int(ccd))
+        if key in self.frozen:
+            return self.frozen[key]
+        text, _ = self._wcs(visit, ccd)
+        return fits.Header.fromstring(text)
 
     def _wcs(self, visit, ccd):
-        """(header, card text or None), cached."""
+        """(card text, SipModel) of the product WCS, cached (frozen: the single-frame WCS)."""
+        from .sip import SipModel
         key = (int(visit), int(ccd))
         if key in self._wcs_cache:
             return self._wcs_cache[key]
-        text = None
         if key in self.frozen:
             hdr = self.frozen[key]
+            text = hdr if isinstance(hdr, str) else hdr.tostring()
+            out = (text, SipModel.from_header(text))
         elif not self.has_astrometry(visit):
             raise MosaicError(f"no astrometric solution for visit {visit}")
         else:
@@ -147,13 +152,17 @@ class Solution:
             gx, gy = np.meshgrid(np.linspace(-0.5, d.width - 0.5, n),
                                  np.linspace(-0.5, d.height - 0.5, 2 * n))
             ra, dec = self.pixel_to_sky(visit, ccd, gx.ravel(), gy.ravel())
-            hdr, text = fit_tan_sip(gx.ravel(), gy.ravel(), ra, dec, (ax + 1.0, ay + 1.0),
-                                    (float(crval[0][0]), float(crval[1][0])), self.order,
-                                    inverse_order=self.order,
-                                    inverse_box=(-0.5, d.width - 0.5, -0.5, d.height - 0.5),
-                                    with_text=True)
-        self._wcs_cache[key] = (hdr, text)
-        return hdr, text
+            out = fit_tan_sip(gx.ravel(), gy.ravel(), ra, dec, (ax + 1.0, ay + 1.0),
+                              (float(crval[0][0]), float(crval[1][0])), self.order,
+                              inverse_order=self.order,
+                              inverse_box=(-0.5, d.width - 0.5, -0.5, d.height - 0.5),
+                              as_text=True)
+        self._wcs_cache[key] = out
+        return out
+
+    def sip_model(self, visit, ccd):
+        """The product WCS as a :class:`mosaicfit.sip.SipModel` (fast evaluation)."""
+        return self._wcs(visit, ccd)[1]
 
     def wcs(self, visit, ccd):
         """astropy.wcs.WCS of (visit, ccd); astropy's origin-0 pixels are afw's."""
@@ -217,8 +226,8 @@ class Solution:
             did = dict(ref.data_id, tract=tract)
             if self.has_astrometry(ref.visit) or (ref.visit, ref.ccd) in self.frozen:
                 f0 = self.fluxmag0(ref.visit, ref.ccd) if self.has_photometry(ref.visit) else 0.0
-                hdr, text = self._wcs(ref.visit, ref.ccd)
-                write_wcs_file(repo.path("wcs", **did), text if text is not None else hdr,
+                text, _ = self._wcs(ref.visit, ref.ccd)
+                write_wcs_file(repo.path("wcs", **did), text,
                                fluxmag0=f0, filter_name=ref.filter or "_unknown_")
                 self._wcs_cache.pop((int(ref.visit), int(ref.ccd)), None)   # keep memory flat
                 n += 1

@@ -856,3 +856,36 @@ def evaluate_inputs(root, rerun, refs):
     return dict(wcs_rms_mas=(rms(dra), rms(ddec)), zp_rms_mmag=rms(dmag),
                 zp_range_mmag=float(np.ptp(zps) * 1000) if len(zps) else float("nan"),
                 n_stars=int(len(dra)))
+
+
+def evaluate_outputs(root, rerun, refs, tract):
+    """Errors of the mosaic's wcs-/fcr- files of `refs` against the truth: dict(wcs_rms_mas=
+    (ra, dec), zp_rms_mmag, n_stars, n_ccds). The calibrated magnitude is hscPipe's:
+    -2.5 log10(flux 10^(-0.4 P) J / FLUXMAG0), J the pixel area of the wcs- file."""
+    from .camera import hsc
+    from .fluxcorr import read_fcr
+    from .layout import Repository
+    from .sip import pixel_area_ratio, sip_pixel_to_sky
+    from .wcsfile import read_wcs_header
+    truth = Truth(root)
+    repo = Repository(root, rerun)
+    dra, ddec, dmag = [], [], []
+    n_ccds = 0
+    for ref in refs:
+        did = dict(ref.data_id, tract=tract)
+        wp, fp = repo.path("wcs", **did), repo.path("fcr", **did)
+        if not (os.path.exists(wp) and os.path.exists(fp)):
+            continue
+        n_ccds += 1
+        h = read_wcs_header(wp)
+        fc = read_fcr(fp, hsc()[ref.ccd].nquarter)
+        a, b = truth.astrometric_error(ref.visit, ref.ccd, lambda x, y: sip_pixel_to_sky(h, x, y))
+        dra.append(a)
+        ddec.append(b)
+        dmag.append(truth.photometric_error(ref.visit, ref.ccd, lambda x, y, f: -2.5 * np.log10(
+            f * fc.factor(x, y, pixel_area_ratio(h, x, y)) / fc.fluxmag0)))
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)
+    rms = lambda a: float(np.sqrt(np.mean(a ** 2))) if len(a) else float("nan")
+    dra, ddec, dmag = cat(dra), cat(ddec), cat(dmag)
+    return dict(wcs_rms_mas=(rms(dra), rms(ddec)), zp_rms_mmag=rms(dmag), n_stars=int(len(dra)),
+                n_ccds=n_ccds)

@@ -18,7 +18,7 @@ from . import MosaicError, _core
 from .config import MosaicConfig
 from .matching import cross_match, match_reference, radec_to_xyz, select_stars
 from .model import ARCSEC_RAD, BASES, Solution, poly_eval, poly_grad
-from .sip import pixel_area_ratio, sip_pixel_to_sky
+from .sip import SipModel
 
 log = logging.getLogger("mosaicfit.solve")
 
@@ -40,6 +40,7 @@ class ExposureData:
     fluxmag0: float = None   # single-frame calibration (counts of a 0-mag star)
     mjd: float = None        # epoch of the exposure
     filter: str = None
+    sip: object = None       # the single-frame WCS as a mosaicfit.sip.SipModel (made if None)
 
 
 @dataclass
@@ -108,7 +109,9 @@ def _select(exposures, camera, cfg):
             sig = np.sqrt(0.5 * (xe ** 2 + ye ** 2))
         bad = ~np.isfinite(sig) | (sig <= 0)
         sig[bad] = np.maximum(0.01, 1.5 / snr[bad])       # ~FWHM / SNR when not measured
-        ra, dec = sip_pixel_to_sky(e.wcs_header, x, y)
+        if e.sip is None:
+            e.sip = SipModel.from_header(e.wcs_header)
+        ra, dec = e.sip.pixel_to_sky(x, y)
         h = e.wcs_header
         scale = np.sqrt(abs(h["CD1_1"] * h["CD2_2"] - h["CD1_2"] * h["CD2_1"])) * 3600.0
         n = len(idx)
@@ -241,8 +244,9 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None):
     stats = {"timing": {}, "iterations": []}
     det, excluded = _select(exposures, camera, cfg)
     if excluded:
-        log.warning("%d CCDs without usable stars excluded (e.g. visit=%d ccd=%d)",
-                    len(excluded), *excluded[0])
+        from .dataid import format_visit_ccds
+        log.warning("%d CCDs without usable stars excluded: %s", len(excluded),
+                    format_visit_ccds(excluded))
     stats["excluded"] = excluded
     exp_mjd = np.array([np.nan if e.mjd is None else e.mjd for e in exposures], float)
     visits = np.unique(det.visit)
@@ -560,7 +564,7 @@ def _fit_photometry(sol, ctx, cfg, exposures):
     for e_idx in np.unique(det.exp):
         m = det.exp == e_idx
         e = exposures[e_idx]
-        J[m] = pixel_area_ratio(sol.wcs_header(e.visit, e.ccd), det.x[m], det.y[m])
+        J[m] = sol.sip_model(e.visit, e.ccd).area_ratio(det.x[m], det.y[m])
     m_inst = -2.5 * np.log10(det.flux)
     m_cor = m_inst - 2.5 * np.log10(J)
     sig = 2.5 / np.log(10) * det.flux_err / det.flux
