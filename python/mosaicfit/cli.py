@@ -377,6 +377,9 @@ def build_parser():
     add_simulate(sub)
     add_make_skymap(sub)
     add_mosaic(sub)
+    from .calibrate import add_calibrate_catalog, add_calibrate_exposure
+    add_calibrate_exposure(sub)
+    add_calibrate_catalog(sub)
     add_demo(sub)
     return p
 
@@ -396,6 +399,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"mosaicfit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def calibrate_exposure_main(argv=None):
+    """Console script ``calibrateExposure.py``: hscPipe's command line."""
+    return main(["calibrate-exposure"] + list(sys.argv[1:] if argv is None else argv))
+
+
+def calibrate_catalog_main(argv=None):
+    """Console script ``calibrateCatalog.py``: hscPipe's command line."""
+    return main(["calibrate-catalog"] + list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

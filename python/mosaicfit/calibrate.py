@@ -1,0 +1,428 @@
+"""The commands ``calibrateExposure.py`` and ``calibrateCatalog.py`` (``mosaicfit
+calibrate-exposure`` / ``calibrate-catalog``): apply the mosaic solution to every CCD of an
+``--id``, one independent task per (visit, ccd, tract).
+
+- inputs (looked up in the rerun, its parents, then ROOT): the CORR (exposures) or SRC
+  (catalogs) and the mosaic's ``wcs-``/``fcr-`` files of the tract; outputs (always in the
+  named rerun): ``corr/TTTT/CALEXP-VVVVVVV-CCC.fits`` and ``output/TTTT/CALSRC-VVVVVVV-CCC.fits``.
+  Without ``tract=`` in the --id, every tract that has a ``wcs-`` file for the CCD is done.
+- a CCD whose inputs are missing or unreadable is reported by name and skipped; the exit
+  status is 1 if any CCD failed.
+- outputs are written atomically (temporary file, then rename): an interrupted run leaves no
+  truncated file. A re-run skips the CCDs whose output is complete and newer than all its
+  inputs (so it completes an interrupted run, and redoes the CCDs whose mosaic was re-run);
+  ``--overwrite`` recomputes everything. Outputs are deterministic: recomputing gives the
+  same bytes.
+- ``-j N`` runs N CCDs at once in local processes (spawned, not forked: OpenMP and fork do
+  not mix); ``--scheduler ADDRESS`` sends the same tasks to a dask.distributed cluster. A
+  progress bar (CCDs done / total) is drawn on stderr when it is a terminal.
+"""
+import argparse
+import difflib
+import os
+import sys
+import time
+
+from . import MosaicError
+
+__all__ = ["EXPOSURE_CONFIG", "CATALOG_CONFIG", "parse_config", "make_tasks", "run_task",
+           "run_tasks", "Progress", "add_calibrate_exposure", "add_calibrate_catalog",
+           "run_calibrate"]
+
+#: configuration keys (hscPipe spellings) and defaults
+EXPOSURE_CONFIG = {"interpolate": False, "threads": 0}
+CATALOG_CONFIG = {"doApplyCalib": True, "threads": 0}
+_CONFIG_DOC = {
+    "interpolate": "reproduce meas_mosaic's every-100-pixel linear interpolation of the flux "
+                   "correction along x (default False: exact per pixel)",
+    "doApplyCalib": "also write calibrated magnitudes and their errors (default True)",
+    "threads": "kernel threads per CCD (default 0: all cores when serial, cores/N with -j N, "
+               "1 on a Dask worker)",
+}
+
+_KINDS = {
+    "exposure": dict(command="calibrateExposure", input="calexp", output="calexp_calibrated",
+                     input_name="CORR", config=EXPOSURE_CONFIG),
+    "catalog": dict(command="calibrateCatalog", input="src", output="src_calibrated",
+                    input_name="SRC", config=CATALOG_CONFIG),
+}
+
+
+# ------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------
+
+def _parse_value(key, text, default):
+    s = str(text).strip()
+    if isinstance(default, bool):
+        low = s.lower()
+        if low in ("true", "t", "1", "yes", "on"):
+            return True
+        if low in ("false", "f", "0", "no", "off"):
+            return False
+        raise MosaicError(f"--config {key}={text}: not a boolean (True or False)")
+    if isinstance(default, int):
+        try:
+            return int(s)
+        except ValueError:
+            raise MosaicError(f"--config {key}={text}: not an integer") from None
+    return s
+
+
+def parse_config(items, defaults):
+    """`--config KEY=VALUE` items (hscPipe syntax; ``config.KEY=VALUE`` too) -> dict."""
+    cfg = dict(defaults)
+    for item in items or ():
+        if "=" not in item:
+            raise MosaicError(f"--config {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key.startswith("config."):
+            key = key[len("config."):]
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise MosaicError(f"--config: unknown key {key!r}{hint}; known: {', '.join(defaults)}")
+        cfg[key] = _parse_value(key, value, defaults[key])
+    if cfg.get("threads", 0) < 0:
+        raise MosaicError(f"--config threads={cfg['threads']}: must be >= 0")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------
+# tasks
+# ------------------------------------------------------------------------------------------
+
+def _tracts_with_wcs(repo, ref):
+    """Tracts that have a wcs- file for this (visit, ccd), over the rerun's search path."""
+    import glob
+    import re
+    rel = repo.relative_path("wcs", **dict(ref.data_id, tract=0))
+    parent, name = os.path.split(rel)            # .../corr/0000, wcs-...
+    base = os.path.dirname(parent)
+    tracts = set()
+    for folder in repo.search_path:
+        for path in glob.glob(os.path.join(glob.escape(os.path.join(folder, base)), "*", name)):
+            t = os.path.basename(os.path.dirname(path))
+            if re.fullmatch(r"\d+", t):
+                tracts.add(int(t))
+    return sorted(tracts)
+
+
+def make_tasks(kind, repo, refs, config, overwrite=False, threads=None):
+    """One task spec (a picklable dict) per (visit, ccd, tract). Refs without tract= get one
+    task per tract that has a wcs- file for them (or one failing task if there is none)."""
+    tasks = []
+    for ref in refs:
+        tracts = [ref.tract] if ref.tract is not None else _tracts_with_wcs(repo, ref)
+        for tract in tracts or [None]:
+            did = dict(ref.data_id)
+            did["tract"] = tract
+            tasks.append({"kind": kind, "root": repo.root,
+                          "rerun": (f"{repo.input_rerun}:{repo.rerun}" if repo.input_rerun
+                                    else repo.rerun),
+                          "data_id": did, "config": dict(config), "overwrite": bool(overwrite),
+                          "threads": threads})
+    return tasks
+
+
+def _label(did):
+    s = f"visit={did['visit']} ccd={did['ccd']}"
+    return s if did.get("tract") is None else f"{s} tract={did['tract']}"
+
+
+def _up_to_date(out, inputs):
+    """The output exists, is a complete FITS file, and is newer than every input."""
+    try:
+        t_out = os.path.getmtime(out)
+    except OSError:
+        return False
+    try:
+        if any(os.path.getmtime(p) > t_out for p in inputs):
+            return False
+    except OSError:
+        return False
+    from .catalog import open_fits
+    try:
+        open_fits(out, "output").close()
+    except MosaicError:
+        return False
+    return True
+
+
+def _default_threads(spec):
+    t = spec.get("threads")
+    if t is not None:
+        return int(t)
+    try:                                    # on a dask worker: one thread per task
+        from distributed import get_worker
+        get_worker()
+        return 1
+    except (ImportError, ValueError):
+        return 0
+
+
+def run_task(spec):
+    """Calibrate one CCD; never raises for bad data. Returns a dict: label, status ('written',
+    'uptodate' or 'failed'), message, output path and the times read/kernel/write (s)."""
+    did = spec["data_id"]
+    res = {"label": _label(did), "status": "failed", "message": "", "path": None,
+           "t_read": 0.0, "t_kernel": 0.0, "t_write": 0.0}
+    try:
+        _run(spec, res)
+    except MosaicError as e:
+        res["status"], res["message"] = "failed", str(e)
+    except MemoryError:
+        res["status"], res["message"] = "failed", "out of memory"
+    except Exception as e:  # a bug or an unforeseen file problem: report it, go on
+        res["status"] = "failed"
+        res["message"] = f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return res
+
+
+def _run(spec, res):
+    from .camera import hsc
+    from .fluxcorr import read_fcr
+    from .layout import Repository
+    from .wcsfile import read_wcs_header
+    kind = _KINDS[spec["kind"]]
+    did = spec["data_id"]
+    cfg = spec["config"]
+    if did.get("tract") is None:
+        raise MosaicError("no wcs- file in any tract (mosaic.py has not been run for this "
+                          "CCD, or give tract=)")
+    repo = Repository(spec["root"], spec["rerun"])
+    try:
+        det = hsc()[did["ccd"]]
+    except (KeyError, IndexError):
+        raise MosaicError(f"no CCD {did['ccd']} in the HSC camera") from None
+    out = repo.path(kind["output"], **did)
+    res["path"] = out
+    inputs = {}
+    for name, dataset in ((kind["input_name"], kind["input"]), ("wcs", "wcs"), ("fcr", "fcr")):
+        path = repo.find(dataset, **did)
+        if path is None:
+            raise MosaicError(f"no {name} file {repo.path(dataset, **did)}")
+        inputs[name] = path
+    if not spec.get("overwrite") and _up_to_date(out, inputs.values()):
+        res["status"] = "uptodate"
+        return
+    threads = cfg.get("threads") or _default_threads(spec)
+    t0 = time.perf_counter()
+    wcs_header = read_wcs_header(inputs["wcs"])
+    fcr = read_fcr(inputs["fcr"], det.nquarter, det.width, det.height)
+    if spec["kind"] == "exposure":
+        from .apply import calibrate_exposure, write_calexp
+        from .exposure import read_corr
+        exp = read_corr(inputs["CORR"])
+        t1 = time.perf_counter()
+        cal = calibrate_exposure(exp, wcs_header, fcr, interpolate=cfg["interpolate"],
+                                 threads=threads, inplace=True)
+        t2 = time.perf_counter()
+        write_calexp(out, cal, archive_from=inputs["CORR"])
+    else:
+        from .apply import calibrate_catalog, write_calsrc
+        from .catalog import read_src
+        table = read_src(inputs["SRC"])
+        t1 = time.perf_counter()
+        cal = calibrate_catalog(table, wcs_header, fcr, apply_calib=cfg["doApplyCalib"],
+                                threads=threads, source=inputs["SRC"])
+        t2 = time.perf_counter()
+        write_calsrc(out, cal, afw_type=table.meta.get("afw_type") or "SOURCE")
+    t3 = time.perf_counter()
+    res.update(status="written", t_read=t1 - t0, t_kernel=t2 - t1, t_write=t3 - t2)
+
+
+# ------------------------------------------------------------------------------------------
+# running: serial, local processes, dask.distributed
+# ------------------------------------------------------------------------------------------
+
+class Progress:
+    """CCDs done / total on `stream` (stderr), drawn only if it is a terminal."""
+
+    def __init__(self, total, label, stream=None, enabled=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = (hasattr(self.stream, "isatty") and self.stream.isatty()) \
+            if enabled is None else enabled
+        self.total, self.label = total, label
+        self.done = self.failed = 0
+        self.t0 = time.time()
+        self._drawn = False
+        self._draw()
+
+    def _draw(self):
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * self.done / self.total) if self.total else width
+        bar = "#" * filled + "." * (width - filled)
+        fail = f", {self.failed} failed" if self.failed else ""
+        elapsed = time.time() - self.t0
+        eta = ""
+        if 0 < self.done < self.total:
+            eta = f", {elapsed / self.done * (self.total - self.done):.0f} s left"
+        self.stream.write(f"\r{self.label}: [{bar}] {self.done}/{self.total} CCDs{fail}{eta}\033[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def update(self, failed=False):
+        self.done += 1
+        self.failed += bool(failed)
+        self._draw()
+
+    def write(self, message):
+        """Print a line (e.g. a failure) above the bar."""
+        if self.enabled and self._drawn:
+            self.stream.write("\r\033[K")
+        self.stream.write(message + "\n")
+        self.stream.flush()
+        self._draw()
+
+    def close(self):
+        if self.enabled and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _failed_result(spec, message):
+    return {"label": _label(spec["data_id"]), "status": "failed", "message": message,
+            "path": None, "t_read": 0.0, "t_kernel": 0.0, "t_write": 0.0}
+
+
+def run_tasks(tasks, jobs=1, client=None, on_result=None):
+    """Run the tasks serially, in `jobs` spawned local processes, or on a dask.distributed
+    `client`; `on_result(result)` is called as each finishes. Returns the results in the
+    order of `tasks`."""
+    results = [None] * len(tasks)
+
+    def done(i, res):
+        results[i] = res
+        if on_result is not None:
+            on_result(res)
+
+    if client is not None:
+        from distributed import as_completed
+        specs = [dict(t, threads=t.get("threads") if t.get("threads") is not None else 1)
+                 for t in tasks]
+        futures = client.map(run_task, specs, pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        for fut in as_completed(futures):
+            i = index[fut.key]
+            try:
+                res = fut.result()
+            except Exception as e:   # the worker died, or the task could not run there
+                res = _failed_result(tasks[i], f"dask task failed: {type(e).__name__}: {e}")
+            done(i, res)
+    elif jobs > 1 and len(tasks) > 1:
+        import concurrent.futures as cf
+        import multiprocessing
+        nproc = min(jobs, len(tasks))
+        per = max(1, (os.cpu_count() or 1) // nproc)
+        specs = [dict(t, threads=t.get("threads") if t.get("threads") is not None else per)
+                 for t in tasks]
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(nproc, mp_context=ctx) as ex:
+            futures = {ex.submit(run_task, s): i for i, s in enumerate(specs)}
+            for fut in cf.as_completed(futures):
+                i = futures[fut]
+                try:
+                    res = fut.result()
+                except Exception as e:   # BrokenProcessPool: a worker was killed
+                    res = _failed_result(tasks[i], f"worker process failed: {type(e).__name__}")
+                done(i, res)
+    else:
+        for i, t in enumerate(tasks):
+            done(i, run_task(t))
+    return results
+
+
+# ------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------
+
+def _add_common(p, kind):
+    from .dataid import add_id_argument
+    p.add_argument("root", metavar="ROOT", help="data repository")
+    p.add_argument("--rerun", required=True, metavar="[INPUT:]OUTPUT")
+    p.add_argument("--calib", metavar="CALIB", help="calibration repository (accepted, unused)")
+    add_id_argument(p)
+    known = ", ".join(f"{k} ({_CONFIG_DOC[k]})" for k in _KINDS[kind]["config"])
+    p.add_argument("--config", "-c", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help=f"configuration overrides: {known}")
+    p.add_argument("-j", "--processes", "--jobs", dest="jobs", type=int, default=1,
+                   metavar="N", help="CCDs processed at once in local processes (default 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="dask.distributed scheduler (e.g. tcp://host:8786): run the CCDs there")
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute outputs that exist and are newer than their inputs")
+    for flag in ("--clobber-config", "--clobber-versions", "--no-versions"):
+        p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)   # hscPipe's; no-ops
+    p.set_defaults(func=run_calibrate, kind=kind)
+
+
+def add_calibrate_exposure(sub):
+    p = sub.add_parser("calibrate-exposure",
+                       help="apply the mosaic solution to CORR images: write CALEXP "
+                            "(hscPipe's calibrateExposure.py)",
+                       description="Multiply each CORR image by the mosaic's flux correction "
+                       "f = 10^(-0.4 P) J (variance by f^2), put in the mosaic WCS and "
+                       "FLUXMAG0, and write POINTING/FILTER/corr/TTTT/CALEXP-VVVVVVV-CCC.fits.")
+    _add_common(p, "exposure")
+    return p
+
+
+def add_calibrate_catalog(sub):
+    p = sub.add_parser("calibrate-catalog",
+                       help="apply the mosaic solution to SRC catalogs: write CALSRC "
+                            "(hscPipe's calibrateCatalog.py)",
+                       description="Scale every flux of each SRC catalog by the mosaic's flux "
+                       "correction at the source, add mosaic.corr, recompute coord_ra/dec with "
+                       "the mosaic WCS and (doApplyCalib=True) add magnitudes; write "
+                       "POINTING/FILTER/output/TTTT/CALSRC-VVVVVVV-CCC.fits.")
+    _add_common(p, "catalog")
+    return p
+
+
+def run_calibrate(args):
+    from .cli import _dask_client, resolve_refs
+    from .layout import Repository
+    kind = _KINDS[args.kind]
+    name = kind["command"]
+    cfg = parse_config(args.config, kind["config"])
+    if args.jobs < 1:
+        raise MosaicError(f"-j must be at least 1, not {args.jobs}")
+    t0 = time.time()
+    repo = Repository(args.root, args.rerun)
+    refs = resolve_refs(repo, args.id)
+    tasks = make_tasks(args.kind, repo, refs, cfg, overwrite=args.overwrite,
+                       threads=cfg["threads"] or None)
+    repo.make_rerun_dir()
+    client = _dask_client(args.scheduler)
+    progress = Progress(len(tasks), name)
+
+    def report(res):
+        if res["status"] == "failed":
+            progress.write(f"{name}: skipping {res['label']}: {res['message']}")
+        progress.update(failed=res["status"] == "failed")
+
+    try:
+        results = run_tasks(tasks, jobs=args.jobs, client=client, on_result=report)
+    finally:
+        progress.close()
+        if client is not None:
+            client.close()
+    written = [r for r in results if r["status"] == "written"]
+    fresh = sum(r["status"] == "uptodate" for r in results)
+    failed = sum(r["status"] == "failed" for r in results)
+    parts = [f"{len(written)} written"]
+    if fresh:
+        parts.append(f"{fresh} up to date (--overwrite recomputes them)")
+    if failed:
+        parts.append(f"{failed} failed")
+    line = f"{name}: {len(tasks)} CCDs: " + ", ".join(parts) + f" in {time.time() - t0:.1f} s"
+    if written:
+        tr, tk, tw = (sum(r[k] for r in written) / len(written)
+                      for k in ("t_read", "t_kernel", "t_write"))
+        line += f" (per CCD: read {tr:.2f} s, calibrate {tk:.3f} s, write {tw:.2f} s)"
+    print(line)
+    return 1 if failed else 0
