@@ -302,6 +302,36 @@ def run_mosaic(args):
     return 1 if errors else 0
 
 
+# ------------------------------------------------------------------------------------------
+# report
+# ------------------------------------------------------------------------------------------
+def add_report(sub):
+    p = sub.add_parser("report", help="rebuild the diagnostics and index.html of a finished run",
+                       description="Rebuild the diagnostic plots, hscPipe's diagnostic files and "
+                       "index.html of a tract from what 'mosaic.py --diagnostics' saved in "
+                       "DIAGDIR/TTTT/ (solution.json, detections.fits, stars.fits).")
+    p.add_argument("root", metavar="ROOT", help="data repository")
+    p.add_argument("--rerun", required=True, metavar="[INPUT:]OUTPUT")
+    p.add_argument("--tract", required=True, type=int, help="tract number")
+    p.add_argument("--diagDir", metavar="DIR",
+                   help="diagnostics folder given to mosaic.py (default: ROOT/rerun/R/mosaic-diag)")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args):
+    from . import diagnostics
+    from .layout import Repository
+    t0 = time.time()
+    repo = Repository(args.root, args.rerun)
+    ddir = args.diagDir or os.path.join(repo.rerun_dir, "mosaic-diag")
+    outdir = os.path.join(ddir, f"{args.tract:04d}")
+    sol = diagnostics.load_solution(outdir)
+    files = diagnostics.write_all(sol, outdir, save=False)
+    print(f"tract {args.tract}: rebuilt {len(files)} diagnostic files in {time.time() - t0:.1f} s: "
+          f"{os.path.join(outdir, 'index.html')}")
+    return 0
+
+
 def _dask_client(address):
     if not address:
         return None
@@ -381,6 +411,7 @@ def build_parser():
     add_calibrate_exposure(sub)
     add_calibrate_catalog(sub)
     add_demo(sub)
+    add_report(sub)
     return p
 
 
