@@ -210,3 +210,52 @@ def test_mosaic_bad_input(repo, tmp_path, capsys):
     # no sky map and no tract=
     rc, err = run("--id", "visit=902798", "ccd=30")
     assert rc == 1 and "make-skymap" in err
+
+
+# ------------------------------------------------------------------------------------------
+# reference magnitudes: colour terms, narrow bands, several filters (issue 6)
+# ------------------------------------------------------------------------------------------
+def test_colour_terms_matter(tract10):
+    """The simulated PS1-like catalogue needs HSC's colour term to give the true HSC-I
+    magnitudes (|c1 (i - z)| up to ~0.1 mag): without it the zero points are off."""
+    sim, sol = tract10
+    assert "colour term" in sol.stats["colour_terms"]["HSC-I"]
+    off = solve(_exposures(sim), hsc(), MosaicConfig(doColorTerms=False, doSolveWcs=True),
+                sim.refcat, tangent_point=(150.1, 2.2))
+    assert "no colour term" in off.stats["colour_terms"]["HSC-I"]
+    _, _, em_off, _ = _errors(sim, off, every=6)
+    assert em_off > 5.0
+
+
+def test_narrow_band_with_few_stars(caplog):
+    """NB0387: no colour term (the g band as is) and few stars (~90 per visit): both polynomial
+    orders come down by themselves and the tract still solves. With ~7 stars per CCD the CCD
+    offsets cannot be fitted and are held at the nominal geometry, so the simulated 3-micron
+    offsets (~35 mas) remain: the tolerances say so."""
+    sim = make_tract(visits=4, filter="NB0387", ccds=tuple(range(30, 70)), star_density=400,
+                     galaxy_density=300, seed=8)
+    with caplog.at_level(logging.INFO, logger="mosaicfit"):
+        sol = solve(_exposures(sim), hsc(), MosaicConfig(), sim.refcat)
+    assert sol.stats["phot_order"] < 7 and sol.stats["astro_order"] < 9
+    msgs = [r.message for r in caplog.records]
+    assert any("flux polynomial order reduced" in m for m in msgs)
+    assert any("astrometric polynomial order reduced" in m for m in msgs)
+    assert "no colour term" in sol.stats["colour_terms"]["NB0387"]
+    ex, ey, em, n = _errors(sim, sol)
+    assert n > 300 and ex < 100 and ey < 100 and em < 25
+    assert sol.wcs_header(sim.visits[0], 40)["A_ORDER"] == 9      # products keep hscPipe's order
+
+
+def test_two_filters_share_the_astrometry():
+    """Visits in HSC-I and HSC-R of the same field: one astrometric solution, one photometric
+    solution per filter, each right against its truth."""
+    common = dict(visits=3, seed=9, ccds=tuple(range(20, 84)))
+    si = make_tract(filter="HSC-I", **common)
+    sr = make_tract(filter="HSC-R", first_visit=903000, **common)
+    sol = solve(_exposures(si) + _exposures(sr), hsc(), MosaicConfig(), si.refcat)
+    pf = sol.stats["phot_by_filter"]
+    assert set(pf) == {"HSC-I", "HSC-R"} and all(p["absolute"] for p in pf.values())
+    assert sol.stats["n_visits"] == 6
+    for sim in (si, sr):
+        ex, ey, em, n = _errors(sim, sol)
+        assert ex < 3 and ey < 3 and em < 5, (sim.config.filter, ex, ey, em)

@@ -9,7 +9,13 @@ import os
 import sys
 import time
 
-import numpy as np
+# BLAS threads buy nothing for mosaicfit's small dense products (the big solve is Eigen's with
+# OpenMP) and stall badly when the cores are shared: one thread unless the user says otherwise.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY"):
+    os.environ.setdefault(_var, "1" if _var == "OPENBLAS_NUM_THREADS" else "PASSIVE")
+del _var
+
+import numpy as np  # noqa: E402
 
 from . import MosaicError, __version__
 
@@ -223,8 +229,9 @@ def run_mosaic(args):
     exposures, missing, errors = load_exposures(repo, refs, jobs=args.jobs, client=client)
     t_read = time.time() - t0
     if missing:
-        print(f"Not opening files: {len(missing)} of {len(refs)} CCDs lack inputs "
-              f"(e.g. {missing[0][1]})", file=sys.stderr)
+        from .dataid import format_visit_ccds
+        print(f"Not opening files: {len(missing)} of {len(refs)} CCDs lack SRC or CORR inputs: "
+              f"{format_visit_ccds((r.visit, r.ccd) for r, _ in missing)}", file=sys.stderr)
     for ref, msg in errors:
         print(f"mosaic: skipping {ref}: {msg}", file=sys.stderr)
     if not exposures:
@@ -275,7 +282,8 @@ def run_mosaic(args):
             refcat = read_refcat(rc_path, cra, cdec, rad, trim=True)
         log.info("tract %d: fitting %d CCDs of %d visits (outputs for %d CCDs)", tract,
                  len(fit_exps), len(visits), len(out_refs))
-        sol = solve(fit_exps, camera, cfg, refcat, tangent_point=tp)
+        sol = solve(fit_exps, camera, cfg, refcat, tangent_point=tp,
+                    refcat_name=os.path.basename(rc_path) if rc_path else "")
         t2 = time.time()
         n_written += sol.write(repo, tract, out_refs)
         t_write = time.time() - t2
@@ -354,9 +362,10 @@ def mosaic_main(argv=None):
 # demo
 # ------------------------------------------------------------------------------------------
 def add_demo(sub):
-    p = sub.add_parser("demo", help="simulate a tract and run what mosaicfit can do on it",
-                       description="Simulate an HSC-SSP-like 10-visit tract, make its sky map "
-                       "and report the quality of the single-frame inputs against the truth.")
+    p = sub.add_parser("demo", help="simulate a tract, solve it and check it against the truth",
+                       description="Simulate an HSC-SSP-like 10-visit tract, make its sky map, "
+                       "run mosaic.py and compare the single-frame inputs and the mosaic "
+                       "outputs with the simulation truth.")
     p.add_argument("--dir", default="mosaicfit-demo", help="where to write (default: ./mosaicfit-demo)")
     p.add_argument("--visits", type=int, default=10)
     p.add_argument("--seed", type=int, default=1)
@@ -364,14 +373,13 @@ def add_demo(sub):
 
 
 def run_demo(args):
-    from .dataid import parse_ids, resolve
     from .layout import Repository
-    from .simulate import evaluate_inputs
+    from .simulate import evaluate_inputs, evaluate_outputs
     root = args.dir
     if os.path.exists(os.path.join(root, "registry.sqlite3")):
         raise MosaicError(f"{root}: holds a data repository already; remove it or use --dir")
     t0 = time.time()
-    print(f"[1/3] mosaicfit simulate {root} --visits {args.visits} --seed {args.seed}")
+    print(f"[1/4] mosaicfit simulate {root} --visits {args.visits} --seed {args.seed}")
     ns = argparse.Namespace(root=root, rerun="sim", jobs=2, visits=args.visits,
                             ccds=tuple(range(104)), filter="HSC-I", seed=args.seed,
                             ra=150.1, dec=2.2, images=False)
@@ -379,20 +387,25 @@ def run_demo(args):
     repo = Repository(root, "sim")
     visits = repo.registry.visits()
     vid = f"visit={visits[0]}..{visits[-1]}:2" if len(visits) > 1 else f"visit={visits[0]}"
-    print(f"[2/3] mosaicfit make-skymap {root} --rerun=sim --id {vid} ccd=0..103")
+    print(f"[2/4] mosaicfit make-skymap {root} --rerun=sim --id {vid} ccd=0..103")
     run_make_skymap(argparse.Namespace(root=root, rerun="sim", id=[[vid, "ccd=0..103"]],
                                        rings=False, border=None, clobber=False))
-    print("[3/3] quality of the single-frame inputs against the simulation truth")
-    refs, _ = resolve(parse_ids([[vid, "ccd=0..103"]]), repo.registry)
-    q = evaluate_inputs(root, "sim", refs)
-    print(f"  single-frame WCS (CORR) error: {q['wcs_rms_mas'][0]:.0f} / {q['wcs_rms_mas'][1]:.0f} mas "
-          f"rms in RA / Dec over {q['n_stars']} clean star detections")
-    print(f"  single-frame FLUXMAG0 error: {q['zp_rms_mmag']:.1f} mmag rms "
-          f"(truth includes per-position terms up to {q['zp_range_mmag']:.0f} mmag)")
-    print(f"done in {time.time() - t0:.0f} s. The joint solution of this tract is the next step:")
-    print(f"  mosaic.py {root} --rerun=sim --id {vid} ccd=0..103 tract=0")
-    print("  (mosaic.py, calibrateExposure.py and calibrateCatalog.py are not part of this "
-          f"version {__version__} yet)")
+    print(f"[3/4] mosaic.py {root} --rerun=sim --id {vid} ccd=0..103 tract=0 -j 2")
+    rc = main(["mosaic", root, "--rerun=sim", "--id", vid, "ccd=0..103", "tract=0", "-j", "2"])
+    if rc not in (0, None):
+        raise MosaicError("mosaic.py failed on the simulated tract")
+    print("[4/4] accuracy against the simulation truth (clean star detections, noise-free "
+          "positions and fluxes)")
+    refs = resolve_refs(repo, [[vid, "ccd=0..103"]])
+    q_in = evaluate_inputs(root, "sim", refs)
+    q_out = evaluate_outputs(root, "sim", refs, 0)
+    print(f"  single-frame inputs (CORR): WCS {q_in['wcs_rms_mas'][0]:.1f} / "
+          f"{q_in['wcs_rms_mas'][1]:.1f} mas rms in RA / Dec, FLUXMAG0 {q_in['zp_rms_mmag']:.1f} mmag rms")
+    print(f"  mosaic outputs (wcs-/fcr-): WCS {q_out['wcs_rms_mas'][0]:.2f} / "
+          f"{q_out['wcs_rms_mas'][1]:.2f} mas rms, calibrated magnitudes "
+          f"{q_out['zp_rms_mmag']:.2f} mmag rms, over {q_out['n_stars']} detections on "
+          f"{q_out['n_ccds']} CCDs")
+    print(f"done in {time.time() - t0:.0f} s")
     return 0
 
 

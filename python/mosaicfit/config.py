@@ -52,6 +52,7 @@ class MosaicConfig:
     refcat: str = ""                    # folder name under ROOT/ref_cats (empty: the only one)
     refBand: str = ""                   # reference band (empty: from the filter)
     doColorTerms: bool = True
+    colorTermLibrary: str = ""          # 'hscpipe' (default: hscPipe's terms) or 'lsst'
     photoCatName: str = ""
     # -- the solution --
     relativeSolution: bool = False      # allow a run without reference stars (relative frame)

@@ -1,9 +1,12 @@
 """The mosaic solution and its products.
 
-Astrometry. Each visit v maps focal-plane coordinates (u, v) [15 micron pixels, from each CCD's
-nominal placement corrected by its fitted offset (dx, dy) and rotation] to the gnomonic plane
-of the *tract* (arcsec, about the tract's tangent point) by a polynomial of total order N
-(HSC: 9) in a Legendre basis of u/s, v/s. Using the tract's plane (rather than meas_mosaic's
+Astrometry. Each visit v maps the field angle (X, Y) of the camera's optical model [applied to
+focal-plane coordinates from each CCD's nominal placement corrected by its fitted offset
+(dx, dy) and rotation] to the gnomonic plane of the *tract* (arcsec, about the tract's tangent
+point) by a polynomial of total order N (fittingOrder, HSC: 9) in a Legendre basis of X/s, Y/s.
+Fitting on top of the known optics (rather than meas_mosaic's polynomial of the raw focal
+plane) leaves the polynomial only the visit's own changes (scale, rotation, refraction,
+flexure): the fit stays exact when sparse fields (narrow bands) force a lower order. Using the tract's plane (rather than meas_mosaic's
 per-visit plane) keeps each star's parameters the same in every visit, so that the star blocks
 of the normal equations are w * I and their elimination reduces to one matrix product per pair
 of visits; the projective change between two tangent planes 0.6 deg apart is represented by an
@@ -52,17 +55,20 @@ class Solution:
     :meth:`wcs` and :meth:`flux_correction`, written by :meth:`write`.
     """
 
-    def __init__(self, camera, tangent_point, scale, order, phot_order, phot_basis):
+    def __init__(self, camera, tangent_point, scale, order, phot_order, phot_basis,
+                 fa_scale=None, sip_order=None):
         self.camera = camera
         self.tangent_point = tuple(map(float, tangent_point))   # tract plane (deg)
-        self.scale = float(scale)            # focal-plane units mapped to 1 in the basis
-        self.order = int(order)
+        self.scale = float(scale)            # focal-plane units mapped to 1 (photometry)
+        self.fa_scale = float(fa_scale or 0.0131)   # field angle (rad) mapped to 1 (astrometry)
+        self.order = int(order)              # astrometric polynomial order (of the fit)
+        self.sip_order = int(sip_order or order)   # order of the written TAN-SIP
         self.phot_order = int(phot_order)
         self.phot_basis = phot_basis
         self.astro = {}       # visit -> (2, nterms) coefficients, arcsec in the tract plane
         self.phot = {}        # visit -> (1, nterms_phot) coefficients, magnitudes
         self.ccd_geom = {}    # ccd -> (dx, dy, theta): focal-plane pixels and radians
-        self.ccd_mag = {}     # ccd -> dC (mag)
+        self.ccd_mag_by_filter = {}   # filter -> {ccd: dC (mag)}
         self.frozen = {}      # (visit, ccd) -> initial WCS header, where astrometry was frozen
         self.fluxmag0err = {}  # (visit, ccd) -> FLUXMAG0ERR
         self.visit_info = {}  # visit -> dict(mjd, filter)
@@ -100,10 +106,20 @@ class Solution:
     def has_astrometry(self, visit):
         return int(visit) in self.astro
 
+    def astro_coords(self, ccd, x, y):
+        """The astrometric polynomial's coordinates: field angle / fa_scale."""
+        u, v = self.focal_plane(ccd, x, y)
+        return self.field_coords(u, v)
+
+    def field_coords(self, u, v):
+        ps = self.camera.pixel_size_mm
+        X, Y = self.camera.focal_plane_to_field_angle(np.asarray(u) * ps, np.asarray(v) * ps)
+        return X / self.fa_scale, Y / self.fa_scale
+
     def pixel_to_tract(self, visit, ccd, x, y):
         """Tract-plane (xi, eta) in arcsec."""
-        u, v = self.focal_plane(ccd, x, y)
-        xy = poly_eval(self.astro[int(visit)], u / self.scale, v / self.scale, self.order, "legendre")
+        a, b = self.astro_coords(ccd, np.ravel(x), np.ravel(y))
+        xy = poly_eval(self.astro[int(visit)], a, b, self.order, "legendre")
         return xy[0].reshape(np.shape(x)), xy[1].reshape(np.shape(x))
 
     def tract_to_sky(self, xi, eta):
@@ -146,15 +162,15 @@ class Solution:
         else:
             d = self.camera[ccd]
             ax, ay = self.optical_axis_pixel(ccd)
-            crval = self.tract_to_sky(*poly_eval(self.astro[key[0]], np.array([0.0]),
-                                                  np.array([0.0]), self.order, "legendre"))
-            n = self.order + 7
+            a0, b0 = self.field_coords(np.array([0.0]), np.array([0.0]))
+            crval = self.tract_to_sky(*poly_eval(self.astro[key[0]], a0, b0, self.order, "legendre"))
+            n = self.sip_order + 7
             gx, gy = np.meshgrid(np.linspace(-0.5, d.width - 0.5, n),
                                  np.linspace(-0.5, d.height - 0.5, 2 * n))
             ra, dec = self.pixel_to_sky(visit, ccd, gx.ravel(), gy.ravel())
             out = fit_tan_sip(gx.ravel(), gy.ravel(), ra, dec, (ax + 1.0, ay + 1.0),
-                              (float(crval[0][0]), float(crval[1][0])), self.order,
-                              inverse_order=self.order,
+                              (float(crval[0][0]), float(crval[1][0])), self.sip_order,
+                              inverse_order=self.sip_order,
                               inverse_box=(-0.5, d.width - 0.5, -0.5, d.height - 0.5),
                               as_text=True)
         self._wcs_cache[key] = out
@@ -177,13 +193,31 @@ class Solution:
         u, v = self.focal_plane(ccd, x, y)
         p = poly_eval(self.phot[int(visit)], u / self.scale, v / self.scale, self.phot_order,
                       self.phot_basis)[0]
-        return p.reshape(np.shape(x)) + self.ccd_mag.get(int(ccd), 0.0)
+        return p.reshape(np.shape(x)) + self._dc(visit, ccd)
+
+    def _dc(self, visit, ccd):
+        filt = self.visit_info.get(int(visit), {}).get("filter") or ""
+        per = self.ccd_mag_by_filter.get(filt)
+        if per is None and len(self.ccd_mag_by_filter) == 1:
+            per = next(iter(self.ccd_mag_by_filter.values()))
+        return (per or {}).get(int(ccd), 0.0)
+
+    @property
+    def ccd_mag(self):
+        """{ccd: dC} of a single-filter solution (see ccd_mag_by_filter for several)."""
+        if len(self.ccd_mag_by_filter) > 1:
+            raise MosaicError("the solution has several filters: use ccd_mag_by_filter")
+        return next(iter(self.ccd_mag_by_filter.values()), {})
+
+    @ccd_mag.setter
+    def ccd_mag(self, value):
+        self.ccd_mag_by_filter = {"": dict(value)}
 
     def fluxmag0(self, visit, ccd):
         """Flux of a 0-mag star at the optical axis: 10^(0.4 (P_v(axis) + dC))."""
         p0 = poly_eval(self.phot[int(visit)], np.array([0.0]), np.array([0.0]), self.phot_order,
                        self.phot_basis)[0][0]
-        return 10.0 ** (0.4 * (p0 + self.ccd_mag.get(int(ccd), 0.0)))
+        return 10.0 ** (0.4 * (p0 + self._dc(visit, ccd)))
 
     def flux_correction(self, visit, ccd):
         """The fcr product: an order-M monomial polynomial in the CCD frame turned to the focal

@@ -51,7 +51,10 @@ CLEAN, BLEND, DISPLACED, COSMIC_RAY, MOVING, SATURATED = range(6)
 FILTER_BAND = {"HSC-G": "g", "HSC-R": "r", "HSC-R2": "r", "HSC-I": "i", "HSC-I2": "i",
                "HSC-Z": "z", "HSC-Y": "y", "NB0387": "g", "NB0515": "g", "NB0656": "r",
                "NB0816": "i", "NB0921": "z", "NB1010": "y"}
-REFCAT_NAME = "sim_gaia_ps1"
+# A PS1-named catalogue: HSC production calibrated against Pan-STARRS1 through colour terms,
+# and the simulated catalogue carries PS1-band magnitudes whose HSC colour-term transform is the
+# truth (its astrometry is Gaia-like).
+REFCAT_NAME = "ps1_pv3_3pi_sim"
 
 
 @dataclasses.dataclass
@@ -293,10 +296,33 @@ def _draw_sky(cfg, rng, mean_mjd):
     size[n_s:] = np.exp(rng.uniform(np.log(0.15), np.log(1.2), n_g))
     # colours for the reference catalogue's other bands (no colour terms in the sim)
     ri = rng.uniform(0.0, 1.4, n)
-    return Table(dict(
+    t = Table(dict(
         truth_id=np.arange(1, n + 1, dtype=np.int64), ra=ra, dec=dec,
         pm_ra=pm[:, 0], pm_dec=pm[:, 1], epoch=np.full(n, mean_mjd),
-        mag=np.r_[m_star, m_gal], is_star=is_star, size=size, ri=ri))
+        base_mag=np.r_[m_star, m_gal], is_star=is_star, size=size, ri=ri))
+    t["mag"] = _filter_mag(t, cfg.filter)      # the truth in the simulated filter
+    return t
+
+
+def _ps1_mags(stars):
+    """PS1-band magnitudes of the sources: `base` is the i-band magnitude, `ri` the colour
+    along a rough stellar locus."""
+    m = np.asarray(stars["base_mag"])
+    ri = np.asarray(stars["ri"])
+    return {"g": m + 1.2 * ri + 0.25, "r": m + ri, "i": m + 0.0, "z": m - 0.45 * ri,
+            "y": m - 0.6 * ri}
+
+
+def _filter_mag(stars, filter_name):
+    """True magnitude in an HSC filter: the PS1 bands through HSC's colour term for PS1, or
+    the filter's band as is where there is none (narrow bands): consistent across filters and
+    with the reference catalogue."""
+    from .colorterms import find_colorterm
+    bands = _ps1_mags(stars)
+    term = find_colorterm(REFCAT_NAME, filter_name)
+    if term is not None and term.primary in bands and term.secondary in bands:
+        return term.transform_mags(bands[term.primary], bands[term.secondary])
+    return bands[FILTER_BAND.get(filter_name, "i")]
 
 
 def _positions_at(stars, mjd):
@@ -595,10 +621,7 @@ def _make_refcat(cfg, rng, stars):
     pm_ra = np.asarray(s["pm_ra"]) + rng.normal(0, 1, n) * pm_err
     pm_dec = np.asarray(s["pm_dec"]) + rng.normal(0, 1, n) * pm_err
     mag_err = np.sqrt(0.004 ** 2 + (0.01 * 10 ** (0.4 * (m - 20.0))) ** 2)
-    ri = np.asarray(s["ri"])
-    colours = {"g": m + 1.2 * ri + 0.25, "r": m + ri, "i": m + 0.0, "z": m - 0.45 * ri,
-               "y": m - 0.6 * ri}
-    base = colours[band] if band != "i" else m
+    colours = _ps1_mags(s)     # their colour-term transform is the truth (see _filter_mag)
     t = Table()
     t["id"] = np.asarray(s["truth_id"], np.int64)
     t["coord_ra"] = np.radians(ra)
@@ -610,8 +633,8 @@ def _make_refcat(cfg, rng, stars):
     t["pm_raErr"] = pm_err * MAS
     t["pm_decErr"] = pm_err * MAS
     t["epoch"] = np.full(n, REF_EPOCH_MJD)
+    t.meta["name"] = REFCAT_NAME
     for b, mb in colours.items():
-        mb = mb - base + m          # the simulated band equals the truth magnitude
         mb_obs = mb + rng.normal(0, 1, n) * mag_err
         t[f"{b}_flux"] = 10 ** (-0.4 * (mb_obs - 31.4))          # nJy
         t[f"{b}_fluxErr"] = t[f"{b}_flux"] * mag_err * np.log(10) / 2.5

@@ -23,7 +23,8 @@ from .sip import SipModel
 log = logging.getLogger("mosaicfit.solve")
 
 DAYS_PER_YEAR = 365.25
-RELATIVE_PRIOR_ARCSEC = 0.5    # single-frame WCS accuracy, ties a relative solution's frame
+RELATIVE_PRIOR_ARCSEC = 0.5
+MIN_STARS_PER_TERM = 5         # detections per polynomial term a typical visit needs    # single-frame WCS accuracy, ties a relative solution's frame
 RAD_MAS = 180.0 / np.pi * 3.6e6
 FILTER_BAND = {"HSC-G": "g", "HSC-R": "r", "HSC-R2": "r", "HSC-I": "i", "HSC-I2": "i",
                "HSC-Z": "z", "HSC-Y": "y", "NB0387": "g", "NB0515": "g", "NB0656": "r",
@@ -144,6 +145,17 @@ class Reference:
     pm_err: np.ndarray     # mas/yr
     mag: np.ndarray
     mag_err: np.ndarray
+    table: object = None     # the catalogue itself, for magnitudes in other filters
+
+    def magnitudes(self, filter_name, refcat_name="", band=None, color_terms=True, library=None):
+        """Reference magnitudes (and errors) in an HSC filter: the catalogue band of the filter,
+        through the HSC colour term of the catalogue when there is one (mosaicfit.colorterms).
+        Returns (mag, mag_err, one-line description)."""
+        from .colorterms import reference_magnitudes
+        if self.table is None:
+            return self.mag, self.mag_err, "reference magnitudes as given"
+        return reference_magnitudes(self.table, refcat_name, filter_name, band_for_filter=band or None,
+                                    apply=color_terms, library=library)
 
     @classmethod
     def from_table(cls, t, band):
@@ -168,7 +180,7 @@ class Reference:
                 mag = np.where(f > 0, -2.5 * np.log10(f) + 31.4, np.nan)
                 if f"{band}_fluxErr" in t.colnames:
                     mag_err = 2.5 / np.log(10) * np.asarray(t[f"{band}_fluxErr"], float) / f
-        return cls(ra, dec, pm_ra, pm_dec, epoch, pos_err, pm_err, mag, mag_err)
+        return cls(ra, dec, pm_ra, pm_dec, epoch, pos_err, pm_err, mag, mag_err, t)
 
     def at(self, mjd):
         """(ra, dec) in degrees propagated to `mjd` (scalar or per object), and the position
@@ -231,15 +243,20 @@ def _update_active(chi, star, active, usable, it, clip_sigma):
     return _clip_worst(chi, star, active, thr ** 2), int(back.sum()), thr
 
 
-def solve(exposures, camera, config=None, refcat=None, tangent_point=None):
+def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refcat_name=""):
     """Fit the tract made of `exposures` (list of :class:`ExposureData`).
 
     refcat: an astropy Table in the LSST reference-catalogue convention (coord_ra/dec
     radians, <band>_flux nJy, optional errors, proper motions and epoch), or None for a
     relative solution (config.relativeSolution). tangent_point: (ra, dec) of the tract plane,
-    degrees (default: the centre of the detections). Returns a :class:`Solution`.
+    degrees (default: the centre of the detections). refcat_name: the catalogue's name, which
+    selects its colour terms (e.g. ps1_pv3_3pi_20170110). Visits of several filters share one
+    astrometric solution and get one photometric solution per filter. Returns a
+    :class:`Solution`.
     """
     cfg = (config or MosaicConfig()).validate()
+    if not refcat_name and refcat is not None:
+        refcat_name = str(getattr(refcat, "meta", {}).get("name", ""))
     t_start = time.time()
     stats = {"timing": {}, "iterations": []}
     det, excluded = _select(exposures, camera, cfg)
@@ -306,8 +323,11 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None):
         fx, fy = camera.pixel_to_focal_plane(int(c), det.x[m], det.y[m])
         u0[m], v0[m] = fx / ps, fy / ps
     scale = 1.02 * max(np.max(np.abs(u0)), np.max(np.abs(v0)))
+    X0, Y0 = camera.focal_plane_to_field_angle(u0 * ps, v0 * ps)
+    fa_scale = 1.02 * max(np.max(np.abs(X0)), np.max(np.abs(Y0)))
     sol = Solution(camera, tangent_point, scale, cfg.fittingOrder, cfg.fluxFitOrder,
-                   "chebyshev" if cfg.chebyshev else "legendre")
+                   "chebyshev" if cfg.chebyshev else "legendre", fa_scale=fa_scale,
+                   sip_order=cfg.fittingOrder)
     sol.stats = stats
     for v in visits:
         e = next(e for e in exposures if e.visit == v)
@@ -330,7 +350,22 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None):
             sol.frozen[(e.visit, e.ccd)] = e.wcs_header
     if cfg.doSolveFlux:
         tp_ = time.time()
-        _fit_photometry(sol, ctx, cfg, exposures)
+        filters = {int(v): (sol.visit_info[int(v)]["filter"] or "") for v in visits}
+        for filt in sorted(set(filters.values())):
+            sub = _filter_context(ctx, [v for v in visits if filters[int(v)] == filt])
+            if sub["nstar"] == 0:
+                log.warning("filter %s: no star for the photometric fit", filt)
+                continue
+            if len(filters) > 1:
+                log.info("photometry of filter %s: %d visits", filt, len(sub["visits"]))
+            _fit_photometry(sol, sub, cfg, exposures, filt, refcat_name)
+            if "phot_resid" in sub:
+                for k in ("phot_active", "phot_resid", "phot_w", "m_cor"):
+                    full = ctx.setdefault(k, np.full(len(ctx["det"]), np.nan if k != "phot_active" else False,
+                                                     dtype=float if k != "phot_active" else bool))
+                    full[sub["rows"]] = sub[k]
+                xs = ctx.setdefault("phot_xstar", np.full(ctx["nstar"], np.nan))
+                xs[sub["star_ids"]] = sub["phot_xstar"]
         stats["timing"]["photometry"] = time.time() - tp_
     stats["timing"]["solve_total"] = time.time() - t_start
     _record(sol, ctx, exposures)
@@ -429,9 +464,19 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
     det, star, nstar = ctx["det"], ctx["star"], ctx["nstar"]
     vidx, cidx, ccds, visits = ctx["vidx"], ctx["cidx"], ctx["ccds"], ctx["visits"]
     n, nv, nc = len(det), len(visits), len(ccds)
+    # the polynomial order: reduced when the typical visit has too few stars for it (narrow
+    # bands, sparse fields); visits far below the typical one are frozen further down
     order = cfg.fittingOrder
+    typical = float(np.median(np.bincount(vidx, minlength=nv)))
+    while order > 1 and typical < MIN_STARS_PER_TERM * (order + 1) * (order + 2) // 2:
+        order -= 1
+    if order < cfg.fittingOrder:
+        log.warning("astrometric polynomial order reduced from %d to %d: a typical visit has "
+                    "only %d stars", cfg.fittingOrder, order, typical)
+    sol.order = order
     T = (order + 1) * (order + 2) // 2
-    s = sol.scale
+    fs = sol.fa_scale
+    ps = sol.camera.pixel_size_mm
 
     # weights: centroid errors in arcsec (single-frame pixel scale) plus the floor
     sig = det.sig_pix * det.pixscale
@@ -490,23 +535,28 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
     last_chi2 = np.inf
     for it in range(cfg.maxIter):
         u, v, ru, rv = _placement(sol, ctx, geom)
+        a, b = sol.field_coords(u, v)            # the polynomial's coordinates
         K = 3
         G = np.zeros((n, 2, K))
         ccd_fixed = np.ones(nc, np.uint8)
         if it > 0 and cfg.solveCcd:
+            # d(field angle)/d(focal plane), per 15-micron unit, for the CCD derivatives
+            ja, jb, jc, jd = (j * ps / fs for j in sol.camera.field_angle_jacobian(u * ps, v * ps))
             for k in range(nv):
                 m = vidx == k
                 if not m.any():
                     continue
-                _, du, dv = poly_grad(coef[k], u[m] / s, v[m] / s, order, "legendre")
-                G[m, :, 0] = (du / s).T
-                G[m, :, 1] = (dv / s).T
+                _, dpa, dpb = poly_grad(coef[k], a[m], b[m], order, "legendre")
+                dpu = dpa * ja[m] + dpb * jc[m]      # dP/du, dP/dv: (2, n_m)
+                dpv = dpa * jb[m] + dpb * jd[m]
+                G[m, :, 0] = dpu.T
+                G[m, :, 1] = dpv.T
                 if cfg.allowRotation:
-                    G[m, :, 2] = ((du * -rv[m] + dv * ru[m]) / s).T
+                    G[m, :, 2] = (dpu * -rv[m] + dpv * ru[m]).T
             n_on = np.bincount(cidx[active], minlength=nc)
             ccd_fixed = (n_on < cfg.minStarsPerCcd).astype(np.uint8)
         r = _core.fit_mosaic(star.astype(np.int32), vidx, cidx, active.astype(np.uint8),
-                             u / s, v / s, y, w, G, prior, prior_w, coef_prior, coef_prior_w,
+                             a, b, y, w, G, prior, prior_w, coef_prior, coef_prior_w,
                              ccd_fixed, nv, nc, nstar, 2, K, order, BASES["legendre"], True)
         if r["status"] != "ok":
             raise MosaicError("the astrometric normal equations are singular: too few stars "
@@ -545,7 +595,7 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
         sol.ccd_geom[int(c)] = tuple(float(a) for a in geom[k])
     xstar = r["xstar"]
     n_clip_total = int((usable & ~active).sum())
-    sol.stats.update(astro_chi2=float(r["chi2_det"]), astro_ndof=ndof, astro_rms_mas=rms,
+    sol.stats.update(astro_order=order, astro_chi2=float(r["chi2_det"]), astro_ndof=ndof, astro_rms_mas=rms,
                      astro_clipped=n_clip_total, astro_n_active=int(active.sum()))
     ctx.update(astro_active=active, astro_resid=res, astro_w=w, astro_xstar=xstar, astro_y=y)
 
@@ -553,7 +603,21 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
 # ------------------------------------------------------------------------------------------
 # Photometry
 # ------------------------------------------------------------------------------------------
-def _fit_photometry(sol, ctx, cfg, exposures):
+def _filter_context(ctx, visits):
+    """The part of the fit context made of the detections of `visits` (one filter), with the
+    stars and visits renumbered; rows / star_ids map back to the full context."""
+    visits = np.asarray(sorted(visits))
+    rows = np.nonzero(np.isin(ctx["det"].visit, visits))[0]
+    star_ids, star = np.unique(ctx["star"][rows], return_inverse=True)
+    det = ctx["det"].take(rows)
+    ccds = np.unique(det.ccd)
+    return dict(ctx, det=det, star=star.astype(np.int64), nstar=len(star_ids),
+                vidx=np.searchsorted(visits, det.visit).astype(np.int32),
+                cidx=np.searchsorted(ccds, det.ccd).astype(np.int32), ccds=ccds, visits=visits,
+                ref_of_star=ctx["ref_of_star"][star_ids], rows=rows, star_ids=star_ids)
+
+
+def _fit_photometry(sol, ctx, cfg, exposures, filt="", refcat_name=""):
     det, star, nstar = ctx["det"], ctx["star"], ctx["nstar"]
     vidx, cidx, ccds, visits = ctx["vidx"], ctx["cidx"], ctx["ccds"], ctx["visits"]
     n, nv, nc = len(det), len(visits), len(ccds)
@@ -575,8 +639,13 @@ def _fit_photometry(sol, ctx, cfg, exposures):
     absolute = bool(cfg.fluxFitAbsolute and ref is not None)
     if absolute:
         has = ros >= 0
-        rm = ref.mag[ros[has]]
-        re = np.nan_to_num(ref.mag_err[ros[has]], nan=0.02)
+        rmag, rerr, how = ref.magnitudes(filt, refcat_name, band=cfg.refBand,
+                                         color_terms=cfg.doColorTerms,
+                                         library=cfg.colorTermLibrary or None)
+        log.info("reference magnitudes for %s: %s", filt or "the filter", how)
+        sol.stats.setdefault("colour_terms", {})[filt] = how
+        rm = rmag[ros[has]]
+        re = np.nan_to_num(rerr[ros[has]], nan=0.02)
         ok = np.isfinite(rm)
         idx = np.nonzero(has)[0][ok]
         prior[idx, 0] = rm[ok]
@@ -593,7 +662,7 @@ def _fit_photometry(sol, ctx, cfg, exposures):
     per_visit = np.bincount(vidx, minlength=nv)
     order = cfg.fluxFitOrder
     typical = float(np.median(per_visit))
-    while order > 0 and typical < 3 * (order + 1) * (order + 2) // 2:
+    while order > 0 and typical < MIN_STARS_PER_TERM * (order + 1) * (order + 2) // 2:
         order -= 1
     if order < cfg.fluxFitOrder:
         log.warning("flux polynomial order reduced from %d to %d: a typical visit has only %d "
@@ -677,7 +746,7 @@ def _fit_photometry(sol, ctx, cfg, exposures):
             sol.phot[int(vv)] = coef[k]
     if not cfg.commonFluxCorr:
         for k, c in enumerate(ccds):
-            sol.ccd_mag[int(c)] = float(par[k])
+            sol.ccd_mag_by_filter.setdefault(filt, {})[int(c)] = float(par[k])
     # FLUXMAG0ERR: clipped scatter of calibrated minus reference magnitudes per CCD (minus
     # the fitted star magnitudes in a relative solution); resid = calibrated - star magnitude
     xs = r["xstar"][:, 0]
@@ -699,6 +768,9 @@ def _fit_photometry(sol, ctx, cfg, exposures):
             err = float(np.median(vals)) if vals else 0.0
         if sol.has_photometry(vv):
             sol.fluxmag0err[(vv, c)] = sol.fluxmag0(vv, c) * 0.4 * np.log(10) * err
+    sol.stats.setdefault("phot_by_filter", {})[filt] = dict(
+        chi2=float(r["chi2_det"]), ndof=ndof, rms_mmag=rms, order=order, absolute=absolute,
+        visits=[int(v) for v in visits])
     sol.stats.update(phot_chi2=float(r["chi2_det"]), phot_ndof=ndof, phot_rms_mmag=rms,
                      phot_clipped=n_clip_total, phot_variables=n_variable, phot_order=order, phot_n_active=int(active.sum()))
     ctx.update(phot_active=active, phot_resid=res, phot_w=w, phot_xstar=xs, m_cor=m_cor)
