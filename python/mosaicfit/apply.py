@@ -26,6 +26,7 @@ rotated frame and interpolated linearly in between (with its weights i / interva
 import math
 import os
 import re
+import time
 
 import numpy as np
 from astropy.io import fits
@@ -181,19 +182,23 @@ def _set_card(header, key, value, comment=None):
         header.append(fits.Card(name, value, comment) if comment else fits.Card(name, value))
 
 
-def calibrate_exposure(exposure, wcs_header, fcr, interpolate=False, threads=0, inplace=False):
+def calibrate_exposure(exposure, wcs_header, fcr, interpolate=False, threads=0, inplace=False,
+                       timing=None):
     """The calibrated exposure (hscPipe's CALEXP) of a CORR :class:`~mosaicfit.exposure.Exposure`.
 
     image *= f, variance *= f^2 (float32, computed in double), mask unchanged; the WCS cards of
     `wcs_header` replace the single-frame WCS; FLUXMAG0 and FLUXMAG0ERR come from `fcr`; all
     other header cards are kept. With `inplace` the pixel arrays of `exposure` are modified
-    and reused (no copy); the headers are always copies.
+    and reused (no copy); the headers are always copies. If `timing` is a dict, the seconds
+    spent in the pixel kernel are stored under ``"kernel"``.
     """
     if wcs_header is None or fcr is None:
         raise MosaicError("calibrate_exposure needs both the mosaic WCS and the flux correction")
     source = exposure.source
     poly, sip = _kernel_params(wcs_header, fcr, source=f"{source} (mosaic WCS)")
-    make_wcs(wcs_header, f"{source} (mosaic WCS)")     # a valid celestial WCS, or one-line error
+    out = Exposure(header=exposure.header.copy(), wcs_header=exposure.wcs_header.copy(),
+                   mask_planes=dict(exposure.mask_planes), path=exposure.path)
+    out.set_wcs(wcs_header)          # checks it is a valid celestial WCS (one-line error)
 
     def pixels(a):
         if a is None:
@@ -208,16 +213,15 @@ def calibrate_exposure(exposure, wcs_header, fcr, interpolate=False, threads=0, 
     if ref is not None:
         if interpolate:
             _check_full_box(fcr, ref.shape[1], ref.shape[0])
+        t0 = time.perf_counter()
         _core().apply_flux_correction(poly, sip, image, variance, bool(interpolate),
                                       INTERP_LENGTH, int(threads))
-    header = exposure.header.copy()
-    _set_card(header, "FLUXMAG0", float(fcr.fluxmag0))
-    _set_card(header, "FLUXMAG0ERR", float(fcr.fluxmag0err))
-    mask = exposure.mask if inplace or exposure.mask is None else exposure.mask.copy()
-    out = Exposure(image=image, mask=mask, variance=variance, header=header,
-                   wcs_header=exposure.wcs_header.copy(),
-                   mask_planes=dict(exposure.mask_planes), path=exposure.path)
-    out.set_wcs(wcs_header)
+        if timing is not None:
+            timing["kernel"] = timing.get("kernel", 0.0) + time.perf_counter() - t0
+    _set_card(out.header, "FLUXMAG0", float(fcr.fluxmag0))
+    _set_card(out.header, "FLUXMAG0ERR", float(fcr.fluxmag0err))
+    out.image, out.variance = image, variance
+    out.mask = exposure.mask if inplace or exposure.mask is None else exposure.mask.copy()
     return out
 
 
