@@ -140,12 +140,13 @@ def _coeffs(path):
 
 def test_coeffs_dat_reproduces_the_model(run):
     """xi = sum a_k u^i v^j (degrees) in the visit's plane about (A, D), meas_mosaic's term
-    order: the sky of a detection from coeffs.dat is the model's to well under a mas, and
+    order: the sky of a detection from coeffs.dat is the model's to a few mas at most, and
     ap/bp invert it."""
     sol, _, outdir, _ = run
     co = _coeffs(os.path.join(outdir, "coeffs.dat"))
     assert sorted(co) == sorted(sol.astro)
-    terms = diagnostics._sip_terms(sol.order)
+    order = int(getattr(sol, "sip_order", None) or sol.order)
+    terms = diagnostics._sip_terms(order)
     assert terms[:5] == [(1, 0), (0, 1), (2, 0), (1, 1), (0, 2)]
     d = sol.detections
     for v, (A, D, x0, y0, c) in co.items():
@@ -155,12 +156,12 @@ def test_coeffs_dat_reproduces_the_model(run):
         M = np.column_stack([u ** i * w ** j for i, j in terms])
         ra, dec = tangent_to_sky(np.radians(M @ c[:, 0]), np.radians(M @ c[:, 1]),
                                  np.degrees(A), np.degrees(D))
-        x, y = np.asarray(d["x"])[m], np.asarray(d["y"])[m]
-        ccd = np.asarray(d["ccd"])[m]
+        x, y, ccd = np.asarray(d["x"])[m], np.asarray(d["y"])[m], np.asarray(d["ccd"])[m]
+        err = []
         for k in range(len(m)):
             r1, d1 = sol.pixel_to_sky(v, int(ccd[k]), np.array([x[k]]), np.array([y[k]]))
-            dra = (ra[k] - r1[0]) * np.cos(np.radians(d1[0])) * 3.6e6
-            assert abs(dra) < 0.5 and abs((dec[k] - d1[0]) * 3.6e6) < 0.5
+            err.append(np.hypot((ra[k] - r1[0]) * np.cos(np.radians(d1[0])), dec[k] - d1[0]) * 3.6e6)
+        assert np.sqrt(np.mean(np.square(err))) < 1.0 and np.max(err) < 5.0
         # the inverse: (U, V) = CD^-1 (xi, eta), u = U + sum ap_k U^i V^j
         cd = np.array([[c[0, 0], c[1, 0]], [c[0, 1], c[1, 1]]])
         U, V = np.linalg.solve(cd, np.stack([M @ c[:, 0], M @ c[:, 1]]))
@@ -169,27 +170,30 @@ def test_coeffs_dat_reproduces_the_model(run):
         assert np.allclose(V + N @ c[:, 3], w, atol=0.1)
 
 
-def test_visit_sip_matches_the_ccd_wcs(run):
-    """The visit-level TAN-SIP (coeffs.dat, jcont) agrees with the per-CCD products."""
+def test_visit_sip_and_jacobian(run):
+    """The visit-level TAN-SIP (coeffs.dat) follows the model; J from it, J of the model
+    (jcont) agree, and J is 1 at the optical axis."""
     sol, _, _, _ = run
     v = sorted(sol.astro)[0]
     fp = diagnostics._FocalPlane(sol, sorted(sol.ccd_geom))
     h = diagnostics.visit_sip(sol, v, fp)
+    assert h["FITRMS"] < 1.0 and h["FITMAX"] < 5.0
     x, y = np.array([10.0, 1000.0, 2000.0]), np.array([20.0, 2000.0, 4100.0])
     for c in (30, 50, 69):
         u, w = sol.focal_plane(c, x, y)
         r1, d1 = sip_pixel_to_sky(h, u, w)
-        r2, d2 = sip_pixel_to_sky(sol.wcs_header(v, c), x, y)
-        assert np.all(np.abs((r1 - r2) * np.cos(np.radians(d2)) * 3.6e6) < 0.5)
-        assert np.all(np.abs((d1 - d2) * 3.6e6) < 0.5)
-    # J of the visit SIP is that of the detections (the photometric fit's correction)
+        r2, d2 = sol.pixel_to_sky(v, c, x, y)
+        assert np.all(np.hypot((r1 - r2) * np.cos(np.radians(d2)), d1 - d2) * 3.6e6 < 5.0)
+        uu, vv = sip_inverse(h, r1, d1)
+        assert np.allclose(uu, u, atol=0.1) and np.allclose(vv, w, atol=0.1)
     d = sol.detections
     m = np.nonzero(np.asarray(d["visit"]) == v)[0][::50]
-    J = diagnostics.jacobian_map(h, np.asarray(d["u"])[m], np.asarray(d["v"])[m])
-    assert np.allclose(J, np.asarray(d["jacobian"])[m], atol=1e-4)
-    # and sip_inverse of it returns the focal plane
-    uu, vv = sip_inverse(h, r1, d1)
-    assert np.allclose(uu, u, atol=0.1) and np.allclose(vv, w, atol=0.1)
+    u, w = np.asarray(d["u"])[m], np.asarray(d["v"])[m]
+    Jm = diagnostics.model_jacobian(sol, v, fp, u, w)
+    assert np.allclose(diagnostics.jacobian_map(h, u, w), Jm, atol=1e-4)
+    assert diagnostics.model_jacobian(sol, v, fp, [0.0], [0.0])[0] == pytest.approx(1.0, abs=1e-9)
+    # the photometric fit's J (from the per-CCD products) is the same to within 1%
+    assert np.allclose(np.asarray(d["jacobian"])[m], Jm, atol=1e-2)
 
 
 def test_jacobian_is_concentric(run):
@@ -197,11 +201,10 @@ def test_jacobian_is_concentric(run):
     non-concentric part below 1e-3)."""
     sol, _, _, _ = run
     fp = diagnostics._FocalPlane(sol, sorted(sol.ccd_geom))
+    gu, gv, on = fp.gu[::2, ::2], fp.gv[::2, ::2], fp.which[::2, ::2] >= 0
     for v in sol.astro:
-        h = diagnostics.visit_sip(sol, v, fp)
-        on = fp.which >= 0
-        J = diagnostics.jacobian_map(h, fp.gu[on], fp.gv[on])
-        u0, v0, rms = diagnostics.concentric_centre(J, fp.gu[on], fp.gv[on])
+        J = diagnostics.model_jacobian(sol, v, fp, gu[on], gv[on])
+        u0, v0, rms = diagnostics.concentric_centre(J, gu[on], gv[on])
         assert np.hypot(u0, v0) < 100 and rms < 1e-3
         assert 0.8 < J.min() < J.max() <= 1.0 + 1e-6
 

@@ -234,6 +234,14 @@ class _FocalPlane:
             near = grow
         self.in_fov = near & (np.hypot(self.gu, self.gv) <= self.rmax)
 
+    def ccd_at(self, u, v):
+        """The CCD of the grid cell nearest each (u, v) (-1: none)."""
+        g0 = self.gu[0, 0]
+        n = self.gu.shape[0]
+        i = np.clip(np.rint((np.asarray(v) - g0) / GRID_STEP).astype(int), 0, n - 1)
+        j = np.clip(np.rint((np.asarray(u) - g0) / GRID_STEP).astype(int), 0, n - 1)
+        return self.which[i, j]
+
     def numbers_layer(self, px=None):
         """The CCD numbers drawn once on a transparent px x px image (RGBA) covering
         [-lim, lim]^2: pasted into every focal-plane panel of that size, it saves drawing
@@ -318,22 +326,38 @@ def _save(fig, path, dpi=100):
 # ------------------------------------------------------------------------------------------
 def visit_sip(sol, visit, fp):
     """The visit's TAN-SIP header in focal-plane pixels about the optical axis
-    (pixel (x, y) = (u, v), CRPIX = (1, 1): the origin), fitted to the model over the focal
-    plane; None where the visit has no astrometric solution."""
-    from .model import poly_eval
+    (pixel (x, y) = (u, v), CRPIX = (1, 1): the origin), fitted to the model (through
+    Solution.pixel_to_sky) over the CCDs; None where the visit has no astrometric solution."""
     from .sip import fit_tan_sip
     if not sol.has_astrometry(visit):
         return None
+    order = int(getattr(sol, "sip_order", None) or sol.order)
     gu, gv = _sample_on_ccds(fp, 1500)
-    coef = sol.astro[int(visit)]
-    xy = poly_eval(coef, gu / sol.scale, gv / sol.scale, sol.order, "legendre")
-    ra, dec = sol.tract_to_sky(xy[0], xy[1])
-    c0 = poly_eval(coef, np.array([0.0]), np.array([0.0]), sol.order, "legendre")
-    crval = sol.tract_to_sky(c0[0], c0[1])
-    crval = (float(np.ravel(crval[0])[0]), float(np.ravel(crval[1])[0]))
-    h = fit_tan_sip(gu, gv, ra, dec, (1.0, 1.0), crval, sol.order, inverse_order=sol.order)
-    _refit_inverse(h, sol.order, *_sample_on_ccds(fp, 3000))
+    ra, dec = _fp_to_sky(sol, visit, fp, gu, gv)
+    c = fp.ccds[0]
+    ax, ay = sol.optical_axis_pixel(c)
+    r0, d0 = sol.pixel_to_sky(visit, c, np.array([ax]), np.array([ay]))
+    crval = (float(np.ravel(r0)[0]), float(np.ravel(d0)[0]))
+    h = fit_tan_sip(gu, gv, ra, dec, (1.0, 1.0), crval, order, inverse_order=order)
+    _refit_inverse(h, order, *_sample_on_ccds(fp, 3000))
+    from .sip import sip_pixel_to_sky
+    r1, d1 = sip_pixel_to_sky(h, gu, gv)
+    err = np.hypot((r1 - ra) * np.cos(np.radians(dec)), d1 - dec) * MAS_PER_DEG
+    h["FITRMS"] = (float(np.sqrt(np.mean(err ** 2) / 2)), "mas per axis: this TAN-SIP - model")
+    h["FITMAX"] = (float(np.max(err)), "mas: largest distance, TAN-SIP - model")
     return h
+
+
+def _fp_to_sky(sol, visit, fp, u, v):
+    """Sky (deg) of focal-plane points on the CCDs, through each CCD's pixels."""
+    ra, dec = np.empty(len(u)), np.empty(len(u))
+    which = fp.ccd_at(u, v)
+    which = np.where(which >= 0, which, _reference_ccd(sol, visit, fp))
+    for c in np.unique(which):
+        m = which == c
+        x, y = sol.focal_plane_to_pixel(int(c), u[m], v[m])
+        ra[m], dec[m] = sol.pixel_to_sky(visit, int(c), x, y)
+    return ra, dec
 
 
 def _sample_on_ccds(fp, n):
@@ -341,6 +365,25 @@ def _sample_on_ccds(fp, n):
     u, v = fp.gu[fp.on], fp.gv[fp.on]
     step = max(1, len(u) // n)
     return u[::step], v[::step]
+
+
+def ccd_term(sol, visit, ccd):
+    """The CCD's magnitude term dC for the visit's filter (0 where not fitted)."""
+    f = getattr(sol, "_dc", None)
+    if f is not None:
+        return float(f(visit, ccd))
+    return float(sol.ccd_mag.get(int(ccd), 0.0))
+
+
+def ccd_terms(sol):
+    """{ccd: dC} (of the first visit's filter when the solution has several)."""
+    v = min(sol.phot) if sol.phot else None
+    byf = getattr(sol, "ccd_mag_by_filter", None)
+    if byf is not None:
+        keys = set().union(*[set(m) for m in byf.values()]) if byf else set()
+    else:
+        keys = set(sol.ccd_mag)
+    return {int(c): ccd_term(sol, v, c) for c in sorted(keys)} if v is not None else {}
 
 
 def _refit_inverse(h, order, u, v):
@@ -390,6 +433,43 @@ def coeffs_from_sip(h, order):
     A, D = np.radians(h["CRVAL1"]), np.radians(h["CRVAL2"])
     x0, y0 = -(h["CRPIX1"] - 1.0), -(h["CRPIX2"] - 1.0)
     return (A, D), (x0, y0), a, b, ap, bp
+
+
+def model_jacobian(sol, visit, fp, u, v, step=1.0):
+    """J(u, v) of the model itself: |det d(xi, eta)/d(u, v)| in the visit's gnomonic plane
+    about the sky at the optical axis, over its value at the axis, by forward differences of
+    Solution.pixel_to_sky (step in pixels). Points on a CCD are taken through that CCD, the
+    others through a reference CCD (the model is a function of the focal-plane position)."""
+    from .camera import sky_to_tangent
+    u, v = np.ravel(np.asarray(u, float)), np.ravel(np.asarray(v, float))
+    ref = _reference_ccd(sol, visit, fp)
+    ax, ay = sol.optical_axis_pixel(ref)
+    r0, d0 = sol.pixel_to_sky(visit, ref, np.array([ax]), np.array([ay]))
+    r0, d0 = float(np.ravel(r0)[0]), float(np.ravel(d0)[0])
+    which = fp.ccd_at(u, v)
+    which = np.where(which >= 0, which, ref)
+
+    def det(c, x, y):
+        p = [np.array(sky_to_tangent(*sol.pixel_to_sky(visit, c, x + dx, y + dy), r0, d0))
+             for dx, dy in ((0.0, 0.0), (step, 0.0), (0.0, step))]
+        a, b = (p[1] - p[0]) / step, (p[2] - p[0]) / step
+        return np.abs(a[0] * b[1] - a[1] * b[0])
+
+    J = np.empty(len(u))
+    for c in np.unique(which):
+        m = which == c
+        x, y = sol.focal_plane_to_pixel(int(c), u[m], v[m])
+        J[m] = det(int(c), np.asarray(x, float), np.asarray(y, float))
+    return J / det(ref, np.array([ax]), np.array([ay]))[0]
+
+
+def _reference_ccd(sol, visit, fp):
+    """A CCD of the visit with the model's astrometry (not frozen), nearest the axis."""
+    cs = sorted(fp.ccds, key=lambda c: np.hypot(*fp.centre[c]))
+    for c in cs:
+        if (int(visit), int(c)) not in sol.frozen:
+            return int(c)
+    return int(cs[0])
 
 
 def jacobian_map(h, u, v):
@@ -533,19 +613,20 @@ def plot_res_pos_arrow(sol, visit, fp, hdr, d, path):
 
 
 def plot_fcont(sol, visit, fp, path):
-    from .model import poly_eval
     fig = _figure(9.1, 7.8)
     ax = _fp_axes(fig, 95, 65)
     cax = fig.add_axes([785 / 910, 65 / 780, 18 / 910, FP_PX / 780])
-    coef = sol.phot[int(visit)]
     gu, gv = fp.gu, fp.gv
-    P = poly_eval(coef, gu.ravel() / sol.scale, gv.ravel() / sol.scale, sol.phot_order,
-                  sol.phot_basis)[0].reshape(gu.shape)
-    P0 = poly_eval(coef, np.array([0.0]), np.array([0.0]), sol.phot_order, sol.phot_basis)[0][0]
-    dC = np.zeros(gu.shape)
+    # P + dC from the model, less P at the optical axis (= 2.5 log10 FLUXMAG0 - dC)
+    F = np.full(gu.shape, np.nan)
     for c in fp.ccds:
-        dC[fp.which == c] = sol.ccd_mag.get(c, 0.0)
-    Z = np.ma.masked_where(fp.which < 0, 10.0 ** (-0.4 * (P - P0 + dC)))
+        m = fp.which == c
+        if not m.any():
+            continue
+        x, y = sol.focal_plane_to_pixel(c, gu[m], gv[m])
+        p0 = 2.5 * np.log10(sol.fluxmag0(visit, c)) - ccd_term(sol, visit, c)
+        F[m] = 10.0 ** (-0.4 * (sol.mag_offset(visit, c, x, y) - p0))
+    Z = np.ma.masked_invalid(F)
     lo, hi = float(Z.min()), float(Z.max())
     half = max(abs(1 - lo), abs(hi - 1), 1e-4)
     step = _nice(2 * half / 40)
@@ -571,9 +652,12 @@ def plot_jcont(sol, visit, fp, hdr, path, present=None):
     cax2 = fig.add_axes([955 / 1380, 205 / 780, 400 / 1380, 14 / 780])
     info = None
     if hdr is not None:
-        gu, gv = fp.gu, fp.gv
-        J = jacobian_map(hdr, gu.ravel(), gv.ravel()).reshape(gu.shape)
-        Z = np.ma.masked_where(~fp.in_fov, J)
+        # J of the model on every other grid point (300 px): smooth, and 5x cheaper
+        gu, gv = fp.gu[::2, ::2], fp.gv[::2, ::2]
+        in_fov, which = fp.in_fov[::2, ::2], fp.which[::2, ::2]
+        J = np.full(gu.shape, np.nan)
+        J[in_fov] = model_jacobian(sol, visit, fp, gu[in_fov], gv[in_fov])
+        Z = np.ma.masked_where(~in_fov, J)
         lo, hi = float(Z.min()), float(Z.max())
         step = _nice((hi - lo) / 24)
         levels = np.arange(np.floor(lo / step) * step, hi + step, step)
@@ -582,17 +666,17 @@ def plot_jcont(sol, visit, fp, hdr, path, present=None):
         cb.set_label("J: pixel area relative to the optical axis")
         lines = ax.contour(gu, gv, Z, levels=levels[::2], colors="w", linewidths=0.5, zorder=2)
         ax.clabel(lines, levels=lines.levels[::2], fontsize=6, fmt="%.3f")
-        on = fp.which >= 0          # fitted where CCDs are: the model is extrapolated elsewhere
+        on = which >= 0          # fitted where CCDs are: the model is extrapolated elsewhere
         u0, v0, nonc, model = concentric_fit(J[on], gu[on], gv[on])
         info = dict(u0=u0, v0=v0, nonconcentric=nonc, jmin=lo, jmax=hi)
         for a in (ax, ax2):
             a.plot([0], [0], "k+", ms=12, mew=1.5, zorder=6)
             a.plot([u0], [v0], "rx", ms=9, mew=1.5, zorder=6)
         # the non-concentric part, in units of 1e-4
-        R = np.ma.masked_where(~fp.in_fov, (J - model(gu, gv).reshape(J.shape)) * 1e4)
+        R = np.ma.masked_where(~in_fov, (J - model(gu, gv).reshape(J.shape)) * 1e4)
         vmax = _nice(3 * nonc * 1e4)
-        im = ax2.imshow(R, extent=(gu.min() - GRID_STEP / 2, gu.max() + GRID_STEP / 2,
-                                   gv.min() - GRID_STEP / 2, gv.max() + GRID_STEP / 2),
+        im = ax2.imshow(R, extent=(gu.min() - GRID_STEP, gu.max() + GRID_STEP,
+                                   gv.min() - GRID_STEP, gv.max() + GRID_STEP),
                         origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax, zorder=1)
         cb2 = fig.colorbar(im, cax=cax2, orientation="horizontal")
         cb2.set_label("J − concentric fit (10⁻⁴)", fontsize=8)
@@ -852,10 +936,11 @@ def plot_res_flux(sol, d, fp, path):
     ax.set_ylabel("detections")
     ax.set_title("ResFlux: residual histogram", fontsize=9)
     ax = axes[0, 1]
-    cs = [c for c in fp.ccds if c in sol.ccd_mag]
+    terms = ccd_terms(sol)
+    cs = [c for c in fp.ccds if c in terms]
     if cs:
         r = np.array([np.hypot(*fp.centre[c]) for c in cs])
-        dc = np.array([sol.ccd_mag[c] * 1000.0 for c in cs])
+        dc = np.array([terms[c] * 1000.0 for c in cs])
         ax.plot(r, dc, "o", ms=4, color=BLUE)
         for ri, di, c in zip(r, dc, cs):
             ax.annotate(str(c), (ri, di), fontsize=5, xytext=(2, 2), textcoords="offset points")
@@ -908,8 +993,9 @@ def write_ccd_dat(sol, fp, path):
 
 def write_ccd_scale(sol, fp, path):
     lines = ["#chip scale\n"]
+    terms = ccd_terms(sol)
     for c in fp.ccds:
-        lines.append("%4ld %7.5f\n" % (c, 10.0 ** (-0.4 * sol.ccd_mag.get(c, 0.0))))
+        lines.append("%4ld %7.5f\n" % (c, 10.0 ** (-0.4 * terms.get(c, 0.0))))
     write_text("".join(lines), path)
 
 
@@ -1035,30 +1121,92 @@ def _jsonable(x):
     return x
 
 
+_SKIP = ("camera", "detections", "stars")
+
+
+def _encode(x):
+    """Tagged JSON of the solution's attributes: numbers, strings, lists, arrays, dicts with
+    any keys, tuples, FITS headers and objects of mosaicfit's own classes (by their
+    attributes). Nothing is pickled: reading a state file runs no code."""
+    from astropy.io import fits
+    if x is None or isinstance(x, (bool, str)):
+        return x
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, np.ndarray):
+        return {"__nd__": _encode(x.tolist()), "dtype": str(x.dtype), "shape": list(x.shape)}
+    if isinstance(x, tuple):
+        return {"__tuple__": [_encode(v) for v in x]}
+    if isinstance(x, list):
+        return [_encode(v) for v in x]
+    if isinstance(x, dict):
+        if all(isinstance(k, str) for k in x):
+            return {"__map__": {k: _encode(v) for k, v in x.items()}}
+        return {"__items__": [[_encode(k), _encode(v)] for k, v in x.items()]}
+    if isinstance(x, fits.Header):
+        return {"__header__": x.tostring()}
+    cls = type(x)
+    if cls.__module__.startswith("mosaicfit.") and hasattr(x, "__dict__"):
+        return {"__obj__": f"{cls.__module__}:{cls.__qualname__}",
+                "state": {k: _encode(v) for k, v in vars(x).items()}}
+    if hasattr(x, "keys") and hasattr(x, "__getitem__"):        # header-like mappings
+        return {"__header__": _header_text(x)}
+    raise TypeError(f"cannot save a {cls.__name__} in the solution state")
+
+
+def _decode(x):
+    from astropy.io import fits
+    if isinstance(x, list):
+        return [_decode(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    if "__nd__" in x:
+        return np.array(x["__nd__"], dtype=x["dtype"]).reshape(x["shape"])
+    if "__tuple__" in x:
+        return tuple(_decode(v) for v in x["__tuple__"])
+    if "__map__" in x:
+        return {k: _decode(v) for k, v in x["__map__"].items()}
+    if "__items__" in x:
+        return {_decode(k): _decode(v) for k, v in x["__items__"]}
+    if "__header__" in x:
+        return fits.Header.fromstring(x["__header__"])
+    if "__obj__" in x:
+        import importlib
+        mod, name = x["__obj__"].split(":")
+        if not mod.startswith("mosaicfit."):
+            raise MosaicError(f"solution state: refusing to build a {x['__obj__']}")
+        cls = importlib.import_module(mod)
+        for part in name.split("."):
+            cls = getattr(cls, part)
+        obj = cls.__new__(cls)
+        obj.__dict__.update({k: _decode(v) for k, v in x["state"].items()})
+        return obj
+    return {k: _decode(v) for k, v in x.items()}
+
+
 def _header_text(h):
     from astropy.io import fits
     if isinstance(h, fits.Header):
         return h.tostring()
     hh = fits.Header()
-    for k in h:
+    for k in h.keys():
         hh[k] = h[k]
     return hh.tostring()
 
 
 def save_solution(sol, outdir):
-    """Write solution.json, detections.fits and stars.fits into `outdir`."""
+    """Write solution.json (every attribute of the Solution but its camera, tables and
+    caches), detections.fits and stars.fits into `outdir`."""
+    attrs = {k: _encode(v) for k, v in vars(sol).items()
+             if k not in _SKIP and not k.startswith("_")}
     state = dict(format=STATE_FORMAT, version=STATE_VERSION, mosaicfit=__version__,
-                 camera=sol.camera.name, tangent_point=sol.tangent_point, scale=sol.scale,
-                 order=sol.order, phot_order=sol.phot_order, phot_basis=sol.phot_basis,
-                 astro={int(v): np.asarray(c).tolist() for v, c in sol.astro.items()},
-                 phot={int(v): np.asarray(c).tolist() for v, c in sol.phot.items()},
-                 ccd_geom={int(c): list(g) for c, g in sol.ccd_geom.items()},
-                 ccd_mag={int(c): float(m) for c, m in sol.ccd_mag.items()},
-                 fluxmag0err=[[int(v), int(c), float(e)] for (v, c), e in sol.fluxmag0err.items()],
-                 visit_info={int(v): i for v, i in sol.visit_info.items()},
-                 frozen=[[int(v), int(c), _header_text(h)] for (v, c), h in sol.frozen.items()],
-                 stats=sol.stats)
-    write_text(json.dumps(_jsonable(state), indent=1) + "\n", os.path.join(outdir, "solution.json"))
+                 camera=sol.camera.name, solution=f"{type(sol).__module__}:{type(sol).__qualname__}",
+                 attributes=attrs)
+    write_text(json.dumps(state, indent=1, allow_nan=True) + "\n", os.path.join(outdir, "solution.json"))
     if sol.detections is not None:
         write_fits(_table_hdulist(sol.detections, "DETECTIONS"), os.path.join(outdir, "detections.fits"))
     if sol.stars is not None:
@@ -1067,11 +1215,9 @@ def save_solution(sol, outdir):
 
 def load_solution(outdir, camera=None):
     """The Solution saved by :func:`save_solution` in `outdir` (model, stats and tables)."""
-    from astropy.io import fits
     from astropy.table import Table
     from .camera import hsc
     from .model import Solution
-    from .solve import IterationSummary
     path = os.path.join(outdir, "solution.json")
     try:
         with open(path) as f:
@@ -1088,19 +1234,18 @@ def load_solution(outdir, camera=None):
         camera = hsc()
         if st["camera"] != camera.name:
             raise MosaicError(f"{path}: made with camera {st['camera']!r}; give that camera")
-    sol = Solution(camera, st["tangent_point"], st["scale"], st["order"], st["phot_order"],
-                   st["phot_basis"])
-    sol.astro = {int(v): np.array(c) for v, c in st["astro"].items()}
-    sol.phot = {int(v): np.array(c) for v, c in st["phot"].items()}
-    sol.ccd_geom = {int(c): tuple(g) for c, g in st["ccd_geom"].items()}
-    sol.ccd_mag = {int(c): float(m) for c, m in st["ccd_mag"].items()}
-    sol.fluxmag0err = {(v, c): e for v, c, e in st["fluxmag0err"]}
-    sol.visit_info = {int(v): i for v, i in st["visit_info"].items()}
-    sol.frozen = {(v, c): fits.Header.fromstring(h) for v, c, h in st["frozen"]}
-    stats = st["stats"]
-    stats["iterations"] = [IterationSummary(**i) for i in stats.get("iterations", [])]
-    stats["excluded"] = [tuple(e) for e in stats.get("excluded", [])]
-    sol.stats = stats
+    try:
+        attrs = {k: _decode(v) for k, v in st["attributes"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError, ImportError) as e:
+        raise MosaicError(f"{path}: unreadable solution state: {e}") from None
+    try:      # a fresh Solution for its private attributes (caches), then the saved state
+        sol = Solution(camera, attrs["tangent_point"], attrs["scale"], attrs["order"],
+                       attrs["phot_order"], attrs["phot_basis"])
+    except (KeyError, TypeError):
+        sol = Solution.__new__(Solution)
+        sol._wcs_cache = {}
+    sol.__dict__.update(attrs)
+    sol.camera = camera
     for name, attr in (("detections.fits", "detections"), ("stars.fits", "stars")):
         p = os.path.join(outdir, name)
         if not os.path.exists(p):
@@ -1130,13 +1275,11 @@ def visit_table(sol):
     ref = _col(d, "ref", bool)
     au, pu = _col(d, "astro_used", bool), _col(d, "phot_used", bool)
     dxi, deta, dm = _col(d, "dxi"), _col(d, "deta"), _col(d, "dmag")
-    from .model import poly_eval
     for v in sorted(np.unique(visit).tolist()):
         m = visit == v
         zp = np.nan
         if sol.has_photometry(v):
-            zp = float(poly_eval(sol.phot[v], np.array([0.0]), np.array([0.0]), sol.phot_order,
-                                 sol.phot_basis)[0][0])
+            zp = float(np.median([2.5 * np.log10(sol.fluxmag0(v, int(c))) for c in np.unique(ccd[m])]))
         rows.append(dict(visit=v, mjd=sol.visit_info.get(v, {}).get("mjd", np.nan),
                          n_ccd=len(np.unique(ccd[m])), n_det=int(m.sum()), n_ref=int((m & ref).sum()),
                          astro_rms=_rms2(dxi[m & au], deta[m & au]),
@@ -1232,7 +1375,7 @@ def write_index(sol, outdir, summ, visits, jinfo, files, t_diag):
     out.append("</div>")
     out.append("<h2>Visits</h2><table><tr><th>visit</th><th>MJD</th><th>CCDs</th><th>detections</th>"
                "<th>ref.</th><th>astrom. rms (mas)</th><th>astrom. not used</th><th>photom. rms (mmag)</th>"
-               "<th>photom. not used</th><th>zero point P(axis) (mag)</th><th>J centre (u, v) px</th>"
+               "<th>photom. not used</th><th>zero point 2.5 log FLUXMAG0 (median, mag)</th><th>J centre (u, v) px</th>"
                "<th>J non-concentric rms</th></tr>")
     for r in visits:
         ji = jinfo.get(r["visit"])
