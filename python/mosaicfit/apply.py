@@ -77,15 +77,15 @@ def sip_arrays(header, source="WCS header"):
         raise MosaicError(f"{source}: no WCS (CTYPE/CRVAL/CRPIX/CD cards) in the header")
     crpix1 = _number(header, "CRPIX1", source)
     crpix2 = _number(header, "CRPIX2", source)
-    orders = []
+    limits = {}
     for name in ("A", "B"):
         if f"{name}_ORDER" in header:
             o = _number(header, f"{name}_ORDER", source)
             if not o.is_integer() or not 0 <= o <= 30:
                 raise MosaicError(f"{source}: {name}_ORDER = {header[name + '_ORDER']!r} is not "
                                   "an order 0..30")
-            orders.append(int(o))
-    order = max(orders, default=0)
+            limits[name] = int(o)
+    order = max(limits.values(), default=0)
     if "-SIP" not in str(header.get("CTYPE1", "")).upper():
         order = 0               # a plain TAN header: SIP cards (if any) do not apply
     a = np.zeros((order + 1, order + 1))
@@ -96,10 +96,7 @@ def sip_arrays(header, source="WCS header"):
             if not m:
                 continue
             p, q = int(m.group(2)), int(m.group(3))
-            limit = orders[0] if m.group(1) == "A" and "A_ORDER" in header else order
-            if m.group(1) == "B" and "B_ORDER" in header:
-                limit = int(header["B_ORDER"])
-            if p + q > limit:
+            if p + q > limits.get(m.group(1), -1):    # beyond X_ORDER (or no X_ORDER)
                 continue
             (a if m.group(1) == "A" else b)[p, q] = _number(header, key, source)
     return a, b, crpix1, crpix2
