@@ -52,7 +52,7 @@ def run_mosaic(root, visits, jobs):
     m = re.search(r"(\d+) stars \((\d+) reference\), (\d+) detections", out)
     if m:
         stats = dict(stars=int(m.group(1)), ref=int(m.group(2)), detections=int(m.group(3)))
-    chi = re.findall(r"(astrometry|photometry): chi2/ndof ([0-9.]+)", out)
+    chi = re.findall(r"(astrometry|photometry)[^:\n]*: chi2/ndof ([0-9.]+)", out)
     return wall, max(peak, before) / 1024.0, {k: float(v) for k, v in phases.items()}, stats, dict(chi)
 
 

@@ -259,3 +259,25 @@ def test_two_filters_share_the_astrometry():
     for sim in (si, sr):
         ex, ey, em, n = _errors(sim, sol)
         assert ex < 3 and ey < 3 and em < 5, (sim.config.filter, ex, ey, em)
+
+
+def test_tract_fit_on_a_dask_cluster_matches_the_local_run(repo, tmp_path):
+    """--scheduler: the inputs are read and the tract is fitted on a dask.distributed cluster
+    (here a LocalCluster on loopback); the products equal those of the local run."""
+    distributed = pytest.importorskip("dask.distributed", reason="dask[distributed] not installed")
+    import shutil
+    local = str(tmp_path / "local")
+    shutil.copytree(repo, local)
+    ids = ["--id", "visit=902798..902802:2", "ccd=30..70", "tract=0"]
+    assert cli.mosaic_main([local, "--rerun=sim", "--clobber-config", *ids]) == 0
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        dask_root = str(tmp_path / "dask")
+        shutil.copytree(repo, dask_root)
+        assert cli.mosaic_main([dask_root, "--rerun=sim", "--clobber-config", *ids,
+                                "--scheduler", cluster.scheduler_address]) == 0
+    did = dict(visit=902800, ccd=50, pointing=1201, filter="HSC-I", tract=0)
+    for ds in ("wcs", "fcr"):
+        a = open(Repository(local, "sim").path(ds, **did), "rb").read()
+        b = open(Repository(dask_root, "sim").path(ds, **did), "rb").read()
+        assert a == b

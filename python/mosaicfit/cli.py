@@ -179,19 +179,29 @@ def add_mosaic(sub):
 
 
 def _config_from_args(args, repo, name):
+    """The configuration of the run, checked against the one stored with the rerun. Returns
+    (config, a function that stores it): called once the run has something to write, so that
+    a run stopped by an error leaves the rerun as it was."""
     from .atomic import write_text
     from .config import MosaicConfig
     cfg = MosaicConfig().update(args.config)
     path = os.path.join(repo.rerun_dir, "config", f"{name}.py")
     text = "".join(f"config.{k}={v!r}\n" for k, v in cfg.to_dict().items())
-    if os.path.exists(path) and not args.clobber_config:
-        with open(path) as f:
-            old = f.read()
-        if old != text:
+    old = None
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                old = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise MosaicError(f"{path}: cannot read the stored configuration ({e})") from None
+        if old != text and not args.clobber_config:
             raise MosaicError(f"{path}: the rerun was made with a different {name} configuration "
                               "(use --clobber-config to override)")
-    write_text(text, path)
-    return cfg
+
+    def store():
+        if old != text:
+            write_text(text, path)
+    return cfg, store
 
 
 def _tracts_of(repo, refs, exposures_corners):
@@ -217,11 +227,10 @@ def run_mosaic(args):
     from .inputs import load_exposures, refcat_folder
     from .layout import Repository
     from .refcat import read_refcat
-    from .solve import solve
     t_all = time.time()
     logging.getLogger("mosaicfit").setLevel(logging.INFO)   # progress and iterations
     repo = Repository(args.root, args.rerun)
-    cfg = _config_from_args(args, repo, "mosaic")
+    cfg, store_config = _config_from_args(args, repo, "mosaic")
     camera = hsc()
     refs = resolve_refs(repo, args.id)
     client = _dask_client(args.scheduler)
@@ -253,9 +262,8 @@ def run_mosaic(args):
     if rc_path is None and not cfg.relativeSolution:
         raise MosaicError(f"no reference catalogue in {os.path.join(repo.root, 'ref_cats')} "
                           "(use --config relativeSolution=True for a relative solution)")
-    n_written = 0
+    jobs = []
     for tract, trefs in sorted(groups.items()):
-        t1 = time.time()
         tinfo = None
         if skymap is not None:
             try:
@@ -282,30 +290,20 @@ def run_mosaic(args):
             refcat = read_refcat(rc_path, cra, cdec, rad, trim=True)
         log.info("tract %d: fitting %d CCDs of %d visits (outputs for %d CCDs)", tract,
                  len(fit_exps), len(visits), len(out_refs))
-        sol = solve(fit_exps, camera, cfg, refcat, tangent_point=tp,
-                    refcat_name=os.path.basename(rc_path) if rc_path else "")
-        t2 = time.time()
-        n_written += sol.write(repo, tract, out_refs)
-        t_write = time.time() - t2
-        st = sol.stats
-        tm = st["timing"]
-        print(f"tract {tract}: {st['n_visits']} visits, {st['n_ccds']} CCDs, {st['n_stars']} stars "
-              f"({st['n_ref_stars']} reference), {st['n_detections']} detections")
-        if "astro_ndof" in st:
-            print(f"  astrometry: chi2/ndof {st['astro_chi2'] / max(st['astro_ndof'], 1):.3f}, "
-                  f"{st['astro_clipped']} clipped")
-        if "phot_ndof" in st:
-            print(f"  photometry: chi2/ndof {st['phot_chi2'] / max(st['phot_ndof'], 1):.3f}, "
-                  f"{st['phot_clipped']} clipped, order {st['phot_order']}"
-                  + (" (absolute)" if st.get("absolute") else " (relative)"))
-        print(f"  time: read {t_read:.1f} s, match {tm.get('match', 0):.1f} s, astrometry "
-              f"{tm.get('astrometry', 0):.1f} s, photometry {tm.get('photometry', 0):.1f} s, "
-              f"write {t_write:.1f} s; wrote {len(out_refs)} CCDs to "
-              f"{os.path.join(repo.rerun_dir, '*', '*', 'corr', f'{tract:04d}')}")
+        ddir = None
         if args.diagnostics or cfg.outputDiag:
-            from . import diagnostics
-            ddir = args.diagDir or cfg.outputDir or os.path.join(repo.rerun_dir, "mosaic-diag")
-            diagnostics.write_all(sol, os.path.join(ddir, f"{tract:04d}"))
+            ddir = os.path.join(args.diagDir or cfg.outputDir or
+                                os.path.join(repo.rerun_dir, "mosaic-diag"), f"{tract:04d}")
+        task = (repo.root, args.rerun, tract, fit_exps, out_refs, cfg, refcat, tp,
+                os.path.basename(rc_path) if rc_path else "", ddir)
+        # with a Dask scheduler, one task per tract fit (the inputs were read on the cluster too)
+        jobs.append(client.submit(fit_and_write_tract, *task, pure=False) if client is not None
+                    else task)
+    for job in jobs:
+        tract, lines, n = client.gather(job) if client is not None else fit_and_write_tract(*job)
+        store_config()
+        print("\n".join(lines[:-1]))
+        print(lines[-1].replace("time: ", f"time: read {t_read:.1f} s, "))
     log.info("mosaic done in %.1f s", time.time() - t_all)
     return 1 if errors else 0
 
@@ -338,6 +336,39 @@ def run_report(args):
     print(f"tract {args.tract}: rebuilt {len(files)} diagnostic files in {time.time() - t0:.1f} s: "
           f"{os.path.join(outdir, 'index.html')}")
     return 0
+
+
+def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, tangent_point,
+                        refcat_name, diag_dir=None):
+    """Fit one tract and write its wcs-/fcr- files (and diagnostics): the unit of work that
+    runs locally or as a Dask task. Returns (tract, summary lines, number of files)."""
+    from .camera import hsc
+    from .layout import Repository
+    from .solve import solve
+    logging.getLogger("mosaicfit").setLevel(logging.INFO)
+    repo = Repository(root, rerun)
+    sol = solve(exposures, hsc(), cfg, refcat, tangent_point=tangent_point, refcat_name=refcat_name)
+    t2 = time.time()
+    n = sol.write(repo, tract, out_refs)
+    t_write = time.time() - t2
+    st = sol.stats
+    tm = st["timing"]
+    lines = [f"tract {tract}: {st['n_visits']} visits, {st['n_ccds']} CCDs, {st['n_stars']} stars "
+             f"({st['n_ref_stars']} reference), {st['n_detections']} detections"]
+    if "astro_ndof" in st:
+        lines.append(f"  astrometry: chi2/ndof {st['astro_chi2'] / max(st['astro_ndof'], 1):.3f}, "
+                     f"{st['astro_clipped']} clipped, order {st.get('astro_order')}")
+    for filt, p in st.get("phot_by_filter", {}).items():
+        lines.append(f"  photometry {filt}: chi2/ndof {p['chi2'] / max(p['ndof'], 1):.3f}, "
+                     f"order {p['order']}" + (" (absolute)" if p["absolute"] else " (relative)"))
+    if diag_dir:
+        from . import diagnostics
+        diagnostics.write_all(sol, diag_dir)
+        lines.append(f"  diagnostics: {os.path.join(diag_dir, 'index.html')}")
+    lines.append(f"  time: match {tm.get('match', 0):.1f} s, astrometry {tm.get('astrometry', 0):.1f} s, "
+                 f"photometry {tm.get('photometry', 0):.1f} s, write {t_write:.1f} s; wrote "
+                 f"{len(out_refs)} CCDs to {os.path.join(repo.rerun_dir, '*', '*', 'corr', f'{tract:04d}')}")
+    return tract, lines, n
 
 
 def _dask_client(address):
