@@ -321,3 +321,22 @@ def test_mosaic_command_writes_diagnostics(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["report", root, "--rerun=sim", "--tract=0", f"--diagDir={ddir}"]) == 0
     assert "rebuilt" in capsys.readouterr().out
+
+
+def test_flux_correction_map_is_the_fcr_product(run):
+    """fcont's factor is the written fcr polynomial with the CCD term: 10^(-0.4 (fcr.mag + dC))
+    = FLUXMAG0(axis of the visit) / FLUXMAG0(CCD) x 10^(-0.4 fcr.mag)."""
+    sol, _, _, _ = run
+    fp = diagnostics._FocalPlane(sol, sorted(sol.ccd_geom))
+    d = sol.detections
+    v = sorted(sol.phot)[1]
+    m = np.nonzero(np.asarray(d["visit"]) == v)[0][::40]
+    u, w, ccd = np.asarray(d["u"])[m], np.asarray(d["v"])[m], np.asarray(d["ccd"])[m]
+    F = diagnostics.flux_correction_map(sol, v, fp, u, w, ccd)
+    for k in range(len(m)):
+        c = int(ccd[k])
+        fc = sol.flux_correction(v, c)
+        x, y = np.asarray(d["x"])[m[k]], np.asarray(d["y"])[m[k]]
+        want = 10 ** (-0.4 * (float(np.ravel(fc.mag(np.array([x]), np.array([y])))[0])
+                              + diagnostics.ccd_term(sol, v, c)))
+        assert F[k] == pytest.approx(want, abs=2e-5)

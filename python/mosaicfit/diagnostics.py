@@ -349,15 +349,11 @@ def visit_sip(sol, visit, fp):
 
 
 def _fp_to_sky(sol, visit, fp, u, v):
-    """Sky (deg) of focal-plane points on the CCDs, through each CCD's pixels."""
-    ra, dec = np.empty(len(u)), np.empty(len(u))
-    which = fp.ccd_at(u, v)
-    which = np.where(which >= 0, which, _reference_ccd(sol, visit, fp))
-    for c in np.unique(which):
-        m = which == c
-        x, y = sol.focal_plane_to_pixel(int(c), u[m], v[m])
-        ra[m], dec[m] = sol.pixel_to_sky(visit, int(c), x, y)
-    return ra, dec
+    """Sky (deg) of focal-plane points: the model is a function of the focal-plane position,
+    evaluated through the pixels of one reference CCD (one call instead of one per CCD)."""
+    ref = _reference_ccd(sol, visit, fp)
+    x, y = sol.focal_plane_to_pixel(ref, np.asarray(u, float), np.asarray(v, float))
+    return sol.pixel_to_sky(visit, ref, np.asarray(x, float), np.asarray(y, float))
 
 
 def _sample_on_ccds(fp, n):
@@ -438,29 +434,19 @@ def coeffs_from_sip(h, order):
 def model_jacobian(sol, visit, fp, u, v, step=1.0):
     """J(u, v) of the model itself: |det d(xi, eta)/d(u, v)| in the visit's gnomonic plane
     about the sky at the optical axis, over its value at the axis, by forward differences of
-    Solution.pixel_to_sky (step in pixels). Points on a CCD are taken through that CCD, the
-    others through a reference CCD (the model is a function of the focal-plane position)."""
+    Solution.pixel_to_sky (`step` in pixels) through a reference CCD's pixels (the model is a
+    function of the focal-plane position)."""
     from .camera import sky_to_tangent
-    u, v = np.ravel(np.asarray(u, float)), np.ravel(np.asarray(v, float))
+    u = np.append(np.ravel(np.asarray(u, float)), 0.0)       # the axis last
+    v = np.append(np.ravel(np.asarray(v, float)), 0.0)
     ref = _reference_ccd(sol, visit, fp)
-    ax, ay = sol.optical_axis_pixel(ref)
-    r0, d0 = sol.pixel_to_sky(visit, ref, np.array([ax]), np.array([ay]))
-    r0, d0 = float(np.ravel(r0)[0]), float(np.ravel(d0)[0])
-    which = fp.ccd_at(u, v)
-    which = np.where(which >= 0, which, ref)
-
-    def det(c, x, y):
-        p = [np.array(sky_to_tangent(*sol.pixel_to_sky(visit, c, x + dx, y + dy), r0, d0))
-             for dx, dy in ((0.0, 0.0), (step, 0.0), (0.0, step))]
-        a, b = (p[1] - p[0]) / step, (p[2] - p[0]) / step
-        return np.abs(a[0] * b[1] - a[1] * b[0])
-
-    J = np.empty(len(u))
-    for c in np.unique(which):
-        m = which == c
-        x, y = sol.focal_plane_to_pixel(int(c), u[m], v[m])
-        J[m] = det(int(c), np.asarray(x, float), np.asarray(y, float))
-    return J / det(ref, np.array([ax]), np.array([ay]))[0]
+    x, y = (np.asarray(a, float) for a in sol.focal_plane_to_pixel(ref, u, v))
+    r0, d0 = (float(np.ravel(a)[-1]) for a in sol.pixel_to_sky(visit, ref, x[-1:], y[-1:]))
+    p = [np.array(sky_to_tangent(*sol.pixel_to_sky(visit, ref, x + dx, y + dy), r0, d0))
+         for dx, dy in ((0.0, 0.0), (step, 0.0), (0.0, step))]
+    a, b = (p[1] - p[0]) / step, (p[2] - p[0]) / step
+    det = np.abs(a[0] * b[1] - a[1] * b[0])
+    return det[:-1] / det[-1]
 
 
 def _reference_ccd(sol, visit, fp):
@@ -612,20 +598,30 @@ def plot_res_pos_arrow(sol, visit, fp, hdr, d, path):
     _save(fig, path)
 
 
+def flux_correction_map(sol, visit, fp, u, v, ccd):
+    """10^(-0.4 (P(u, v) - P(axis) + dC[ccd])): the factor the calibration applies to fluxes
+    (fcr polynomial and CCD term), relative to the optical axis. P is taken through a
+    reference CCD's pixels (it is a function of the focal-plane position): less that CCD's
+    2.5 log10 FLUXMAG0 (= P(axis) + its dC), plus each point's own CCD term."""
+    ref = _reference_ccd(sol, visit, fp)
+    x, y = sol.focal_plane_to_pixel(ref, np.asarray(u, float), np.asarray(v, float))
+    P = sol.mag_offset(visit, ref, np.asarray(x, float), np.asarray(y, float)) \
+        - 2.5 * np.log10(sol.fluxmag0(visit, ref))
+    ccd = np.asarray(ccd)
+    dc = np.zeros(len(P))
+    for c in np.unique(ccd):
+        dc[ccd == c] = ccd_term(sol, visit, int(c))
+    return 10.0 ** (-0.4 * (P + dc))
+
+
 def plot_fcont(sol, visit, fp, path):
     fig = _figure(9.1, 7.8)
     ax = _fp_axes(fig, 95, 65)
     cax = fig.add_axes([785 / 910, 65 / 780, 18 / 910, FP_PX / 780])
     gu, gv = fp.gu, fp.gv
-    # P + dC from the model, less P at the optical axis (= 2.5 log10 FLUXMAG0 - dC)
     F = np.full(gu.shape, np.nan)
-    for c in fp.ccds:
-        m = fp.which == c
-        if not m.any():
-            continue
-        x, y = sol.focal_plane_to_pixel(c, gu[m], gv[m])
-        p0 = 2.5 * np.log10(sol.fluxmag0(visit, c)) - ccd_term(sol, visit, c)
-        F[m] = 10.0 ** (-0.4 * (sol.mag_offset(visit, c, x, y) - p0))
+    on = fp.which >= 0
+    F[on] = flux_correction_map(sol, visit, fp, gu[on], gv[on], fp.which[on])
     Z = np.ma.masked_invalid(F)
     lo, hi = float(Z.min()), float(Z.max())
     half = max(abs(1 - lo), abs(hi - 1), 1e-4)
