@@ -614,7 +614,10 @@ def flux_correction_map(sol, visit, fp, u, v, ccd):
     return 10.0 ** (-0.4 * (P + dc))
 
 
-def plot_fcont(sol, visit, fp, path):
+def plot_fcont(sol, visit, fp, path, present=None):
+    """The flux correction over the focal plane. Its colour range is that of the CCDs with
+    detections in the visit: on the others (dashed) the polynomial is extrapolated, and
+    their extreme values are given in the title."""
     fig = _figure(9.1, 7.8)
     ax = _fp_axes(fig, 95, 65)
     cax = fig.add_axes([785 / 910, 65 / 780, 18 / 910, FP_PX / 780])
@@ -623,18 +626,25 @@ def plot_fcont(sol, visit, fp, path):
     on = fp.which >= 0
     F[on] = flux_correction_map(sol, visit, fp, gu[on], gv[on], fp.which[on])
     Z = np.ma.masked_invalid(F)
-    lo, hi = float(Z.min()), float(Z.max())
+    seen = on if present is None else np.isin(fp.which, sorted(present))
+    ref = F[seen & np.isfinite(F)] if (seen & np.isfinite(F)).any() else Z.compressed()
+    lo, hi = float(ref.min()), float(ref.max())
     half = max(abs(1 - lo), abs(hi - 1), 1e-4)
     step = _nice(2 * half / 40)
     half = step * np.ceil(half / step)
     levels = np.arange(1 - half, 1 + half + step / 2, step)
-    cs = ax.contourf(gu, gv, Z, levels=levels, cmap="RdBu_r", zorder=1)
+    cs = ax.contourf(gu, gv, Z, levels=levels, cmap="RdBu_r", extend="both", zorder=1)
     cb = fig.colorbar(cs, cax=cax)
     cb.set_label("flux correction factor (relative to the optical axis)")
     ax.contour(gu, gv, Z, levels=levels[::2], colors="k", linewidths=0.3, alpha=0.5, zorder=2)
-    fp.draw(ax)
-    ax.set_title(f"fcont: visit {visit} — 10^(-0.4 (P - P(axis) + dC)), range {lo:.4f} .. {hi:.4f}",
-                 fontsize=10, loc="right")
+    fp.draw(ax, present)
+    title = f"fcont: visit {visit} — 10^(-0.4 (P − P(axis) + dC)): {lo:.4f} .. {hi:.4f}"
+    other = on & ~seen & np.isfinite(F)
+    if other.any():
+        olo, ohi = float(F[other].min()), float(F[other].max())
+        if olo < lo - 1e-3 or ohi > hi + 1e-3:
+            title += f"\nextrapolated on CCDs without detections (dashed): {olo:.3f} .. {ohi:.3f}"
+    ax.set_title(title, fontsize=10, loc="right")
     _save(fig, path)
 
 
@@ -1422,7 +1432,7 @@ def _visit_plots(sol, fp, visits, sips, cols, present, outdir):
         files.append(name)
         if sol.has_photometry(v):
             name = f"fcont_{v}.png"
-            plot_fcont(sol, v, fp, os.path.join(outdir, name))
+            plot_fcont(sol, v, fp, os.path.join(outdir, name), present=present[v])
             files.append(name)
         name = f"jcont_{v}.png"
         info = plot_jcont(sol, v, fp, sips[v], os.path.join(outdir, name), present=present[v])
