@@ -351,6 +351,10 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
     t2 = time.time()
     n = sol.write(repo, tract, out_refs)
     t_write = time.time() - t2
+    if st_skip := sol.stats.get("no_products"):
+        from .dataid import format_visit_ccds
+        print(f"tract {tract}: no wcs-/fcr- for {len(st_skip)} CCDs without usable stars: "
+              f"{format_visit_ccds(st_skip)}", file=sys.stderr)
     st = sol.stats
     tm = st["timing"]
     lines = [f"tract {tract}: {st['n_visits']} visits, {st['n_ccds']} CCDs, {st['n_stars']} stars "
@@ -367,7 +371,7 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
         lines.append(f"  diagnostics: {os.path.join(diag_dir, 'index.html')}")
     lines.append(f"  time: match {tm.get('match', 0):.1f} s, astrometry {tm.get('astrometry', 0):.1f} s, "
                  f"photometry {tm.get('photometry', 0):.1f} s, write {t_write:.1f} s; wrote "
-                 f"{len(out_refs)} CCDs to {os.path.join(repo.rerun_dir, '*', '*', 'corr', f'{tract:04d}')}")
+                 f"{len(out_refs) - len(sol.stats.get('no_products', []))} CCDs to {os.path.join(repo.rerun_dir, '*', '*', 'corr', f'{tract:04d}')}")
     return tract, lines, n
 
 

@@ -85,7 +85,8 @@ def load_exposures(repo, refs, jobs=1, column_map=None, client=None):
     refs = list(refs)
     chunks = max(1, min(len(refs), 4 * max(jobs, 1) if client is None else 64))
     parts = [refs[i::chunks] for i in range(chunks)]
-    tasks = [(repo.root, repo.rerun, p, column_map) for p in parts if p]
+    spec = f"{repo.input_rerun}:{repo.rerun}" if getattr(repo, "input_rerun", None) else repo.rerun
+    tasks = [(repo.root, spec, p, column_map) for p in parts if p]
     if client is not None:
         results = client.gather(client.map(_load_many, tasks, pure=False))
     elif jobs > 1 and len(refs) > 50:

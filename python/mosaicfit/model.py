@@ -256,7 +256,19 @@ class Solution:
         from .fluxcorr import write_fcr
         from .wcsfile import write_wcs_file
         n = 0
+        # a CCD without any star used by the fit would only get an extrapolation of the visit's
+        # polynomials: it is excluded, and reported by the caller (stats["no_products"])
+        used = None
+        if self.detections is not None and len(self.detections):
+            d = self.detections
+            ok = np.asarray(d["astro_used"]) | np.asarray(d["phot_used"])
+            used = set(zip(np.asarray(d["visit"])[ok].tolist(), np.asarray(d["ccd"])[ok].tolist()))
+        skipped = []
         for ref in refs:
+            if used is not None and (ref.visit, ref.ccd) not in used and \
+                    (ref.visit, ref.ccd) not in self.frozen:
+                skipped.append((ref.visit, ref.ccd))
+                continue
             did = dict(ref.data_id, tract=tract)
             if self.has_astrometry(ref.visit) or (ref.visit, ref.ccd) in self.frozen:
                 f0 = self.fluxmag0(ref.visit, ref.ccd) if self.has_photometry(ref.visit) else 0.0
@@ -268,4 +280,5 @@ class Solution:
             if self.has_photometry(ref.visit):
                 write_fcr(repo.path("fcr", **did), self.flux_correction(ref.visit, ref.ccd))
                 n += 1
+        self.stats["no_products"] = skipped
         return n

@@ -360,6 +360,9 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
                 log.info("photometry of filter %s: %d visits", filt, len(sub["visits"]))
             _fit_photometry(sol, sub, cfg, exposures, filt, refcat_name)
             if "phot_resid" in sub:
+                if "ref_mag_used" in sub:
+                    full_ref = ctx.setdefault("mag_ref_det", np.full(len(ctx["det"]), np.nan))
+                    full_ref[sub["rows"]] = sub["ref_mag_used"][sub["star"]]
                 for k in ("phot_active", "phot_resid", "phot_w", "m_cor"):
                     full = ctx.setdefault(k, np.full(len(ctx["det"]), np.nan if k != "phot_active" else False,
                                                      dtype=float if k != "phot_active" else bool))
@@ -426,7 +429,9 @@ def _record(sol, ctx, exposures):
         rmag[has] = ref.mag[ros[has]]
         r0 = ref.at(ctx["t0"])
         rra[has], rdec[has] = r0[0][ros[has]], r0[1][ros[has]]
-    t["mag_ref"] = rmag[star]
+    # the reference magnitude the photometric fit used (through the colour term of the
+    # detection's filter), else the catalogue's band magnitude
+    t["mag_ref"] = ctx["mag_ref_det"] if "mag_ref_det" in ctx else rmag[star]
     sol.detections = t
     st = Table()
     st["id"] = np.arange(nstar, dtype=np.int64)
@@ -583,6 +588,9 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
         last_chi2 = summ.chi2
         if it > 0 and nclip == 0 and nback == 0 and thr <= cfg.clipSigma and (small or stalled):
             break
+    if ndof <= 0:
+        raise MosaicError(f"too few stars to determine the astrometric solution: "
+                          f"{int(r['nobs_det'])} measurements for {int(r['nparam'])} parameters")
     # final state
     for k, vv in enumerate(visits):
         if frozen_v[k]:
@@ -650,6 +658,8 @@ def _fit_photometry(sol, ctx, cfg, exposures, filt="", refcat_name=""):
         idx = np.nonzero(has)[0][ok]
         prior[idx, 0] = rm[ok]
         prior_w[idx] = 1.0 / (re[ok] ** 2 + cfg.refMagErrorFloor ** 2)
+        ctx["ref_mag_used"] = np.full(nstar, np.nan)          # for the record (mag_ref)
+        ctx["ref_mag_used"][idx] = rm[ok]
         if not ok.any():
             log.warning("no reference magnitudes in band %r: relative photometry", sol.stats.get("band"))
             absolute = False
@@ -734,6 +744,9 @@ def _fit_photometry(sol, ctx, cfg, exposures, filt="", refcat_name=""):
             n_variable = len(bad)
             log.info("photometry: %d stars inconsistent with a constant flux (variables, "
                      "galaxies) removed", len(bad))
+    if ndof <= 0:
+        raise MosaicError(f"too few stars to determine the photometric solution of {filt}: "
+                          f"{int(r['nobs_det'])} measurements for {int(r['nparam'])} parameters")
     n_clip_total = int((usable & ~active).sum())
     coef = r["coef"]
     par = r["dccd"][:, 0]
