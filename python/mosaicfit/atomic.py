@@ -1,11 +1,15 @@
 """Atomic file output: write to a temporary name in the target folder, then rename.
 
 A reader never sees a partly written file, and an interrupted run leaves either the old file
-or none (plus, at worst, a hidden ``.tmp`` file that the next run overwrites).
+or none (plus, at worst after a kill, a hidden ``.NAME.*.tmp`` file; none after an error).
+An OSError while writing (full disk, read-only folder) becomes a one-line MosaicError naming
+the file.
 """
 import contextlib
 import os
 import tempfile
+
+from . import MosaicError
 
 
 @contextlib.contextmanager
@@ -19,16 +23,22 @@ def atomic_path(path):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    os.unlink(tmp)  # writers such as astropy refuse to overwrite; give them a fresh name
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=folder)
+        os.close(fd)
+        os.unlink(tmp)  # writers such as astropy refuse to overwrite; give them a fresh name
+    except OSError as e:
+        raise MosaicError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):      # full disk, read-only folder, no permission: one line
+            raise MosaicError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
 
 
