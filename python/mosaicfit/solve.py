@@ -231,6 +231,19 @@ def _inconsistent_stars(chi, star, active, nstar, has_prior, dims, z=3.72):
     return np.nonzero(bad)[0]
 
 
+def _affordable_order(order, per_visit, lowest, what):
+    """The highest polynomial order <= `order` for which the typical (median) visit has
+    MIN_STARS_PER_TERM detections per term; said in the log when it is lower."""
+    typical = float(np.median(per_visit)) if len(per_visit) else 0.0
+    best = order
+    while best > lowest and typical < MIN_STARS_PER_TERM * (best + 1) * (best + 2) // 2:
+        best -= 1
+    if best < order:
+        log.warning("%s polynomial order reduced from %d to %d: a typical visit has only %d "
+                    "stars", what, order, best, typical)
+    return best
+
+
 def _update_active(chi, star, active, usable, it, clip_sigma):
     """Clip the worst detection per star beyond this iteration's threshold and reinstate
     clipped detections that now fit well (0.8 of the threshold). Returns (clipped,
@@ -471,13 +484,7 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
     n, nv, nc = len(det), len(visits), len(ccds)
     # the polynomial order: reduced when the typical visit has too few stars for it (narrow
     # bands, sparse fields); visits far below the typical one are frozen further down
-    order = cfg.fittingOrder
-    typical = float(np.median(np.bincount(vidx, minlength=nv)))
-    while order > 1 and typical < MIN_STARS_PER_TERM * (order + 1) * (order + 2) // 2:
-        order -= 1
-    if order < cfg.fittingOrder:
-        log.warning("astrometric polynomial order reduced from %d to %d: a typical visit has "
-                    "only %d stars", cfg.fittingOrder, order, typical)
+    order = _affordable_order(cfg.fittingOrder, np.bincount(vidx, minlength=nv), 1, "astrometric")
     sol.order = order
     T = (order + 1) * (order + 2) // 2
     fs = sol.fa_scale
@@ -670,13 +677,7 @@ def _fit_photometry(sol, ctx, cfg, exposures, filt="", refcat_name=""):
     # solution) keeps only its zero point
     active = np.ones(n, bool)
     per_visit = np.bincount(vidx, minlength=nv)
-    order = cfg.fluxFitOrder
-    typical = float(np.median(per_visit))
-    while order > 0 and typical < MIN_STARS_PER_TERM * (order + 1) * (order + 2) // 2:
-        order -= 1
-    if order < cfg.fluxFitOrder:
-        log.warning("flux polynomial order reduced from %d to %d: a typical visit has only %d "
-                    "stars", cfg.fluxFitOrder, order, typical)
+    order = _affordable_order(cfg.fluxFitOrder, per_visit, 0, "flux")
     sol.phot_order = order
     T = (order + 1) * (order + 2) // 2
     basis = sol.phot_basis

@@ -35,20 +35,7 @@ def float_card(key, value, comment=None):
     """A header card holding `value` exactly (shortest repr; astropy's own formatting keeps
     only 20 characters, which loses the last digit of many doubles). Long keys become
     HIERARCH cards."""
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{key} = {value!r} is not finite")
-    s = repr(v).upper()
-    if "." not in s and "E" not in s:
-        s += "."
-    if len(key) > 8 or key.upper().startswith("HIERARCH "):
-        k = key if key.upper().startswith("HIERARCH ") else "HIERARCH " + key
-        image = f"{k} = {s}"
-    else:
-        image = f"{key:<8}= {s:>20}"
-    if comment:
-        image += f" / {comment}"
-    return fits.Card.fromstring(image[:80].ljust(80))
+    return fits.Card.fromstring(card_image(key, float(value), comment))
 
 
 def is_wcs_keyword(key):
