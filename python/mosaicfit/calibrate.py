@@ -398,6 +398,14 @@ def add_calibrate_catalog(sub):
 
 
 def run_calibrate(args):
+    from .layout import Repository
+    from .lock import rerun_lock
+    repo = Repository(args.root, args.rerun)
+    with rerun_lock(repo.root, repo.rerun_dir, _KINDS[args.kind]["command"]):
+        return _run_calibrate(args)
+
+
+def _run_calibrate(args):
     from .cli import _dask_client, resolve_refs
     from .layout import Repository
     kind = _KINDS[args.kind]

@@ -223,6 +223,14 @@ def _tracts_of(repo, refs, exposures_corners):
 
 
 def run_mosaic(args):
+    from .layout import Repository
+    from .lock import rerun_lock
+    repo = Repository(args.root, args.rerun)
+    with rerun_lock(repo.root, repo.rerun_dir, "mosaic.py"):
+        return _run_mosaic(args)
+
+
+def _run_mosaic(args):
     from .camera import hsc
     from .inputs import load_exposures, refcat_folder
     from .layout import Repository
