@@ -95,6 +95,12 @@ def open_fits(path, what="FITS file"):
             if end > size:
                 raise MosaicError(f"{path}: truncated {what} (HDU {i} needs {end} bytes, "
                                   f"the file has {size})")
+            for card in hdu.header.cards:    # astropy parses values lazily: all of them now
+                try:
+                    card.value
+                except (ValueError, fits.VerifyError):
+                    raise MosaicError(f"{path}: corrupt {what} (HDU {i}: unparsable header card "
+                                      f"{card.image[:8].strip()!r})") from None
             ar = hdu.header.get("AR_HDU")
             if isinstance(ar, int) and not isinstance(ar, bool) and ar > len(hdul):
                 raise MosaicError(f"{path}: truncated {what} (AR_HDU = {ar} but the file has "
@@ -104,7 +110,8 @@ def open_fits(path, what="FITS file"):
         raise
     except Exception as e:
         hdul.close()
-        raise MosaicError(f"{path}: not a valid {what} ({e})") from None
+        msg = " ".join(str(e).split())
+        raise MosaicError(f"{path}: not a valid {what} ({msg})") from None
     return hdul
 
 

@@ -348,10 +348,19 @@ def read_corr_header(path):
             f.seek(_data_size(h0), os.SEEK_CUR)
             raw1 = _raw_header_bytes(f, path)
             h1 = fits.Header.fromstring(raw1.decode("ascii", "replace"))
+        for h in (h0, h1):      # astropy parses card values lazily: parse them all here
+            for card in h.cards:
+                try:
+                    card.value
+                except (ValueError, fits.VerifyError):
+                    key = card.image[:8].strip()
+                    raise MosaicError(f"{path}: unreadable FITS header: unparsable card "
+                                      f"{key!r}") from None
     except FileNotFoundError:
         raise MosaicError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise MosaicError(f"{path}: unreadable FITS header: {e}") from None
+    except (OSError, ValueError, fits.VerifyError) as e:
+        msg = " ".join(str(e).split())          # one line
+        raise MosaicError(f"{path}: unreadable FITS header: {msg}") from None
     for key in ("FLUXMAG0", "FLUXMAG0ERR", "EXPTIME"):
         _float_key(h0, key, path)
     wh = h1 if header_has_wcs(h1) else (h0 if header_has_wcs(h0) else None)

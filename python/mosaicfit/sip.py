@@ -15,6 +15,7 @@ import re
 import numpy as np
 from astropy.io import fits
 
+from . import MosaicError
 from .camera import sky_to_tangent, tangent_to_sky
 
 
@@ -127,6 +128,10 @@ def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
 _CARD = re.compile(r"^(CRPIX[12]|CRVAL[12]|CD[12]_[12]|(?:A|B|AP|BP)_(?:ORDER|\d+_\d+))\s*=\s*([^/]+)")
 
 
+class SipHeaderError(MosaicError, ValueError):
+    """A header without a usable TAN-SIP WCS (one line)."""
+
+
 class SipModel:
     """A TAN(-SIP) header's numbers as arrays, parsed once, evaluated with the C++ monomial
     kernel: the fit and the calibration evaluate thousands of headers, and astropy's
@@ -141,25 +146,35 @@ class SipModel:
 
     @classmethod
     def from_header(cls, header):
-        """From an astropy Header or its card text (80-character cards)."""
+        """From an astropy Header or its card text (80-character cards). A header without a
+        usable TAN-SIP WCS raises SipHeaderError (a MosaicError and a ValueError)."""
         text = header if isinstance(header, str) else header.tostring()
         vals = {}
-        for i in range(0, len(text) - 79, 80):
-            m = _CARD.match(text[i:i + 80])
-            if m:
-                vals[m.group(1)] = float(m.group(2).replace("D", "E"))
         try:
+            for i in range(0, len(text) - 79, 80):
+                m = _CARD.match(text[i:i + 80])
+                if m:
+                    vals[m.group(1)] = float(m.group(2).replace("D", "E"))
             crpix = (vals["CRPIX1"], vals["CRPIX2"])
             crval = (vals["CRVAL1"], vals["CRVAL2"])
             cd = [[vals["CD1_1"], vals["CD1_2"]], [vals["CD2_1"], vals["CD2_2"]]]
         except KeyError as e:
-            raise ValueError(f"TAN header without {e.args[0]}") from None
+            raise SipHeaderError(f"TAN header without {e.args[0]}") from None
+        except ValueError as e:
+            raise SipHeaderError(f"TAN-SIP header with an unreadable number ({e})") from None
+        if not np.all(np.isfinite(np.r_[crpix, crval, np.ravel(cd)])):
+            raise SipHeaderError("TAN header with a non-finite CRPIX, CRVAL or CD value")
         poly = {n: {} for n in ("A", "B", "AP", "BP")}
         for k, val in vals.items():
             name, _, rest = k.partition("_")
             if name in poly and rest != "ORDER":
-                p, q = rest.split("_")
-                poly[name][(int(p), int(q))] = val
+                try:
+                    p, q = (int(t) for t in rest.split("_"))
+                except ValueError:
+                    raise SipHeaderError(f"SIP keyword {k!r} is not of the form {name}_p_q") from None
+                if not np.isfinite(val) or p < 0 or q < 0 or p + q > 30:
+                    raise SipHeaderError(f"SIP coefficient {k} = {val!r} is not usable")
+                poly[name][(p, q)] = val
         return cls(crpix, crval, cd, poly["A"], poly["B"], poly["AP"], poly["BP"])
 
     @staticmethod
