@@ -18,6 +18,7 @@ disk (``flux_psf``, ``centroid_sdss``) and 2-vector columns for points (``centro
 
 Pixel positions are 0-based (afw convention: the centre of the first pixel is 0.0).
 """
+import functools
 import io
 import os
 import re
@@ -132,15 +133,23 @@ _COLKEY = re.compile(r"^(TTYPE|TFORM|TDOC|TUNIT|TCCLS|TFLAG|TFDOC|TDIM|TZERO|TSC
 _TABLE_KEYS = re.compile(r"^(FLAGCOL|AFW_TABLE_VERSION|AFW_TYPE|AR_HDU|EXTTYPE|EXTNAME)$")
 
 
-def _set_unit(col, unit_str):
-    if not unit_str:
-        return
+@functools.lru_cache(maxsize=4096)
+def _unit(unit_str):
+    # parsing a unit string costs ~100 us; a tract's catalogues repeat the same few
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            col.unit = u.Unit(unit_str, parse_strict="silent")
+            return u.Unit(unit_str, parse_strict="silent")
         except Exception:
-            pass
+            return None
+
+
+def _set_unit(col, unit_str):
+    if not unit_str:
+        return
+    unit = _unit(unit_str)
+    if unit is not None:
+        col.unit = unit
 
 
 def read_afw_table(path, hdu_index=None, what="catalog"):
@@ -153,6 +162,10 @@ def read_afw_table(path, hdu_index=None, what="catalog"):
     (key, value, comment); ``table.meta['afw_type']``/``['afw_table_version']`` are kept.
     """
     path = os.fspath(path)
+    from .rawfits import read_bintable
+    fast = read_bintable(path, hdu_index)     # well-formed files; astropy for the rest
+    if fast is not None:
+        return _build_table(path, *fast)
     with open_fits(path, what) as hdul:
         if hdu_index is None:
             hdu_index = next((i for i, h in enumerate(hdul) if isinstance(h, fits.BinTableHDU)),
@@ -277,9 +290,11 @@ def _build_table(path, header, names, formats, columns, nrows):
                 arr = np.zeros(0)
             arr = _native(arr)
             fmt = formats[n - 1]
-            if arr.dtype.kind == "S":
-                arr = np.char.decode(arr, "ascii", errors="replace")
-                arr = np.char.rstrip(arr)
+            if arr.dtype.kind in "SU":       # trailing blanks are not significant in FITS
+                width = arr.dtype.itemsize // (4 if arr.dtype.kind == "U" else 1)
+                if arr.dtype.kind == "S":
+                    arr = np.char.decode(arr, "ascii", errors="replace")
+                arr = np.char.rstrip(arr).astype(f"U{max(width, 1)}")   # the declared width
             if fmt.endswith("X") and arr.ndim == 2 and arr.shape[1] == 1:
                 arr = arr[:, 0].copy()       # a 1-bit column is a flag
             if arr.dtype.kind == "b":

@@ -334,11 +334,23 @@ def _data_size(h):
     return (n + 2879) // 2880 * 2880
 
 
-def read_corr_header(path):
-    """(primary header, HDU-1 header) of a CORR file, reading only those two headers: ~20
+def read_corr_header(path, lean=False):
+    """(primary header, WCS header) of a CORR file, reading only its first two headers: ~20
     times faster than :func:`read_corr` with metadata_only, for the mosaic fit's thousands of
-    CCDs. The WCS cards (in HDU 1, else the primary) are checked to be present and finite."""
+    CCDs. The WCS cards (in HDU 1, else the primary) are checked to be present and finite.
+    With `lean`, a well-formed file's headers come as :class:`mosaicfit.rawfits.Header`
+    (get, [], in, tostring), which costs a tenth of building astropy Headers."""
     path = os.fspath(path)
+    from .rawfits import read_headers
+    fast = read_headers(path, max_hdus=2)     # well-formed files; astropy judges the rest
+    if fast is not None and len(fast) == 2:
+        h0, h1 = (h if lean else fits.Header.fromstring(h.text) for h, _, _ in fast)
+    else:
+        h0, h1 = _read_corr_header_astropy(path)
+    return _check_corr_header(path, h0, h1)
+
+
+def _read_corr_header_astropy(path):
     try:
         with open(path, "rb") as f:
             raw0 = _raw_header_bytes(f, path)
@@ -361,6 +373,10 @@ def read_corr_header(path):
     except (OSError, ValueError, fits.VerifyError) as e:
         msg = " ".join(str(e).split())          # one line
         raise MosaicError(f"{path}: unreadable FITS header: {msg}") from None
+    return h0, h1
+
+
+def _check_corr_header(path, h0, h1):
     for key in ("FLUXMAG0", "FLUXMAG0ERR", "EXPTIME"):
         _float_key(h0, key, path)
     wh = h1 if header_has_wcs(h1) else (h0 if header_has_wcs(h0) else None)

@@ -48,7 +48,7 @@ def load_exposure(root, rerun, ref, column_map=None):
     if src is None or corr is None:
         what = " and ".join(n for n, p in (("SRC", src), ("CORR", corr)) if p is None)
         raise FileNotFoundError(f"no {what} for {ref}")
-    h0, wh = read_corr_header(corr)
+    h0, wh = read_corr_header(corr, lean=True)
     table = read_src(src)
     try:
         cat = standardize(table, column_map=column_map, source=src)
