@@ -48,9 +48,10 @@ def _run(p, active=None, coef_prior=None, coef_prior_w=None):
                             p["K"], p["order"], 0, True)
 
 
-def _dense(p, active):
+def _dense(p, active, coef_prior=None, coef_prior_w=None):
     """Direct weighted least squares over (coefs, ccd, stars) with the sum-zero constraint
-    on the CCD parameters imposed by elimination of the last CCD."""
+    on the CCD parameters imposed by elimination of the last CCD (and coefficient priors as
+    extra rows)."""
     D, K, T = p["D"], p["K"], p["B"].shape[1]
     nv, nc, ns = p["nvisit"], p["nccd"], p["nstar"]
     nmod = nv * D * T
@@ -76,6 +77,11 @@ def _dense(p, active):
             a = np.zeros(npar)
             a[nmod + ncp + s * D + d] = 1.0
             rows.append(a); rhs.append(p["prior"][s, d]); wts.append(p["prior_w"][s])
+    if coef_prior_w is not None:
+        for i in np.nonzero(coef_prior_w.ravel() > 0)[0]:
+            a = np.zeros(npar)
+            a[i] = 1.0
+            rows.append(a); rhs.append(coef_prior.ravel()[i]); wts.append(coef_prior_w.ravel()[i])
     A, b, sw = np.array(rows), np.array(rhs), np.sqrt(wts)
     sol = np.linalg.lstsq(A * sw[:, None], b * sw, rcond=None)[0]
     dc = sol[nmod:nmod + ncp].reshape(nc - 1, K)
@@ -98,6 +104,28 @@ def test_schur_equals_dense_solve(D, K):
     assert np.allclose(r["xstar"][used], xs[used], atol=1e-8)
     # chi2 from the residuals, degrees of freedom
     assert np.isclose(r["chi2_det"], np.sum(p["w"][active == 1] * np.sum(r["resid"][active == 1] ** 2, 1)))
+
+
+@pytest.mark.parametrize("D,K", [(2, 2), (1, 1), (2, 0)])
+def test_schur_with_coefficient_priors_equals_dense_solve(D, K):
+    """Priors on polynomial terms (the photometric fit holds the spatial terms of sparse
+    visits at 0 with weight 1e12), the same in every dimension as the solver requires."""
+    p = _problem(D, K, order=3, nvisit=5, nccd=4, nstar=80, noise=0.05, seed=11)
+    T = p["B"].shape[1]
+    cp = np.zeros((p["nvisit"], D, T))
+    cw = np.zeros((p["nvisit"], D, T))
+    cw[1, :, 1:] = 1e12                  # visit 1: zero point only
+    cp[3, :, 2] = 0.25
+    cw[3, :, 2] = 1e2                    # visit 3: a soft prior on a spatial term (a prior
+    #                                      on a constant term would fight the CCD gauge)
+    active = np.ones(len(p["star"]), np.uint8)
+    r = _run(p, active, cp, cw)
+    assert r["status"] == "ok"
+    coef, dccd, xs = _dense(p, active, cp, cw)
+    assert np.allclose(r["coef"], coef, atol=1e-7)
+    if K:
+        assert np.allclose(r["dccd"], dccd, atol=1e-7)
+    assert np.abs(r["coef"][1, :, 1:]).max() < 1e-9
 
 
 def test_noise_free_problem_recovers_truth():

@@ -60,40 +60,37 @@ class Polynomial2D:
         self.cx = np.asarray(xcoeffs, dtype=float)
         self.cy = np.asarray(ycoeffs, dtype=float)
         self.order = int(self.terms.sum(axis=1).max())
+        # coefficients by column of the C++ monomial kernel (by total degree t, then
+        # decreasing power of u: column t(t+1)/2 + (t - i) for u^i v^j)
+        t = self.terms.sum(axis=1)
+        self._coef = np.zeros(((self.order + 1) * (self.order + 2) // 2, 2))
+        np.add.at(self._coef, (t * (t + 1) // 2 + (t - self.terms[:, 0]), 0), self.cx)
+        np.add.at(self._coef, (t * (t + 1) // 2 + (t - self.terms[:, 0]), 1), self.cy)
 
-    def _powers(self, u, v):
-        n = self.order + 1
-        pu = [np.ones_like(u)]
-        pv = [np.ones_like(v)]
-        for _ in range(1, n):
-            pu.append(pu[-1] * u)
-            pv.append(pv[-1] * v)
-        return pu, pv
+    _CHUNK = 1 << 15        # points per monomial matrix (keeps it at ~15 MB for order 9)
+
+    def _eval(self, u, v, derivatives):
+        from . import _core
+        u, v = np.asarray(u, dtype=float), np.asarray(v, dtype=float)
+        shape = u.shape
+        u, v = np.ascontiguousarray(u.ravel()), np.ascontiguousarray(v.ravel())
+        C = self._coef
+        nout = 3 if derivatives else 1
+        out = [np.empty((len(u), 2)) for _ in range(nout)]
+        for i in range(0, len(u), self._CHUNK):
+            sl = slice(i, i + self._CHUNK)
+            for o, B in zip(out, _core.basis(u[sl], v[sl], self.order, 2, derivatives)):
+                o[sl] = B @ C
+        return [o.reshape(shape + (2,)) for o in out]
 
     def __call__(self, u, v):
-        pu, pv = self._powers(u, v)
-        X = np.zeros_like(u)
-        Y = np.zeros_like(u)
-        for (i, j), a, b in zip(self.terms, self.cx, self.cy):
-            t = pu[i] * pv[j]
-            X += a * t
-            Y += b * t
-        return X, Y
+        (xy,) = self._eval(u, v, False)
+        return xy[..., 0], xy[..., 1]
 
     def jacobian(self, u, v):
         """(dX/du, dX/dv, dY/du, dY/dv)."""
-        pu, pv = self._powers(u, v)
-        out = [np.zeros_like(u) for _ in range(4)]
-        for (i, j), a, b in zip(self.terms, self.cx, self.cy):
-            if i > 0:
-                t = i * pu[i - 1] * pv[j]
-                out[0] += a * t
-                out[2] += b * t
-            if j > 0:
-                t = j * pu[i] * pv[j - 1]
-                out[1] += a * t
-                out[3] += b * t
-        return tuple(out)
+        _, du, dv = self._eval(u, v, True)
+        return du[..., 0], dv[..., 0], du[..., 1], dv[..., 1]
 
 
 class Camera:

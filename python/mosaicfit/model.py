@@ -27,7 +27,7 @@ from astropy.wcs import WCS
 from . import MosaicError, _core
 from .camera import sky_to_tangent, tangent_to_sky
 from .fluxcorr import FluxCorrection, rotate_pixels
-from .sip import fit_tan_sip
+from .sip import cards_text, fit_tan_sip
 
 BASES = {"legendre": 0, "chebyshev": 1, "monomial": 2}
 ARCSEC_RAD = np.pi / 648000.0
@@ -142,11 +142,13 @@ class Solution:
         (exact to < 1e-3 mas: the model is an order-N polynomial in pixels, up to the tiny
         projective change between the tract's and the visit's tangent planes)."""
         key = (int(visit), int(ccd))
-        text, _ = self._wcs(visit, ccd)
-        return fits.Header.fromstring(text)
+        if isinstance(self.frozen.get(key), fits.Header):
+            return self.frozen[key]                 # the single-frame WCS, as given
+        return fits.Header.fromstring(cards_text(self._wcs(visit, ccd)[0]))
 
     def _wcs(self, visit, ccd):
-        """(card text, SipModel) of the product WCS, cached (frozen: the single-frame WCS)."""
+        """(cards, SipModel) of the product WCS, cached (frozen: the single-frame header's
+        text); the cards become text (sip.cards_text) only when written."""
         from .sip import SipModel
         key = (int(visit), int(ccd))
         if key in self._wcs_cache:
@@ -170,7 +172,7 @@ class Solution:
                               (float(crval[0][0]), float(crval[1][0])), self.sip_order,
                               inverse_order=self.sip_order,
                               inverse_box=(-0.5, d.width - 0.5, -0.5, d.height - 0.5),
-                              as_text=True)
+                              as_cards=True)
         self._wcs_cache[key] = out
         return out
 
@@ -270,7 +272,7 @@ class Solution:
             did = dict(ref.data_id, tract=tract)
             if self.has_astrometry(ref.visit) or (ref.visit, ref.ccd) in self.frozen:
                 f0 = self.fluxmag0(ref.visit, ref.ccd) if self.has_photometry(ref.visit) else 0.0
-                text, _ = self._wcs(ref.visit, ref.ccd)
+                text = cards_text(self._wcs(ref.visit, ref.ccd)[0])
                 write_wcs_file(repo.path("wcs", **did), text,
                                fluxmag0=f0, filter_name=ref.filter or "_unknown_")
                 self._wcs_cache.pop((int(ref.visit), int(ref.ccd)), None)   # keep memory flat

@@ -53,7 +53,7 @@ def _fit_poly(u, v, values, order, min_order):
 
 
 def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
-                inverse_box=None, radesys="ICRS", as_text=False):
+                inverse_box=None, radesys="ICRS", as_cards=False):
     """Fit a TAN-SIP header to sample points of a pixel -> sky mapping.
 
     x, y: 0-based pixel positions (afw convention); ra_deg, dec_deg: the sky there.
@@ -62,8 +62,8 @@ def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
     (default order + 1); they are fitted on a grid over `inverse_box` = (xmin, xmax, ymin, ymax)
     in 0-based pixels (default: the range of x, y).
     Returns an astropy Header with CTYPE, CRPIX, CRVAL, CD, CUNIT, A/B/AP/BP, RADESYS, EQUINOX;
-    with `as_text`, (card images as one string, SipModel) instead: building an astropy Header
-    costs ~5 ms, which matters for the mosaic's thousands of CCDs.
+    with `as_cards`, ([(key, value)], SipModel) instead (text by :func:`cards_text` when it is
+    written): the mosaic fits thousands of CCDs and evaluates most of them before writing.
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
@@ -110,19 +110,24 @@ def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
         cards += [(f"AP_{p}_{q}", float(c[0])) for (p, q), c in inv.items()]
         cards.append(("BP_ORDER", iorder))
         cards += [(f"BP_{p}_{q}", float(c[1])) for (p, q), c in inv.items()]
-    # card images formatted directly and parsed lazily: fits.Header(cards) costs ~10 ms
+    if as_cards:
+        poly = {"A": dict(zip(hterms, hi[0])), "B": dict(zip(hterms, hi[1]))}
+        if order >= 2:
+            poly["AP"] = {t: c[0] for t, c in inv.items()}
+            poly["BP"] = {t: c[1] for t, c in inv.items()}
+        model = SipModel(crpix, crval, cd, poly["A"] if order >= 2 else {},
+                         poly["B"] if order >= 2 else {}, poly.get("AP"), poly.get("BP"))
+        return cards, model
+    return fits.Header.fromstring(cards_text(cards))
+
+
+def cards_text(cards):
+    """Card images of [(key, value)] as one string (formatted directly: fits.Header(cards)
+    costs ~10 ms for a SIP of order 9), or `cards` itself if it is already text."""
+    if isinstance(cards, str):
+        return cards
     from .wcsfile import card_image
-    text = "".join(card_image(k, v) for k, v in cards)
-    if as_text:
-        d = dict(cards)
-        poly = {n: {(int(k.split("_")[1]), int(k.split("_")[2])): v for k, v in cards
-                    if k.startswith(n + "_") and not k.endswith("ORDER") and k.count("_") == 2}
-                for n in ("A", "B", "AP", "BP")}
-        model = SipModel((d["CRPIX1"], d["CRPIX2"]), (d["CRVAL1"], d["CRVAL2"]),
-                         [[d["CD1_1"], d["CD1_2"]], [d["CD2_1"], d["CD2_2"]]],
-                         poly["A"], poly["B"], poly["AP"], poly["BP"])
-        return text, model
-    return fits.Header.fromstring(text)
+    return "".join(card_image(k, v) for k, v in cards)
 
 
 _CARD = re.compile(r"^(CRPIX[12]|CRVAL[12]|CD[12]_[12]|(?:A|B|AP|BP)_(?:ORDER|\d+_\d+))\s*=\s*([^/]+)")
