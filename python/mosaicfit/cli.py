@@ -46,8 +46,26 @@ def add_simulate(sub):
     p.add_argument("--dec", type=float, default=2.2, help="field centre Dec, deg")
     p.add_argument("--images", action="store_true",
                    help="also write CORR pixels (85 MB per CCD: use with a few CCDs)")
+    p.add_argument("--schema", choices=("lsst", "hsc3"), default="lsst",
+                   help="SRC column names: lsst (base_*, default) or hsc3 (hscPipe 3.x dotted "
+                   "names, afw table version 0)")
+    p.add_argument("--match-files", type=_match_file_list, default=(), metavar="KINDS",
+                   help="also write reference match files: comma-separated srcMatch "
+                   "(SRCMATCH, normalized), srcMatchFull (SRCMATCHFULL), icMatch (MATCH, "
+                   "normalized, with ICSRC), or all")
     p.add_argument("-j", "--jobs", type=int, default=2, help="writer threads (default: 2)")
     p.set_defaults(func=run_simulate)
+
+
+def _match_file_list(text):
+    from .simulate import MATCH_FILES
+    kinds = MATCH_FILES if text.strip() == "all" else \
+        tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in MATCH_FILES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown match file kind {bad[0]!r} (known: "
+                                         f"{', '.join(MATCH_FILES)}, all)")
+    return tuple(kinds)
 
 
 def run_simulate(args):
@@ -58,7 +76,8 @@ def run_simulate(args):
         raise MosaicError(f"--visits must be at least 1, not {args.visits}")
     sim = simulate(args.root, rerun=args.rerun, jobs=args.jobs, visits=args.visits,
                    ccds=args.ccds, filter=args.filter, seed=args.seed, ra=args.ra, dec=args.dec,
-                   images=args.images)
+                   images=args.images, schema=getattr(args, "schema", "lsst"),
+                   match_files=tuple(getattr(args, "match_files", ()) or ()))
     n_src = len(sim.catalogs) - sum(1 for k, w in sim.missing.items() if w in ("src",) and k in sim.catalogs)
     print(f"simulated {len(sim.visits)} visits x {len(args.ccds)} CCDs "
           f"(visits {sim.visits[0]}..{sim.visits[-1]}:{sim.config.visit_step}, {args.filter}) "
@@ -204,6 +223,67 @@ def _config_from_args(args, repo, name):
     return cfg, store
 
 
+def _sky_circle(corners):
+    """(ra, dec, radius) in degrees of a circle around CCD corners {key: (ra[4], dec[4])}."""
+    from .matching import radec_to_xyz
+    ra = np.concatenate([c[0] for c in corners])
+    dec = np.concatenate([c[1] for c in corners])
+    cen = radec_to_xyz(ra, dec).mean(0)
+    cen /= np.linalg.norm(cen)
+    cra, cdec = np.degrees(np.arctan2(cen[1], cen[0])) % 360, np.degrees(np.arcsin(cen[2]))
+    rad = np.degrees(np.arccos(np.clip(radec_to_xyz(ra, dec) @ cen, -1, 1))).max() + 0.05
+    return cra, cdec, rad
+
+
+def _match_references(repo, refs, exposures, corners, cfg, rc_path):
+    """Reference stars from hscPipe's match files (config matchDataset; by default when the
+    repository has no ref_cats): a MatchReferences, or None when ref_cats is used. Missing
+    match files are reported in one line, unreadable ones one line each (as errors)."""
+    from .matchfile import dataset_present, load_match_references
+    ds = cfg.matchDataset
+    if ds == "refcat":
+        if rc_path is None:
+            raise MosaicError(f"matchDataset=refcat but no reference catalogue in "
+                              f"{os.path.join(repo.root, 'ref_cats')}")
+        return None
+    data_ids = {(r.visit, r.ccd): {k: v for k, v in r.data_id.items() if k != "tract"}
+                for r in refs}
+    keys = [(e.visit, e.ccd) for e in exposures]
+    if not ds:
+        if rc_path is not None:
+            return None
+        ds = next((d for d in ("srcMatch", "icMatch")
+                   if dataset_present(repo, (data_ids[k] for k in keys), d)), None)
+        if ds is None:
+            return None
+    refcat = None
+    if rc_path is not None:          # denormalizes normalized match files
+        from .refcat import read_refcat
+        refcat = read_refcat(rc_path, *_sky_circle([corners[k] for k in keys]), trim=True)
+    t0 = time.time()
+    mr = load_match_references(repo, exposures, data_ids, ds, refcat,
+                               os.path.basename(rc_path) if rc_path else "", cfg.radXMatch)
+    from .dataid import format_visit_ccds
+    what = {"srcMatch": "SRCMATCH", "icMatch": "MATCH"}[ds]
+    if mr.missing:
+        print(f"Not opening files: {len(mr.missing)} of {len(exposures)} CCDs lack {what} "
+              f"files (no reference matches from them): "
+              f"{format_visit_ccds(k for k, _ in mr.missing)}", file=sys.stderr)
+    for (v, c), msg in mr.errors:
+        print(f"mosaic: no reference matches from visit={v} ccd={c}: {msg}", file=sys.stderr)
+    for note in mr.notes:
+        print(f"mosaic: {note}", file=sys.stderr)
+    log.info("reference stars from the %s files of %d CCDs: %d stars, %d source associations "
+             "(%.1f s)", what, mr.n_files, len(mr.refcat), mr.n_pairs, time.time() - t0)
+    if mr.n_pairs == 0 and not cfg.relativeSolution:
+        raise MosaicError(f"no reference matches in the {what} files of the {len(exposures)} "
+                          "CCDs (use --config relativeSolution=True for a relative solution)")
+    # the errors list of the run takes (ref, message) pairs
+    by_key = {(r.visit, r.ccd): r for r in refs}
+    mr.errors = [(by_key[k], msg) for k, msg in mr.errors]
+    return mr
+
+
 def _tracts_of(repo, refs, exposures_corners):
     """{tract: [refs overlapping it]} from the sky map of the rerun."""
     from .skymap import load_skymap
@@ -267,9 +347,13 @@ def _run_mosaic(args):
     else:
         groups, skymap = _tracts_of(repo, refs, corners)
     rc_path = refcat_folder(repo, cfg.refcat)
-    if rc_path is None and not cfg.relativeSolution:
+    matched = _match_references(repo, refs, exposures, corners, cfg, rc_path)
+    if matched is not None:
+        errors = errors + matched.errors
+    elif rc_path is None and not cfg.relativeSolution:
         raise MosaicError(f"no reference catalogue in {os.path.join(repo.root, 'ref_cats')} "
-                          "(use --config relativeSolution=True for a relative solution)")
+                          "and no SRCMATCH or MATCH files for the selected CCDs (use --config "
+                          "relativeSolution=True for a relative solution)")
     jobs = []
     for tract, trefs in sorted(groups.items()):
         tinfo = None
@@ -287,7 +371,10 @@ def _run_mosaic(args):
         fit_exps = [e for e in exposures if e.visit in visits]
         tp = (tinfo.ctr_ra, tinfo.ctr_dec) if tinfo is not None else None
         refcat = None
-        if rc_path is not None:
+        rc_name = os.path.basename(rc_path) if rc_path else ""
+        if matched is not None:
+            refcat, rc_name = matched.refcat, matched.name
+        elif rc_path is not None:
             ra = np.concatenate([corners[(e.visit, e.ccd)][0] for e in fit_exps])
             dec = np.concatenate([corners[(e.visit, e.ccd)][1] for e in fit_exps])
             from .matching import radec_to_xyz
@@ -302,8 +389,7 @@ def _run_mosaic(args):
         if args.diagnostics or cfg.outputDiag:
             ddir = os.path.join(args.diagDir or cfg.outputDir or
                                 os.path.join(repo.rerun_dir, "mosaic-diag"), f"{tract:04d}")
-        task = (repo.root, args.rerun, tract, fit_exps, out_refs, cfg, refcat, tp,
-                os.path.basename(rc_path) if rc_path else "", ddir)
+        task = (repo.root, args.rerun, tract, fit_exps, out_refs, cfg, refcat, tp, rc_name, ddir)
         # with a Dask scheduler, one task per tract fit (the inputs were read on the cluster too)
         jobs.append(client.submit(fit_and_write_tract, *task, pure=False) if client is not None
                     else task)

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field, fields
 
 from . import MosaicError
 
+#: values of MosaicConfig.matchDataset ("" chooses by what the repository holds)
+MATCH_DATASET_CHOICES = ("", "refcat", "srcMatch", "icMatch")
+
 
 @dataclass
 class MosaicConfig:
@@ -50,6 +53,11 @@ class MosaicConfig:
     refMagErrorFloor: float = 0.005     # mag, floor of the reference magnitude errors
     # -- reference catalogue and colour terms --
     refcat: str = ""                    # folder name under ROOT/ref_cats (empty: the only one)
+    matchDataset: str = ""              # where reference stars come from: "refcat" (ROOT/
+    #   ref_cats, matched by position), "srcMatch" (SRCMATCH/SRCMATCHFULL files: pairs with
+    #   SRC), "icMatch" (MATCH files: pairs with ICSRC); empty: ref_cats when the repository
+    #   has one, else the srcMatch files, else the icMatch ones. Normalized match files need
+    #   ref_cats to be denormalized; Full ones carry the reference records
     refBand: str = ""                   # reference band (empty: from the filter)
     doColorTerms: bool = True
     colorTermLibrary: str = ""          # 'hscpipe' (default: hscPipe's terms) or 'lsst'
@@ -120,6 +128,8 @@ class MosaicConfig:
             (self.clipSigma > 1, "clipSigma must be above 1"),
             (self.maxIter >= 1, "maxIter must be >= 1"),
             (self.numSourceMerge >= 1, "numSourceMerge must be >= 1"),
+            (self.matchDataset in MATCH_DATASET_CHOICES, "matchDataset must be one of "
+             + ", ".join(repr(c) for c in MATCH_DATASET_CHOICES)),
         ]
         for ok, msg in checks:
             if not ok:

@@ -24,6 +24,7 @@ TEMPLATES = {
     "icSrc": "%(pointing)05d/%(filter)s/output/ICSRC-%(visit)07d-%(ccd)03d.fits",
     "icMatch": "%(pointing)05d/%(filter)s/output/MATCH-%(visit)07d-%(ccd)03d.fits",
     "srcMatch": "%(pointing)05d/%(filter)s/output/SRCMATCH-%(visit)07d-%(ccd)03d.fits",
+    "srcMatchFull": "%(pointing)05d/%(filter)s/output/SRCMATCHFULL-%(visit)07d-%(ccd)03d.fits",
     # mosaic outputs
     "wcs": "%(pointing)05d/%(filter)s/corr/%(tract)04d/wcs-%(visit)07d-%(ccd)03d.fits",
     "fcr": "%(pointing)05d/%(filter)s/corr/%(tract)04d/fcr-%(visit)07d-%(ccd)03d.fits",

@@ -256,6 +256,49 @@ def _update_active(chi, star, active, usable, it, clip_sigma):
     return _clip_worst(chi, star, active, thr ** 2), int(back.sum()), thr
 
 
+def _associated_references(exposures, det, star, nstar):
+    """Reference row of each star from associations made outside the fit: the catalogues'
+    ``ref_index`` arrays (reference row per source, -1 if none; set from hscPipe's match files
+    by mosaicfit.matchfile), or None when no exposure carries one. A star takes the reference
+    most of its detections name; a reference goes to the star with most detections naming it.
+    """
+    if not any("ref_index" in e.catalog for e in exposures):
+        return None
+    ref_det = np.full(len(det), -1, np.int64)
+    for k in np.unique(det.exp):
+        cat = exposures[k].catalog
+        ri = cat.get("ref_index")
+        if ri is None:
+            continue
+        rows = np.nonzero(np.asarray(ri) >= 0)[0]
+        m = np.nonzero(det.exp == k)[0]
+        if not len(rows) or not len(m):
+            continue
+        # the selected detections are rows of the catalogue: found by their pixel position,
+        # which the selection copied exactly
+        cx, cy = np.asarray(cat["x"], float)[rows], np.asarray(cat["y"], float)[rows]
+        order = np.argsort(cx, kind="stable")
+        pos = np.clip(np.searchsorted(cx[order], det.x[m]), 0, len(rows) - 1)
+        r = order[pos]
+        hit = (cx[r] == det.x[m]) & (cy[r] == det.y[m])
+        ref_det[m[hit]] = np.asarray(ri)[rows[r[hit]]]
+    out = np.full(nstar, -1, np.int64)
+    sel = ref_det >= 0
+    if not sel.any():
+        return out
+    pairs, votes = np.unique(np.stack([star[sel], ref_det[sel]], axis=1), axis=0,
+                             return_counts=True)
+    # per star the most named reference, then per reference the star naming it most
+    o = np.lexsort((-votes, pairs[:, 0]))
+    first = np.r_[True, pairs[o, 0][1:] != pairs[o, 0][:-1]]
+    pairs, votes = pairs[o][first], votes[o][first]
+    o = np.lexsort((-votes, pairs[:, 1]))
+    first = np.r_[True, pairs[o, 1][1:] != pairs[o, 1][:-1]]
+    best = pairs[o][first]
+    out[best[:, 0]] = best[:, 1]
+    return out
+
+
 def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refcat_name=""):
     """Fit the tract made of `exposures` (list of :class:`ExposureData`).
 
@@ -302,8 +345,13 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
     ref_of_star = np.full(nstar, -1, np.int64)
     if refcat is not None and len(refcat):
         ref = Reference.from_table(refcat, band)
-        rra, rdec, _ = ref.at(t0 if np.isfinite(t0) else np.nan)
-        ref_of_star = match_reference(sra, sdec, rra, rdec, cfg.radXMatch)
+        given = _associated_references(exposures, det, star, nstar)
+        if given is not None:
+            # hscPipe's match files (mosaicfit.matchfile): the associations they record
+            ref_of_star = given
+        else:
+            rra, rdec, _ = ref.at(t0 if np.isfinite(t0) else np.nan)
+            ref_of_star = match_reference(sra, sdec, rra, rdec, cfg.radXMatch)
     use = ((nvis >= cfg.numSourceMerge) & cfg.internalFitting) | (ref_of_star >= 0)
     new = np.full(nstar, -1, np.int64)
     new[use] = np.arange(use.sum())
