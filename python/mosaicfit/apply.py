@@ -40,7 +40,12 @@ from .wcsfile import header_has_wcs, make_wcs, wcs_header as wcs_cards
 __all__ = ["CORR_COLUMN", "correction_factor", "correction_image", "reference_factor",
            "sip_arrays", "calibrate_exposure", "write_calexp", "calibrate_catalog", "write_calsrc",
            "flux_columns",
-           "FluxColumn", "INTERP_LENGTH"]
+           "FluxColumn", "INTERP_LENGTH", "OutputError", "check_correction"]
+
+class OutputError(MosaicError):
+    """An output file cannot be written (full disk, read-only folder, no permission): the
+    calibrate commands stop at the first one instead of failing every CCD alike."""
+
 
 #: the column of a CALSRC holding f at each source (hscPipe 3.x/4.x name)
 CORR_COLUMN = "mosaic.corr"
@@ -158,6 +163,42 @@ def reference_factor(wcs_header, fcr, x, y):
     return fcr.factor(x, y, jac)
 
 
+#: the largest |P| (mag) and the range of J taken for a plausible flux correction (the real
+#: meas_mosaic files have |P| < 0.1 mag and J 0.8-1 at the edge of the HSC field)
+MAX_CORRECTION_MAG = 10.0
+AREA_RATIO_RANGE = (0.5, 2.0)
+
+
+def check_correction(wcs_header, fcr, width, height, wcs_source="WCS", fcr_source="fcr",
+                     steps=(9, 17)):
+    """Check f = 10^(-0.4 P) J on a grid over the `width` x `height` CCD (corners included)
+    before applying it: P finite and within MAX_CORRECTION_MAG magnitudes, J within
+    AREA_RATIO_RANGE. Raises MosaicError naming the file at fault and the pixel, so that a
+    damaged fcr or wcs never makes zeros, inf or NaN pixels."""
+    gx, gy = np.meshgrid(np.linspace(0, width - 1, steps[0]),
+                         np.linspace(0, height - 1, steps[1]))
+    gx, gy = gx.ravel(), gy.ravel()
+    factor = correction_factor(None, fcr, gx, gy)            # 10^(-0.4 P), the kernel's
+    with np.errstate(all="ignore"):
+        p = fcr.mag(gx, gy)
+        bad = ~(np.isfinite(p) & (np.abs(p) <= MAX_CORRECTION_MAG) & np.isfinite(factor)
+                & (factor > 0))
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise MosaicError(f"{fcr_source}: the photometric correction P is {p[i]:.6g} mag at "
+                          f"pixel ({gx[i]:.0f}, {gy[i]:.0f}) (it must be finite and within "
+                          f"+-{MAX_CORRECTION_MAG:g} mag): damaged polynomial coefficients")
+    jac = correction_factor(wcs_header, None, gx, gy)         # J
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo, hi = AREA_RATIO_RANGE
+        bad = ~((jac >= lo) & (jac <= hi))
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise MosaicError(f"{wcs_source}: the pixel area ratio J of the TAN-SIP WCS is "
+                          f"{jac[i]:.6g} at pixel ({gx[i]:.0f}, {gy[i]:.0f}) (it must lie "
+                          f"between {lo:g} and {hi:g}): damaged SIP coefficients")
+
+
 def _check_full_box(fcr, width, height):
     if fcr is None:
         return
@@ -272,11 +313,16 @@ def write_fits(hdul, path, tail=b""):
     from .atomic import atomic_path
     for hdu in hdul:
         hdu.add_checksum(when="HDU checksum")
-    with atomic_path(path) as tmp:
-        hdul.writeto(tmp, checksum=False)
-        if tail:
-            with open(tmp, "ab") as f:
-                f.write(tail)
+    try:
+        with atomic_path(path) as tmp:
+            hdul.writeto(tmp, checksum=False)
+            if tail:
+                with open(tmp, "ab") as f:
+                    f.write(tail)
+    except OutputError:
+        raise
+    except MosaicError as e:        # atomic_path's "PATH: cannot write (reason)"
+        raise OutputError(str(e)) from None
 
 
 def write_calsrc(path, table, afw_type="SOURCE"):
@@ -353,15 +399,17 @@ def flux_columns(table):
 
 def _mag_from_flux(flux, flux_err, fluxmag0, fluxmag0err):
     """afw Calib.getMagnitude: m = -2.5 log10(flux / FLUXMAG0), its error
-    2.5 / ln 10 * hypot(err / flux, FLUXMAG0ERR / FLUXMAG0); NaN for flux <= 0."""
+    2.5 / ln 10 * hypot(err / flux, FLUXMAG0ERR / FLUXMAG0); NaN for flux <= 0 or not finite
+    (afw gives -inf for an infinite flux) and for a non-finite error."""
     flux = np.asarray(flux, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        good = flux > 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        good = np.isfinite(flux) & (flux > 0)
         mag = np.where(good, -2.5 * np.log10(np.where(good, flux, 1.0) / fluxmag0), np.nan)
         err = None
         if flux_err is not None:
             rel = np.asarray(flux_err, dtype=float) / np.where(good, flux, np.nan)
             err = 2.5 / math.log(10.0) * np.hypot(rel, fluxmag0err / fluxmag0)
+            err[~np.isfinite(err)] = np.nan      # an infinite error is no error estimate
     return mag, err
 
 
@@ -379,7 +427,8 @@ def calibrate_catalog(table, wcs_header, fcr, apply_calib=True, threads=0, sourc
     `wcs_header` in radians, then a float64 column ``mosaic.corr`` = f; with `apply_calib`,
     for each flux column its magnitude and error from FLUXMAG0 (afw's Calib.getMagnitude),
     named as hscPipe's applyCalib did (``flux.psf`` -> ``mag.psf``, ``mag.psf.err``) or, for
-    LSST names, ``PREFIX_mag``/``PREFIX_magErr``. Sources without a finite centroid get NaN.
+    LSST names, ``PREFIX_mag``/``PREFIX_magErr``. Sources without a finite centroid, or so far
+    off the CCD that f overflows, get NaN.
     """
     src = source or table.meta.get("source_file") or "catalog"
     if wcs_header is None or fcr is None:
@@ -392,6 +441,8 @@ def calibrate_catalog(table, wcs_header, fcr, apply_calib=True, threads=0, sourc
     x = np.ma.filled(x, np.nan) if np.ma.isMaskedArray(x) else x
     y = np.ma.filled(y, np.nan) if np.ma.isMaskedArray(y) else y
     f = correction_factor(wcs_header, fcr, x, y, threads=threads) if n else np.zeros(0)
+    with np.errstate(invalid="ignore"):
+        f[~(np.isfinite(f) & (f > 0))] = np.nan   # centroids far off the CCD: overflow
     if apply_calib and not fcr.fluxmag0 > 0:
         raise MosaicError(f"{src}: the flux correction has no FLUXMAG0 (it is "
                           f"{fcr.fluxmag0}); magnitudes cannot be computed "

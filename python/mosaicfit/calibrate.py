@@ -6,8 +6,12 @@ calibrate-exposure`` / ``calibrate-catalog``): apply the mosaic solution to ever
   (catalogs) and the mosaic's ``wcs-``/``fcr-`` files of the tract; outputs (always in the
   named rerun): ``corr/TTTT/CALEXP-VVVVVVV-CCC.fits`` and ``output/TTTT/CALSRC-VVVVVVV-CCC.fits``.
   Without ``tract=`` in the --id, every tract that has a ``wcs-`` file for the CCD is done.
-- a CCD whose inputs are missing or unreadable is reported by name and skipped; the exit
-  status is 1 if any CCD failed.
+- a CCD whose inputs are missing, unreadable or damaged (including finite but absurd mosaic
+  values: see :func:`mosaicfit.apply.check_correction`) is reported by name and skipped; the
+  exit status is 1 if any CCD failed. An output that cannot be written (full disk, read-only
+  folder) stops the run with one error line. The arguments and the registry are checked
+  before the rerun is touched; the mosaic outputs are looked up under the rerun's lock (a
+  mosaic.py writing them holds it), and a tract without any is one error, not one per CCD.
 - outputs are written atomically (temporary file, then rename): an interrupted run leaves no
   truncated file. A re-run skips the CCDs whose output is complete and newer than all its
   inputs (so it completes an interrupted run, and redoes the CCDs whose mosaic was re-run);
@@ -164,14 +168,18 @@ def _default_threads(spec):
 
 def run_task(spec):
     """Calibrate one CCD; never raises for bad data. Returns a dict: label, status ('written',
-    'uptodate' or 'failed'), message, output path and the times (s) t_read (inputs),
-    t_kernel (calibration, headers included), t_pixels (of which the C++ pixel kernel) and
-    t_write."""
+    'uptodate' or 'failed'), message, ``fatal`` (True if the output could not be written: full
+    disk, read-only folder; the run should stop), output path and the times (s) t_read
+    (inputs), t_kernel (calibration, headers included), t_pixels (of which the C++ pixel
+    kernel) and t_write."""
     did = spec["data_id"]
     res = {"label": _label(did), "status": "failed", "message": "", "path": None,
            "t_read": 0.0, "t_kernel": 0.0, "t_pixels": 0.0, "t_write": 0.0}
+    from .apply import OutputError
     try:
         _run(spec, res)
+    except OutputError as e:        # full disk, read-only folder: the run stops
+        res["status"], res["message"], res["fatal"] = "failed", str(e), True
     except MosaicError as e:
         res["status"], res["message"] = "failed", str(e)
     except MemoryError:
@@ -182,11 +190,21 @@ def run_task(spec):
     return res
 
 
+def _read_mosaic_wcs(path):
+    """The TAN-SIP header of a wcs- file, checked (a valid celestial WCS, finite SIP terms)
+    with errors naming the file."""
+    from .apply import sip_arrays
+    from .wcsfile import make_wcs, read_wcs_header
+    header = read_wcs_header(path)
+    make_wcs(header, path)
+    sip_arrays(header, path)
+    return header
+
+
 def _run(spec, res):
     from .camera import hsc
     from .fluxcorr import read_fcr
     from .layout import Repository
-    from .wcsfile import read_wcs_header
     kind = _KINDS[spec["kind"]]
     did = spec["data_id"]
     cfg = spec["config"]
@@ -212,8 +230,16 @@ def _run(spec, res):
         return
     threads = cfg.get("threads") or _default_threads(spec)
     t0 = time.perf_counter()
-    wcs_header = read_wcs_header(inputs["wcs"])
+    wcs_header = _read_mosaic_wcs(inputs["wcs"])
     fcr = read_fcr(inputs["fcr"], det.nquarter, det.width, det.height)
+    if (spec["kind"] == "exposure" or cfg.get("doApplyCalib")) and not fcr.fluxmag0 > 0:
+        raise MosaicError(f"{inputs['fcr']}: FLUXMAG0 = {fcr.fluxmag0:g}: the mosaic gave this "
+                          "CCD no zero point" + ("" if spec["kind"] == "exposure" else
+                                                 " (--config doApplyCalib=False skips the "
+                                                 "magnitudes)"))
+    from .apply import check_correction
+    check_correction(wcs_header, fcr, det.width, det.height, wcs_source=inputs["wcs"],
+                     fcr_source=inputs["fcr"])
     if spec["kind"] == "exposure":
         from .apply import calibrate_exposure, write_calexp
         from .exposure import read_corr
@@ -340,6 +366,9 @@ def run_tasks(tasks, jobs=1, client=None, on_result=None):
                 except Exception as e:   # BrokenProcessPool: a worker was killed
                     res = _failed_result(tasks[i], f"worker process failed: {type(e).__name__}")
                 done(i, res)
+        except MosaicError:              # on_result stops the run: drop the queued CCDs,
+            ex.shutdown(wait=True, cancel_futures=True)     # let the running ones finish
+            raise
         except BaseException:            # Ctrl-C: drop the queued CCDs, do not wait for them
             ex.shutdown(wait=False, cancel_futures=True)
             raise
@@ -398,24 +427,52 @@ def add_calibrate_catalog(sub):
 
 
 def run_calibrate(args):
+    """The command: the arguments and the registry are checked first (an error there leaves
+    the rerun as it was, not even created), then, under the rerun's lock (a mosaic.py writing
+    the tract's outputs holds it), the mosaic outputs are looked up and the CCDs done."""
+    from .cli import resolve_refs
+    from .dataid import parse_ids
     from .layout import Repository
     from .lock import rerun_lock
-    repo = Repository(args.root, args.rerun)
-    with rerun_lock(repo.root, repo.rerun_dir, _KINDS[args.kind]["command"]):
-        return _run_calibrate(args)
-
-
-def _run_calibrate(args):
-    from .cli import _dask_client, resolve_refs
-    from .layout import Repository
     kind = _KINDS[args.kind]
-    name = kind["command"]
+    t0 = time.time()
     cfg = parse_config(args.config, kind["config"])
     if args.jobs < 1:
         raise MosaicError(f"-j must be at least 1, not {args.jobs}")
-    t0 = time.time()
     repo = Repository(args.root, args.rerun)
+    parse_ids(args.id)                   # --id syntax before the registry is opened
     refs = resolve_refs(repo, args.id)
+    with rerun_lock(repo.root, repo.rerun_dir, kind["command"]):
+        return _run_calibrate(args, repo, refs, cfg, t0)
+
+
+def _check_mosaic_outputs(repo, refs):
+    """MosaicError unless at least one selected CCD has a wcs- file (in its tract=, or in any
+    tract): a tract without mosaic outputs is one error, not one failure per CCD."""
+    tracts = sorted({r.tract for r in refs if r.tract is not None})
+    for ref in refs:
+        if ref.tract is None:
+            if _tracts_with_wcs(repo, ref):
+                return
+        elif repo.find("wcs", **ref.data_id) is not None:
+            return
+    where = " or ".join(repo.search_path)
+    ccds = "the CCD" if len(refs) == 1 else f"any of the {len(refs)} CCDs"
+    if tracts:
+        what = (f"tract {tracts[0]}" if len(tracts) == 1 else
+                "tracts " + ", ".join(map(str, tracts)) if len(tracts) < 4 else
+                f"tracts {tracts[0]}..{tracts[-1]}")
+        raise MosaicError(f"{what}: no mosaic outputs (wcs- files) for {ccds} selected by --id "
+                          f"under {where}: run mosaic.py for it first")
+    raise MosaicError(f"no mosaic outputs (wcs- files) in any tract for {ccds} selected by "
+                      f"--id under {where}: run mosaic.py first")
+
+
+def _run_calibrate(args, repo, refs, cfg, t0):
+    from .cli import _dask_client
+    kind = _KINDS[args.kind]
+    name = kind["command"]
+    _check_mosaic_outputs(repo, refs)
     tasks = make_tasks(args.kind, repo, refs, cfg, overwrite=args.overwrite,
                        threads=cfg["threads"] or None)
     repo.make_rerun_dir()
@@ -423,6 +480,8 @@ def _run_calibrate(args):
     progress = Progress(len(tasks), name)
 
     def report(res):
+        if res.get("fatal"):        # an output cannot be written: stop (one error line)
+            raise MosaicError(res["message"])
         if res["status"] == "failed":
             progress.write(f"{name}: skipping {res['label']}: {res['message']}")
         progress.update(failed=res["status"] == "failed")

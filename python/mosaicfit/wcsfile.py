@@ -24,7 +24,8 @@ from .atomic import write_fits
 from .catalog import open_fits
 
 __all__ = ["read_wcs_file", "read_wcs_header", "write_wcs_file", "wcs_header",
-           "header_has_wcs", "strip_wcs", "make_wcs", "is_wcs_keyword", "float_card"]
+           "header_has_wcs", "missing_wcs_keys", "strip_wcs", "make_wcs", "is_wcs_keyword",
+           "float_card"]
 
 _WCS_KEY = re.compile(r"^(WCSAXES|CTYPE[12]|CRPIX[12]|CRVAL[12]|CDELT[12]|CUNIT[12]|CD[12]_[12]|"
                       r"PC[12]_[12]|CROTA[12]|LONPOLE|LATPOLE|EQUINOX|EPOCH|RADESYS|RADECSYS|"
@@ -45,10 +46,17 @@ def is_wcs_keyword(key):
 
 def header_has_wcs(header):
     """True if `header` has a celestial WCS (CTYPE, CRVAL, CRPIX and a scale/matrix)."""
+    return not missing_wcs_keys(header)
+
+
+def missing_wcs_keys(header):
+    """The cards a celestial WCS needs that `header` lacks (empty if it has them all; a scale
+    or matrix is named 'CD1_1..CD2_2')."""
     need = ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2")
-    if not all(k in header for k in need):
-        return False
-    return any(k in header for k in ("CD1_1", "CD2_2", "CDELT1", "PC1_1"))
+    missing = [k for k in need if k not in header]
+    if not any(k in header for k in ("CD1_1", "CD2_2", "CDELT1", "PC1_1")):
+        missing.append("CD1_1..CD2_2")
+    return missing
 
 
 def strip_wcs(header):
@@ -128,11 +136,41 @@ def wcs_header(header_or_wcs):
     return _header_from_wcs(header_or_wcs)
 
 
+_NUMERIC_WCS = ("CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2", "CD2_1", "CD2_2",
+                "CDELT1", "CDELT2", "PC1_1", "PC1_2", "PC2_1", "PC2_2")
+
+
+_SIP_CARD = re.compile(r"^(A|B|AP|BP)_(ORDER|\d+_\d+)$")
+
+
 def make_wcs(header, source="header"):
     """astropy WCS (SIP included) from a header; MosaicError naming `source` if there is no
     valid celestial WCS in it."""
     if not header_has_wcs(header):
         raise MosaicError(f"{source}: no WCS (CTYPE/CRVAL/CRPIX/CD cards) in the header")
+    for key in _NUMERIC_WCS:          # name the card, rather than wcslib's error
+        if key in header:
+            v = header[key]
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)):
+                raise MosaicError(f"{source}: WCS keyword {key} = {v!r} is not a number")
+            if not math.isfinite(float(v)):
+                raise MosaicError(f"{source}: WCS keyword {key} = {v!r} is not finite")
+    for key in header.keys():         # SIP orders and coefficients
+        m = _SIP_CARD.match(key)
+        if not m:
+            continue
+        v = header[key]
+        if m.group(2) == "ORDER":
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or \
+                    not 0 <= v <= 30:
+                raise MosaicError(f"{source}: WCS keyword {key} = {v!r} is not an order 0..30")
+        elif isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)):
+            raise MosaicError(f"{source}: WCS keyword {key} = {v!r} is not a number")
+        elif not math.isfinite(float(v)):
+            raise MosaicError(f"{source}: WCS keyword {key} = {v!r} is not finite")
+    if all(k in header for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2")) and \
+            header["CD1_1"] * header["CD2_2"] - header["CD1_2"] * header["CD2_1"] == 0:
+        raise MosaicError(f"{source}: the WCS's CD matrix is singular (determinant 0)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -157,7 +195,12 @@ def read_wcs_header(path):
         for hdu in candidates:
             if header_has_wcs(hdu.header):
                 return hdu.header.copy()
-    raise MosaicError(f"{path}: no WCS in the first image HDU nor in the primary header")
+        # name what is missing in the header that has the most of a WCS
+        lacking = min((missing_wcs_keys(h.header) for h in candidates), key=len)
+    if len(lacking) == 7:
+        raise MosaicError(f"{path}: no WCS in the first image HDU nor in the primary header")
+    raise MosaicError(f"{path}: no complete WCS in the first image HDU nor in the primary "
+                      f"header (missing {', '.join(lacking)})")
 
 
 def read_wcs_file(path):
