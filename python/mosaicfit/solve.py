@@ -244,6 +244,19 @@ def _affordable_order(order, per_visit, lowest, what):
     return best
 
 
+def _chance_clips(n_active, thr, dims):
+    """How many clips of one iteration pure Gaussian noise explains: the expected number of
+    the n_active detections beyond `thr` sigma (chi2 with `dims` degrees of freedom), plus
+    two Poisson sigmas and one. Worst-first clipping at 5 sigma of 5e5 detections finds ~2
+    such by chance in every iteration, and would otherwise never stop."""
+    from math import erfc, exp, sqrt
+    if not np.isfinite(thr):
+        return 0
+    p = exp(-thr * thr / 2.0) if dims == 2 else erfc(thr / sqrt(2.0))
+    expected = n_active * p
+    return int(expected + 2.0 * sqrt(expected) + 1.0)
+
+
 def _update_active(chi, star, active, usable, it, clip_sigma):
     """Clip the worst detection per star beyond this iteration's threshold and reinstate
     clipped detections that now fit well (0.8 of the threshold). Returns (clipped,
@@ -582,6 +595,8 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
         prior_w = np.full(nstar, 1.0 / RELATIVE_PRIOR_ARCSEC ** 2)
 
     geom = np.zeros((nc, 3))
+    half_diag = np.array([0.5 * np.hypot(sol.camera[int(c)].width, sol.camera[int(c)].height)
+                          for c in ccds])
     active = np.ones(n, bool)
     # frozen visits / CCDs: too few stars for their parameters
     per_visit = np.bincount(vidx, minlength=nv)
@@ -636,12 +651,18 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
         step = r["dccd"]
         geom[:, :2] += step[:, :2]
         geom[:, 2] += step[:, 2]
-        small = np.all(np.abs(step[:, :2]) < 1e-4) and np.all(np.abs(step[:, 2]) < 1e-9)
+        # the largest move of a CCD corner the step made, in pixels: the polynomials were
+        # solved jointly with it, so what a further iteration would still change is O(move^2)
+        move = float(np.max(np.abs(step[:, :2]).max(axis=1) + np.abs(step[:, 2]) * half_diag,
+                            initial=0.0))
+        log.debug("astrometry iteration %d: CCD placement step %.2g px", it + 1, move)
+        small = move < 1e-3
         # steps along nearly degenerate directions (CCD offsets against the polynomials) may
         # not vanish but no longer change chi2
         stalled = it > 1 and abs(summ.chi2 - last_chi2) < 1e-6 * max(summ.chi2, 1.0)
         last_chi2 = summ.chi2
-        if it > 0 and nclip == 0 and nback == 0 and thr <= cfg.clipSigma and (small or stalled):
+        if it > 0 and nclip <= _chance_clips(int(active.sum()), thr, 2) and nback == 0 \
+                and thr <= cfg.clipSigma and (small or stalled):
             break
     if ndof <= 0:
         raise MosaicError(f"too few stars to determine the astrometric solution: "
@@ -781,7 +802,7 @@ def _fit_photometry(sol, ctx, cfg, exposures, filt="", refcat_name=""):
                                 int(active.sum()), nclip, float(r["t_assemble"]), float(r["t_solve"]))
         sol.stats["iterations"].append(summ)
         log.info(summ.line())
-        if nclip == 0 and nback == 0 and thr <= cfg.clipSigma:
+        if nclip <= _chance_clips(int(active.sum()), thr, 1) and nback == 0 and thr <= cfg.clipSigma:
             bad = _inconsistent_stars(chi, star, active, nstar, prior_w > 0, 1) \
                 if cfg.rejectVariables and not variables_done else []
             variables_done = True
