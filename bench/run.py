@@ -1,6 +1,6 @@
 """mosaicfit benchmarks, side by side with the tools users would pick instead (issue 7).
 
-    python bench/run.py            # full run (~2 h on 2 cores): writes bench/RESULTS.md
+    python bench/run.py            # full run (~30 min on 2 cores): writes bench/RESULTS.md
     python bench/run.py --quick    # small tracts, < 5 min: writes OUT/RESULTS-quick.md
 
 Builds its data with the simulator (cached under --out, keyed by the simulation parameters)
