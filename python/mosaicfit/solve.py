@@ -471,8 +471,11 @@ def _record(sol, ctx, exposures):
     if "astro_resid" in ctx:
         res, xs = ctx["astro_resid"], ctx["astro_xstar"]
         t["xi_star"], t["eta_star"] = xs[star, 0], xs[star, 1]
-        t["xi_fit"], t["eta_fit"] = xs[star, 0] + res[:, 0] + ctx["astro_y"][:, 0], \
-            xs[star, 1] + res[:, 1] + ctx["astro_y"][:, 1]
+        # the model's position of the detection (the fit's residuals are taken about a star
+        # position of 0 where the star has none left: all its detections clipped)
+        x0 = np.nan_to_num(xs[star], nan=0.0)
+        t["xi_fit"], t["eta_fit"] = x0[:, 0] + res[:, 0] + ctx["astro_y"][:, 0], \
+            x0[:, 1] + res[:, 1] + ctx["astro_y"][:, 1]
         t["dxi"], t["deta"] = res[:, 0] * 1000.0, res[:, 1] * 1000.0        # mas
         t["pos_err"] = 1000.0 / np.sqrt(ctx["astro_w"])                     # mas
         t["astro_used"] = ctx["astro_active"]
@@ -485,7 +488,7 @@ def _record(sol, ctx, exposures):
         xs = ctx["phot_xstar"]
         t["mag_cor"] = ctx["m_cor"]                       # m_inst - 2.5 log10 J
         t["jacobian"] = 10 ** (-0.4 * (ctx["m_cor"] - t["mag_inst"]))
-        t["mag_fit"] = xs[star] + ctx["phot_resid"]       # calibrated magnitude
+        t["mag_fit"] = np.nan_to_num(xs[star], nan=0.0) + ctx["phot_resid"]   # calibrated magnitude
         t["mag_star"] = xs[star]
         t["dmag"] = ctx["phot_resid"] * 1000.0             # mmag
         t["mag_err"] = 1.0 / np.sqrt(ctx["phot_w"])
@@ -509,10 +512,11 @@ def _record(sol, ctx, exposures):
     sol.detections = t
     st = Table()
     st["id"] = np.arange(nstar, dtype=np.int64)
+    ra, dec = _mean_position(det.ra, det.dec, star, nstar)     # single-frame, the fallback
     if "astro_xstar" in ctx:
-        ra, dec = sol.tract_to_sky(ctx["astro_xstar"][:, 0], ctx["astro_xstar"][:, 1])
-    else:
-        ra, dec = _mean_position(det.ra, det.dec, star, nstar)
+        fa, fd = sol.tract_to_sky(ctx["astro_xstar"][:, 0], ctx["astro_xstar"][:, 1])
+        fitted = np.isfinite(fa) & np.isfinite(fd)       # not for stars all of whose
+        ra, dec = np.where(fitted, fa, ra), np.where(fitted, fd, dec)   # detections were clipped
     st["ra"], st["dec"] = ra, dec                            # degrees, at the mean epoch
     st["mag"] = ctx["phot_xstar"] if "phot_xstar" in ctx else np.full(nstar, np.nan)
     st["n_det"] = np.bincount(star, minlength=nstar)
@@ -595,6 +599,8 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
         prior_w = np.full(nstar, 1.0 / RELATIVE_PRIOR_ARCSEC ** 2)
 
     geom = np.zeros((nc, 3))
+    ref_prior = has.copy() if (ref is not None and has.any()) else np.zeros(nstar, bool)
+    n_ref_rejected = 0
     half_diag = np.array([0.5 * np.hypot(sol.camera[int(c)].width, sol.camera[int(c)].height)
                           for c in ccds])
     active = np.ones(n, bool)
@@ -644,6 +650,21 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
         # no clipping before the CCD placement is fitted (iteration 0): offsets of ~0.2 px
         # would look like outliers for the brightest stars
         nclip, nback, thr = _update_active(chi, star, active, usable, it, cfg.clipSigma)
+        # a reference association the detections contradict (a neighbour within radXMatch,
+        # a blend, a catalogue error) is dropped, not fought detection by detection: held at
+        # the catalogue's mas-level errors, one such star 0.5" off bends the solution around
+        # it by several mas
+        if np.isfinite(thr) and ref_prior.any():
+            pchi = prior_w * np.sum((r["xstar"] - prior) ** 2, axis=1)
+            wrong = ref_prior & np.isfinite(pchi) & (pchi > thr ** 2)
+            if wrong.any():
+                prior_w[wrong] = 0.0
+                ref_prior &= ~wrong
+                y[wrong[star]] = 0.0          # no proper motion of a catalogue star not theirs
+                n_ref_rejected += int(wrong.sum())
+                nclip += int(wrong.sum())
+                log.info("astrometry: %d reference associations contradicted by the detections "
+                         "(beyond %.0f sigma) dropped", int(wrong.sum()), thr)
         summ = IterationSummary("astrometry", it + 1, float(r["chi2_det"]), ndof, rms,
                                 int(active.sum()), nclip, float(r["t_assemble"]), float(r["t_solve"]))
         sol.stats["iterations"].append(summ)
@@ -679,6 +700,10 @@ def _fit_astrometry(sol, ctx, cfg, exposures):
         sol.ccd_geom[int(c)] = tuple(float(a) for a in geom[k])
     xstar = r["xstar"]
     n_clip_total = int((usable & ~active).sum())
+    sol.stats["astro_ref_rejected"] = n_ref_rejected
+    if n_ref_rejected:
+        ctx["ref_of_star"] = np.where(has & ~ref_prior, -1, ros)   # not these stars' records
+        sol.stats["n_ref_stars"] = int((ctx["ref_of_star"] >= 0).sum())
     sol.stats.update(astro_order=order, astro_chi2=float(r["chi2_det"]), astro_ndof=ndof, astro_rms_mas=rms,
                      astro_clipped=n_clip_total, astro_n_active=int(active.sum()))
     ctx.update(astro_active=active, astro_resid=res, astro_w=w, astro_xstar=xstar, astro_y=y)
@@ -798,6 +823,15 @@ def _fit_photometry(sol, ctx, cfg, exposures, filt="", refcat_name=""):
         ndof = int(r["nobs_det"] - r["nparam"])
         rms = float(np.sqrt(np.mean(res[active] ** 2))) * 1000.0
         nclip, nback, thr = _update_active(chi, star, active, usable, it + 1, cfg.clipSigma)
+        # a reference magnitude the detections contradict (a wrong association, a variable,
+        # a catalogue error) is dropped, as in the astrometry
+        pchi = prior_w * (r["xstar"][:, 0] - prior[:, 0]) ** 2
+        wrong = (prior_w > 0) & np.isfinite(pchi) & (pchi > thr ** 2)
+        if wrong.any():
+            prior_w[wrong] = 0.0
+            nclip += int(wrong.sum())
+            log.info("photometry: %d reference magnitudes contradicted by the detections "
+                     "(beyond %.0f sigma) dropped", int(wrong.sum()), thr)
         summ = IterationSummary("photometry", it + 1, float(r["chi2_det"]), ndof, rms,
                                 int(active.sum()), nclip, float(r["t_assemble"]), float(r["t_solve"]))
         sol.stats["iterations"].append(summ)
