@@ -643,6 +643,10 @@ def report(results, quick):
              "from this one run. Wall-clock times; the machine was shared with other work: "
              "\"load\" is the 1-minute load average before/after each timed run (2 cores: a "
              "load above 2 means the run competed for the CPU).")
+    if results.get("merged_note"):
+        L[-1] = L[-1].replace("Every figure below comes from this one run. ", "")
+        L.append("")
+        L.append(f"This file merges two runs of the same script: {results['merged_note']}.")
     L.append("")
     # -- 1
     L.append("## 1. mosaic.py vs SCAMP on the same simulated tracts")

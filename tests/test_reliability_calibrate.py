@@ -79,13 +79,6 @@ def base(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def repo(base, tmp_path):
-    root = str(tmp_path / "repo")
-    shutil.copytree(base, root)
-    return root
-
-
 # ------------------------------------------------------------------------------------------
 # checks
 # ------------------------------------------------------------------------------------------

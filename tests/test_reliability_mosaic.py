@@ -13,7 +13,6 @@ import errno
 import glob
 import hashlib
 import os
-import shutil
 import sqlite3
 
 import numpy as np
@@ -37,13 +36,6 @@ CORR = "rerun/sim/01201/HSC-I/corr/CORR-0902800-045.fits"
 def base(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("rel") / "repo")
     assert cli.main(["simulate", root, "--visits", "3", "--ccds", "30..70", "--seed", "3"]) == 0
-    return root
-
-
-@pytest.fixture
-def repo(base, tmp_path):
-    root = str(tmp_path / "repo")
-    shutil.copytree(base, root)
     return root
 
 

@@ -2,7 +2,6 @@
 writing, then re-run; two runs on the same rerun at once (the rerun lock)."""
 import glob
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,13 +21,6 @@ ID = ["--id", "visit=902798..902802:2", "ccd=30..70", "tract=0"]
 def base(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("runs") / "repo")
     assert cli.main(["simulate", root, "--visits", "3", "--ccds", "30..70", "--seed", "3"]) == 0
-    return root
-
-
-@pytest.fixture
-def repo(base, tmp_path):
-    root = str(tmp_path / "repo")
-    shutil.copytree(base, root)
     return root
 
 
