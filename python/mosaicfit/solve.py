@@ -817,7 +817,8 @@ def _fit_photometry(sol, ctx, cfg, exposures, filt="", refcat_name=""):
                              coef_prior_w, None if solve_par else np.ones(npar, np.uint8),
                              npoly, npar, nstar, 1, 1, order, BASES[basis], True)
         if r["status"] != "ok":
-            raise MosaicError("the photometric normal equations are singular")
+            raise MosaicError("the photometric normal equations are singular: too few stars "
+                              "overlap between visits or have a reference magnitude")
         res = r["resid"][:, 0]
         chi = w * res ** 2
         ndof = int(r["nobs_det"] - r["nparam"])
