@@ -824,15 +824,6 @@ def _fit_photometry(sol, ctx, cfg, exposures, filt="", refcat_name=""):
         ndof = int(r["nobs_det"] - r["nparam"])
         rms = float(np.sqrt(np.mean(res[active] ** 2))) * 1000.0
         nclip, nback, thr = _update_active(chi, star, active, usable, it + 1, cfg.clipSigma)
-        # a reference magnitude the detections contradict (a wrong association, a variable,
-        # a catalogue error) is dropped, as in the astrometry
-        pchi = prior_w * (r["xstar"][:, 0] - prior[:, 0]) ** 2
-        wrong = (prior_w > 0) & np.isfinite(pchi) & (pchi > thr ** 2)
-        if wrong.any():
-            prior_w[wrong] = 0.0
-            nclip += int(wrong.sum())
-            log.info("photometry: %d reference magnitudes contradicted by the detections "
-                     "(beyond %.0f sigma) dropped", int(wrong.sum()), thr)
         summ = IterationSummary("photometry", it + 1, float(r["chi2_det"]), ndof, rms,
                                 int(active.sum()), nclip, float(r["t_assemble"]), float(r["t_solve"]))
         sol.stats["iterations"].append(summ)
