@@ -666,20 +666,10 @@ def test_rerun_redoes_damaged_outputs(repo, capsys, kind, how):
                          ids=["disk-full-midway", "read-only", "permission", "disk-full-at-once",
                               "quota"])
 @pytest.mark.parametrize("kind", BOTH)
-def test_output_write_fails(repo, capsys, monkeypatch, kind, code, after):
+def test_output_write_fails(repo, capsys, failing_replace, kind, code, after):
     """os.replace (the commit of each atomic write) fails after `after` files: one error line
     naming the file and the reason, the run stops, whole files or none, no temporary left."""
-    real_replace = os.replace
-    count = [0]
-
-    def replace(src, dst):
-        if os.path.basename(dst).startswith(("CALEXP-", "CALSRC-")):
-            count[0] += 1
-            if count[0] > after:
-                raise OSError(code, os.strerror(code), src)
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    count = failing_replace(("CALEXP-", "CALSRC-"), code, after)
     before = snapshot(repo)
     rc, out, err = run(repo, capsys, kind, *ID)
     assert rc == 1

@@ -424,20 +424,10 @@ def test_debug_shows_the_traceback(repo):
 @pytest.mark.parametrize("code,after", [(errno.ENOSPC, 20), (errno.EROFS, 0), (errno.EACCES, 0),
                                         (errno.ENOSPC, 0)],
                          ids=["disk-full-midway", "read-only", "permission", "disk-full-at-once"])
-def test_output_write_fails(repo, capsys, monkeypatch, code, after):
+def test_output_write_fails(repo, capsys, failing_replace, code, after):
     """os.replace (the commit of each atomic write) fails after `after` files: a one-line error
     naming the file and the reason, whole files or none, no temporary file left."""
-    real_replace = os.replace
-    count = [0]
-
-    def replace(src, dst):
-        if os.path.basename(dst).startswith(("wcs-", "fcr-")):
-            count[0] += 1
-            if count[0] > after:
-                raise OSError(code, os.strerror(code), src)
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    count = failing_replace(("wcs-", "fcr-"), code, after)
     before = snapshot(repo)
     rc, err = run(repo, capsys, *ID)
     assert rc == 1
