@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from damage import edit_table, empty_table, set_column
 from mosaicfit import MosaicError, cli
 from mosaicfit.apply import CORR_COLUMN
 from mosaicfit.catalog import read_src
@@ -253,28 +254,6 @@ def set_keys(**values):
     return damage
 
 
-def edit_table(fn):
-    def damage(path):
-        with fits.open(path) as hl:
-            hl = fits.HDUList([h.copy() for h in hl])
-        fn(hl[1].data)
-        hl.writeto(path, overwrite=True)
-    return damage
-
-
-def _set(col, value, rows=slice(None)):
-    def f(d):
-        d[col][rows] = value
-    return f
-
-
-def empty_table(path):
-    with fits.open(path) as hl:
-        hl = fits.HDUList([h.copy() for h in hl])
-    hl[1] = fits.BinTableHDU(data=hl[1].data[:0], header=hl[1].header)
-    hl.writeto(path, overwrite=True)
-
-
 def nan_pixels(path):
     exp = read_corr(path)
     exp.image[::7, ::5] = np.nan
@@ -403,17 +382,17 @@ def test_skip_with_local_processes(repo, capsys):
 # bad rows: calibrated, NaN where there is no centroid, exit 0
 # ------------------------------------------------------------------------------------------
 ROW_CASES = [
-    ("src-some-nan-centroids", _set("base_SdssCentroid_x", np.nan, slice(0, None, 3))),
-    ("src-all-nan-centroids", _set("base_SdssCentroid_y", np.nan)),
-    ("src-inf-centroids", _set("base_SdssCentroid_y", np.inf, slice(0, None, 4))),
-    ("src-huge-centroids", _set("base_SdssCentroid_x", 1e300, slice(1, None, 4))),
-    ("src-nan-fluxes", _set("base_PsfFlux_flux", np.nan, slice(0, None, 2))),
-    ("src-inf-fluxes", _set("base_PsfFlux_flux", np.inf, slice(1, None, 2))),
-    ("src-negative-inf-fluxes", _set("base_PsfFlux_flux", -np.inf, slice(1, None, 3))),
-    ("src-zero-negative-fluxes", _set("base_PsfFlux_flux", -5.0, slice(0, None, 2))),
-    ("src-nan-flux-errors", _set("base_PsfFlux_fluxSigma", np.nan, slice(0, None, 2))),
-    ("src-inf-flux-errors", _set("base_PsfFlux_fluxSigma", np.inf, slice(0, None, 2))),
-    ("src-nan-coords", _set("coord_ra", np.nan)),
+    ("src-some-nan-centroids", set_column("base_SdssCentroid_x", np.nan, slice(0, None, 3))),
+    ("src-all-nan-centroids", set_column("base_SdssCentroid_y", np.nan)),
+    ("src-inf-centroids", set_column("base_SdssCentroid_y", np.inf, slice(0, None, 4))),
+    ("src-huge-centroids", set_column("base_SdssCentroid_x", 1e300, slice(1, None, 4))),
+    ("src-nan-fluxes", set_column("base_PsfFlux_flux", np.nan, slice(0, None, 2))),
+    ("src-inf-fluxes", set_column("base_PsfFlux_flux", np.inf, slice(1, None, 2))),
+    ("src-negative-inf-fluxes", set_column("base_PsfFlux_flux", -np.inf, slice(1, None, 3))),
+    ("src-zero-negative-fluxes", set_column("base_PsfFlux_flux", -5.0, slice(0, None, 2))),
+    ("src-nan-flux-errors", set_column("base_PsfFlux_fluxSigma", np.nan, slice(0, None, 2))),
+    ("src-inf-flux-errors", set_column("base_PsfFlux_fluxSigma", np.inf, slice(0, None, 2))),
+    ("src-nan-coords", set_column("coord_ra", np.nan)),
 ]
 
 

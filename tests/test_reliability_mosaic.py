@@ -20,6 +20,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from damage import edit_table, empty_table, set_column
 from mosaicfit import MosaicError, cli
 from mosaicfit.camera import hsc
 from mosaicfit.fluxcorr import read_fcr
@@ -101,6 +102,20 @@ def run(root, capsys, *args, rerun="sim", debug=False):
     return rc, err.strip()
 
 
+
+def assert_refused(repo, capsys, args, words):
+    """mosaic.py `args` stops with exit 1 and one error line holding all `words`, nothing
+    written (outputs, stored configuration) and the inputs untouched."""
+    before = snapshot(repo)
+    rc, err = run(repo, capsys, *args)
+    assert rc == 1, err
+    line = error_line(err)
+    assert all(w in line for w in words), line
+    check_inputs_untouched(before, repo)
+    assert check_outputs(repo) == 0
+    check_no_config(repo)
+
+
 def error_line(err):
     lines = [l for l in err.splitlines() if l.startswith("mosaicfit mosaic: error:")]
     assert len(lines) == 1, err
@@ -138,30 +153,6 @@ def wrong_schema(path):
     fits.HDUList([fits.PrimaryHDU(), t]).writeto(path, overwrite=True)
 
 
-def edit_src(fn):
-    def damage(path):
-        with fits.open(path) as hl:
-            hl = fits.HDUList([h.copy() for h in hl])
-        d = hl[1].data
-        fn(d)
-        hl.writeto(path, overwrite=True)
-    return damage
-
-
-def _set(col, value, rows=slice(None)):
-    def f(d):
-        a = d[col]
-        a[rows] = value
-    return f
-
-
-def empty_src(path):
-    with fits.open(path) as hl:
-        hl = fits.HDUList([h.copy() for h in hl])
-    hl[1] = fits.BinTableHDU(data=hl[1].data[:0], header=hl[1].header)
-    hl.writeto(path, overwrite=True)
-
-
 def nan_crval(path):
     with fits.open(path) as hl:
         hl = fits.HDUList([h.copy() for h in hl])
@@ -177,7 +168,7 @@ SKIP_CASES = [
     ("src-corrupt-header", SRC, corrupt, 1, ["SRC-0902800-045.fits"], False),
     ("src-corrupt-data", SRC, corrupt_middle, 1, ["SRC-0902800-045.fits"], False),
     ("src-wrong-schema", SRC, wrong_schema, 1, ["SRC-0902800-045.fits"], False),
-    ("src-all-nan-centroids", SRC, edit_src(_set("base_SdssCentroid_x", np.nan)), 1,
+    ("src-all-nan-centroids", SRC, edit_table(set_column("base_SdssCentroid_x", np.nan)), 1,
      ["SRC-0902800-045.fits", "finite centroid"], False),
     ("corr-truncated-header", CORR, lambda p: os.truncate(p, 1000), 1, ["CORR-0902800-045.fits"], False),
     ("corr-corrupt", CORR, corrupt, 1, ["CORR-0902800-045.fits"], False),
@@ -185,17 +176,17 @@ SKIP_CASES = [
     ("corr-nan-crval", CORR, nan_crval, 1, ["CORR-0902800-045.fits", "CRVAL1"], False),
 ]
 ROW_CASES = [
-    ("src-some-nan-centroids", _set("base_SdssCentroid_x", np.nan, slice(0, None, 3))),
-    ("src-inf-centroids", _set("base_SdssCentroid_y", np.inf, slice(0, None, 4))),
-    ("src-nan-fluxes", _set("base_PsfFlux_flux", np.nan, slice(0, None, 2))),
-    ("src-inf-fluxes", _set("base_PsfFlux_flux", np.inf, slice(1, None, 2))),
-    ("src-nan-flux-errors", _set("base_PsfFlux_fluxSigma", np.nan, slice(0, None, 2))),
-    ("src-zero-flux-errors", _set("base_PsfFlux_fluxSigma", 0.0)),
-    ("src-negative-flux-errors", _set("base_PsfFlux_fluxSigma", -1.0)),
-    ("src-nan-centroid-errors", _set("base_SdssCentroid_xSigma", np.nan)),
-    ("src-zero-centroid-errors", _set("base_SdssCentroid_xSigma", 0.0)),
-    ("src-negative-centroid-errors", _set("base_SdssCentroid_ySigma", -0.5)),
-    ("src-inf-centroid-errors", _set("base_SdssCentroid_ySigma", np.inf)),
+    ("src-some-nan-centroids", set_column("base_SdssCentroid_x", np.nan, slice(0, None, 3))),
+    ("src-inf-centroids", set_column("base_SdssCentroid_y", np.inf, slice(0, None, 4))),
+    ("src-nan-fluxes", set_column("base_PsfFlux_flux", np.nan, slice(0, None, 2))),
+    ("src-inf-fluxes", set_column("base_PsfFlux_flux", np.inf, slice(1, None, 2))),
+    ("src-nan-flux-errors", set_column("base_PsfFlux_fluxSigma", np.nan, slice(0, None, 2))),
+    ("src-zero-flux-errors", set_column("base_PsfFlux_fluxSigma", 0.0)),
+    ("src-negative-flux-errors", set_column("base_PsfFlux_fluxSigma", -1.0)),
+    ("src-nan-centroid-errors", set_column("base_SdssCentroid_xSigma", np.nan)),
+    ("src-zero-centroid-errors", set_column("base_SdssCentroid_xSigma", 0.0)),
+    ("src-negative-centroid-errors", set_column("base_SdssCentroid_ySigma", -0.5)),
+    ("src-inf-centroid-errors", set_column("base_SdssCentroid_ySigma", np.inf)),
 ]
 
 
@@ -220,7 +211,7 @@ def test_bad_rows_are_dropped(repo, capsys, name, fn):
     (or a part of the rows): those detections are not used; the run succeeds and no NaN
     reaches the outputs."""
     for v in ("0902798", "0902800"):
-        edit_src(fn)(os.path.join(repo, SRC.replace("0902800", v)))
+        edit_table(fn)(os.path.join(repo, SRC.replace("0902800", v)))
     before = snapshot(repo)
     rc, err = run(repo, capsys, *ID)
     assert rc == 0, err
@@ -241,7 +232,7 @@ def test_corr_pixels_truncated(repo, capsys):
 
 
 def test_empty_catalog(repo, capsys):
-    empty_src(os.path.join(repo, SRC))
+    empty_table(os.path.join(repo, SRC))
     before = snapshot(repo)
     rc, err = run(repo, capsys, *ID)
     assert rc == 0, err
@@ -326,14 +317,7 @@ REGISTRY_CASES = [
 @pytest.mark.parametrize("name,damage,words", REGISTRY_CASES, ids=[c[0] for c in REGISTRY_CASES])
 def test_bad_registry(repo, capsys, name, damage, words):
     damage(repo)
-    before = snapshot(repo)
-    rc, err = run(repo, capsys, *ID)
-    assert rc == 1, err
-    line = error_line(err)
-    assert all(w in line for w in words), line
-    check_inputs_untouched(before, repo)
-    assert check_outputs(repo) == 0
-    check_no_config(repo)
+    assert_refused(repo, capsys, ID, words)
 
 
 # ------------------------------------------------------------------------------------------
@@ -361,14 +345,7 @@ def test_bad_arguments(repo, capsys, name, args, words):
     if name == "tract-not-in-skymap":
         assert cli.main(["make-skymap", repo, "--rerun=sim", "--id", VISITS, CCDS]) == 0
         capsys.readouterr()
-    before = snapshot(repo)
-    rc, err = run(repo, capsys, *args)
-    assert rc == 1, err
-    line = error_line(err)
-    assert all(w in line for w in words), line
-    check_inputs_untouched(before, repo)
-    assert check_outputs(repo) == 0
-    check_no_config(repo)
+    assert_refused(repo, capsys, args, words)
 
 
 def test_tract_without_overlap(repo, capsys):
