@@ -41,10 +41,10 @@ def best_of(fn, repeat):
 
 def bench_kernel(repeat=7, numpy_rows=H // 8):
     from mosaicfit import _core
-    from mosaicfit.apply import _kernel_params, correction_image, reference_factor
-    from mosaicfit.camera import hsc
-    from mosaicfit.fluxcorr import read_fcr
-    from mosaicfit.wcsfile import read_wcs_header
+    from mosaicfit.pipeline.apply import _kernel_params, correction_image, reference_factor
+    from mosaicfit.model.camera import hsc
+    from mosaicfit.model.fluxcorr import read_fcr
+    from mosaicfit.io.wcsfile import read_wcs_header
     ccd = 101
     wh = read_wcs_header(os.path.join(DATA, f"wcs-0007358-{ccd:03d}.fits"))
     fc = read_fcr(os.path.join(DATA, f"fcr-0007358-{ccd:03d}.fits"), hsc()[ccd].nquarter)
@@ -98,8 +98,9 @@ def make_repo(root, nccd, jobs):
     """3 visits x 22 CCDs without pixels, mosaic.py for tract 0, then full-size pixels for
     `nccd` (visit, ccd) that have a solution. Cached: reused if complete."""
     from mosaicfit import cli
-    from mosaicfit.layout import Repository
-    from mosaicfit.simulate import _write_one, make_tract
+    from mosaicfit.io.layout import Repository
+    from mosaicfit.sim.repository import _write_one
+    from mosaicfit.sim import make_tract, write_repository
     stamp = os.path.join(root, f"images-{nccd}.done")
     ccds = tuple(range(40, 61)) + (101,)
     if os.path.exists(stamp):
@@ -108,7 +109,7 @@ def make_repo(root, nccd, jobs):
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.time()
     sim = make_tract(visits=3, ccds=ccds, seed=1)
-    sim.write(root, "sim", jobs=jobs)
+    write_repository(sim, root, "sim", jobs=jobs)
     rc = cli.main(["mosaic", root, "--rerun=sim", "--id", "visit=902798..902802:2",
                    "ccd=40..60^101", "tract=0", "--config", "fittingOrder=5", "fluxFitOrder=3"])
     if rc != 0:

@@ -32,7 +32,7 @@ def simulate(root, visits, jobs):
 
 
 def run_mosaic(root, visits, jobs):
-    from mosaicfit.layout import Repository
+    from mosaicfit.io.layout import Repository
     reg = Repository(root, "sim").registry
     vs = reg.visits()
     step = vs[1] - vs[0] if len(vs) > 1 else 2
@@ -58,12 +58,12 @@ def run_mosaic(root, visits, jobs):
 
 def accuracy(root, visits_sample=5):
     """rms errors of the written wcs-/fcr- files against the truth (clean stars)."""
-    from mosaicfit.camera import hsc
-    from mosaicfit.fluxcorr import read_fcr
-    from mosaicfit.layout import Repository
-    from mosaicfit.simulate import Truth
-    from mosaicfit.sip import pixel_area_ratio, sip_pixel_to_sky
-    from mosaicfit.wcsfile import read_wcs_header
+    from mosaicfit.model.camera import hsc
+    from mosaicfit.model.fluxcorr import read_fcr
+    from mosaicfit.io.layout import Repository
+    from mosaicfit.sim import Truth
+    from mosaicfit.model.sip import pixel_area_ratio, sip_pixel_to_sky
+    from mosaicfit.io.wcsfile import read_wcs_header
     repo = Repository(root, "sim")
     truth = Truth(root)
     reg = repo.registry

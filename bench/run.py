@@ -99,8 +99,8 @@ def ensure_tract(out, visits, spec, jobs, fresh=False):
         import shutil
         shutil.rmtree(root)
     t = time.time()
-    code = ("import json, sys; from mosaicfit.simulate import simulate; "
-            "simulate(sys.argv[1], jobs=int(sys.argv[2]), **json.loads(sys.argv[3]))")
+    code = ("import json, sys; from mosaicfit.sim import simulate_repository; "
+            "simulate_repository(sys.argv[1], jobs=int(sys.argv[2]), **json.loads(sys.argv[3]))")
     subprocess.run([PY, "-c", code, root, str(jobs), json.dumps(params)], check=True)
     with open(stamp, "w") as f:
         json.dump(params, f)
@@ -108,8 +108,8 @@ def ensure_tract(out, visits, spec, jobs, fresh=False):
 
 
 def all_refs(root):
-    from mosaicfit.dataid import parse_ids, resolve
-    from mosaicfit.layout import Repository
+    from mosaicfit.io.dataid import parse_ids, resolve
+    from mosaicfit.io.layout import Repository
     repo = Repository(root, "sim")
     vs = repo.registry.visits()
     refs, _ = resolve(parse_ids([[f"visit={'^'.join(map(str, vs))}", "ccd=0..103"]]),
@@ -139,15 +139,15 @@ def run_mosaic(root, visits, jobs):
 def mosaic_accuracy(root, keys=None):
     """Errors against the truth of mosaic.py's wcs-/fcr- files and of the single-frame inputs
     (CORR WCS and FLUXMAG0), over the (visit, CCD)s in `keys` (default: all with outputs).
-    As mosaicfit.simulate.evaluate_outputs / evaluate_inputs, with medians and percentiles."""
+    As mosaicfit.sim.evaluate_outputs / evaluate_inputs, with medians and percentiles."""
     from scamp import error_summary
-    from mosaicfit.camera import hsc
-    from mosaicfit.exposure import read_corr_header
-    from mosaicfit.fluxcorr import read_fcr
-    from mosaicfit.layout import Repository
-    from mosaicfit.simulate import Truth
-    from mosaicfit.sip import pixel_area_ratio, sip_pixel_to_sky
-    from mosaicfit.wcsfile import read_wcs_header
+    from mosaicfit.model.camera import hsc
+    from mosaicfit.io.corr import read_corr_header
+    from mosaicfit.model.fluxcorr import read_fcr
+    from mosaicfit.io.layout import Repository
+    from mosaicfit.sim import Truth
+    from mosaicfit.model.sip import pixel_area_ratio, sip_pixel_to_sky
+    from mosaicfit.io.wcsfile import read_wcs_header
     repo = Repository(root, "sim")
     truth = Truth(root)
     cam = hsc()
@@ -304,12 +304,14 @@ def phase_driver(root, jobs, out_json):
     resident memory of this process and its children (the reader processes) every 50 ms."""
     import threading
     import psutil
-    from mosaicfit.camera import hsc
+    from mosaicfit.model.camera import hsc
     from mosaicfit.config import MosaicConfig
-    from mosaicfit.inputs import load_exposures, refcat_folder
-    from mosaicfit.layout import Repository
-    from mosaicfit.refcat import read_refcat
-    from mosaicfit.solve import solve
+    from mosaicfit.pipeline.inputs import load_exposures
+    from mosaicfit.pipeline.references import refcat_folder
+    from mosaicfit.io.layout import Repository
+    from mosaicfit.io.refcat import read_refcat
+    from mosaicfit.fit.solve import solve
+    from mosaicfit.pipeline.mosaic import write_products
     samples = []
     done = threading.Event()
     me = psutil.Process()
@@ -335,7 +337,7 @@ def phase_driver(root, jobs, out_json):
     sol = solve(exposures, hsc(), MosaicConfig(), refcat)
     t2 = time.time()
     keys = {(e.visit, e.ccd) for e in exposures}
-    sol.write(repo, 0, [r for r in refs if (r.visit, r.ccd) in keys])
+    write_products(sol, repo, 0, [r for r in refs if (r.visit, r.ccd) in keys])
     t3 = time.time()
     time.sleep(0.1)
     done.set()
@@ -390,11 +392,12 @@ def phases_section(out, spec, jobs, fresh, results):
 # 2b. Solve time vs detections at a fixed number of visits (star density)
 # ------------------------------------------------------------------------------------------
 def density_driver(visits, density, ccds, dither, out_json):
-    from mosaicfit.camera import hsc
-    from mosaicfit.catalog import standardize
+    from mosaicfit.model.camera import hsc
+    from mosaicfit.io.src import standardize
     from mosaicfit.config import MosaicConfig
-    from mosaicfit.simulate import make_tract
-    from mosaicfit.solve import ExposureData, solve
+    from mosaicfit.sim import make_tract
+    from mosaicfit.fit.selection import ExposureData
+    from mosaicfit.fit.solve import solve
     kw = dict(visits=visits, star_density=float(density))
     if ccds:
         kw["ccds"] = tuple(ccds)
@@ -475,8 +478,9 @@ def matching_section(n, results, seed=7, radius_arcsec=1.0, cap_deg=1.0, jitter_
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
-    from mosaicfit.camera import tangent_to_sky
-    from mosaicfit.matching import group_sky, match_sky, pairs_within, radec_to_xyz
+    from mosaicfit.model.sky import tangent_to_sky
+    from mosaicfit.fit.matching import group_sky, match_sky, pairs_within
+    from mosaicfit.model.sky import radec_to_xyz
     rng = np.random.default_rng(seed)
     r = np.arccos(1 - rng.uniform(size=n) * (1 - np.cos(np.radians(cap_deg))))
     phi = rng.uniform(0, 2 * np.pi, n)

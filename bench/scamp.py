@@ -7,7 +7,7 @@
 
 SCAMP gets exactly what mosaic.py gets:
 
-* the same detections: each CCD's stars selected by ``mosaicfit.matching.select_stars`` with the
+* the same detections: each CCD's stars selected by ``mosaicfit.fit.selection.select_stars`` with the
   mosaic's default configuration (point sources, unflagged, S/N >= minSnr, brightest
   nStarPerCell per cellSize cell), as SExtractor FITS_LDAC: one file per visit, one
   LDAC_IMHEAD/LDAC_OBJECTS pair per CCD, XWIN/YWIN_IMAGE 1-based (afw pixels + 1), ERRAWIN/
@@ -21,7 +21,7 @@ SCAMP gets exactly what mosaic.py gets:
   FILE), the exposures dated by MJD-OBS.
 
 The accuracy of SCAMP's .head solutions is measured as mosaic.py's is
-(mosaicfit.simulate.Truth): true astrometric error at the noise-free positions of the clean
+(mosaicfit.sim.Truth): true astrometric error at the noise-free positions of the clean
 star detections, and the error of the calibrated magnitude
 ``-2.5 log10(flux * FLXSCALE) + MAGZEROP`` for their noise-free fluxes.
 """
@@ -106,7 +106,7 @@ def fit_tpv(gx, gy, ra, dec, crpix, crval, cd, degree=5):
     """A TPV header fitted to samples of a pixel -> sky mapping: gx, gy 0-based pixels, ra, dec
     degrees, crpix 1-based, crval (deg) and the CD matrix given. Returns (header, max error
     in mas)."""
-    from mosaicfit.camera import sky_to_tangent
+    from mosaicfit.model.sky import sky_to_tangent
     xi, eta = (np.degrees(a) for a in sky_to_tangent(ra, dec, *crval))
     cd = np.asarray(cd, float)
     u, v = gx + 1.0 - crpix[0], gy + 1.0 - crpix[1]
@@ -159,7 +159,7 @@ def _grid(width, height, n=12):
 def sip_to_tpv(header, width, height, degree=5):
     """The TPV equivalent (same CRPIX/CRVAL/CD) of the TAN-SIP `header` over a width x height
     CCD. The single-frame SIP is of order 4 about the CCD centre: degree >= 4 is exact."""
-    from mosaicfit.sip import sip_pixel_to_sky
+    from mosaicfit.model.sip import sip_pixel_to_sky
     gx, gy = _grid(width, height)
     ra, dec = sip_pixel_to_sky(header, gx, gy)
     cd = [[header["CD1_1"], header["CD1_2"]], [header["CD2_1"], header["CD2_2"]]]
@@ -181,8 +181,8 @@ def visit_model(camera, exposures, bore_ra, bore_dec, rotang, order=3):
     boresight and rotator angle, followed by a polynomial of `order` in the tangent plane
     (pointing, rotation, scale, shear and low-order terms) fitted to the single-frame WCS of
     all the visit's CCDs. Returns p2s(ccd, x, y) -> (ra, dec) and the rms of the fit (mas)."""
-    from mosaicfit.camera import sky_to_tangent, tangent_to_sky
-    from mosaicfit.sip import sip_pixel_to_sky
+    from mosaicfit.model.sky import sky_to_tangent, tangent_to_sky
+    from mosaicfit.model.sip import sip_pixel_to_sky
 
     def nominal(ccd, x, y):
         return camera.field_angle_to_tangent_plane(*camera.pixel_to_field_angle(ccd, x, y), rotang)
@@ -215,7 +215,7 @@ def visit_model(camera, exposures, bore_ra, bore_dec, rotang, order=3):
 def model_tpv(p2s, ccd, width, height, degree=7, crpix=None):
     """TPV header of a pixel -> sky function over one CCD, with CRPIX at `crpix` (1-based;
     default the CCD centre) and CRVAL, CD the mapping and its derivatives there."""
-    from mosaicfit.camera import sky_to_tangent
+    from mosaicfit.model.sky import sky_to_tangent
     gx, gy = _grid(width, height)
     ra, dec = p2s(gx, gy)
     if crpix is None:
@@ -373,13 +373,14 @@ def export_tract(root, rerun, workdir, visits=None, jobs=2, initial="layout", co
 
     Returns meta: dict(visits, ext={visit: [ccd, ...]}, placeholder={(visit, ccd)}, n_det,
     n_ref, fluxmag0={(visit, ccd): FLUXMAG0}, tpv_max_err_mas, mean_mjd, t_export_s)."""
-    from mosaicfit.camera import hsc
+    from mosaicfit.model.camera import hsc
     from mosaicfit.config import MosaicConfig
-    from mosaicfit.exposure import read_corr_header
-    from mosaicfit.inputs import load_exposures, refcat_folder
-    from mosaicfit.layout import Repository
-    from mosaicfit.matching import select_stars
-    from mosaicfit.simulate import FILTER_BAND
+    from mosaicfit.io.corr import read_corr_header
+    from mosaicfit.pipeline.inputs import load_exposures
+    from mosaicfit.pipeline.references import refcat_folder
+    from mosaicfit.io.layout import Repository
+    from mosaicfit.fit.selection import select_stars
+    from mosaicfit.model.colorterms import DEFAULT_BAND_FOR_FILTER as FILTER_BAND
     t0 = time.time()
     cfg = config or MosaicConfig()
     os.makedirs(workdir, exist_ok=True)
@@ -433,7 +434,7 @@ def export_tract(root, rerun, workdir, visits=None, jobs=2, initial="layout", co
             with np.errstate(invalid="ignore"):
                 sig = np.sqrt(0.5 * (cat["x_err"][idx] ** 2 + cat["y_err"][idx] ** 2))
             bad = ~np.isfinite(sig) | (sig <= 0)
-            sig[bad] = np.maximum(0.01, 1.5 * ferr[bad] / flux[bad])   # as mosaicfit.solve
+            sig[bad] = np.maximum(0.01, 1.5 * ferr[bad] / flux[bad])   # as mosaicfit.fit.selection
             f0 = float(e.fluxmag0)
             # EXPTIME = 1: PHOT_C is the single-frame zero point, mag = -2.5 log10(flux) + PHOT_C
             extra.update(PHOT_C=2.5 * np.log10(f0), PHOTFLAG=True)
@@ -453,7 +454,7 @@ def export_tract(root, rerun, workdir, visits=None, jobs=2, initial="layout", co
 
 
 def _refs(repo, visits):
-    from mosaicfit.dataid import parse_ids, resolve
+    from mosaicfit.io.dataid import parse_ids, resolve
     ids = [[f"visit={'^'.join(str(v) for v in visits)}", "ccd=0..103"]]
     refs, _missing = resolve(parse_ids(ids), repo.registry)
     return refs
@@ -469,7 +470,7 @@ def export_refcat(folder, path, band, propagate_to_mjd=None):
     ERRA/ERRB_WORLD (deg), PMALPHA/PMDELTA_J2000 and errors (mas/yr), MAG, MAGERR, OBSDATE
     (years). Positions at the catalogue's epoch (J2016.0), or propagated to
     `propagate_to_mjd` (then OBSDATE is that date)."""
-    from mosaicfit.refcat import read_refcat
+    from mosaicfit.io.refcat import read_refcat
     t = read_refcat(folder)
     rad_mas = 180.0 / np.pi * 3.6e6
     ra = np.degrees(np.asarray(t["coord_ra"], float))
@@ -618,7 +619,7 @@ def evaluate_scamp(root, workdir, meta, visits_sample=None, check=True):
     zp_rms_mmag, zp_rel_rms_mmag (the overall mean removed), n_stars, n_ccds, convention_check
     (spread of (SCAMP mag - single-frame mag) within a visit, mmag: ~0 when PHOT_C/FLXSCALE
     are read as intended))."""
-    from mosaicfit.simulate import Truth
+    from mosaicfit.sim import Truth
     truth = Truth(root)
     dra, ddec, dmag, spread = [], [], [], []
     n_ccds = 0
@@ -675,7 +676,7 @@ def error_summary(dra, ddec, dmag):
 
 def evaluate_initial_tpv(root, workdir, meta, visits_sample=2):
     """Errors of the exported initial TPV WCS against the truth (must equal the CORR SIP's)."""
-    from mosaicfit.simulate import Truth
+    from mosaicfit.sim import Truth
     truth = Truth(root)
     dra, ddec = [], []
     for v in meta["visits"][:visits_sample]:

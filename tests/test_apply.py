@@ -13,15 +13,16 @@ from astropy.io import fits
 from astropy.table import Table
 
 from mosaicfit import MosaicError, cli
-from mosaicfit.apply import (CORR_COLUMN, calibrate_catalog, calibrate_exposure,
-                             correction_factor, correction_image, flux_columns, write_calexp)
-from mosaicfit.calibrate import Progress, parse_config, EXPOSURE_CONFIG, CATALOG_CONFIG
-from mosaicfit.camera import hsc
-from mosaicfit.catalog import read_src
-from mosaicfit.exposure import Exposure, read_corr, write_corr
-from mosaicfit.fluxcorr import FluxCorrection, read_fcr
-from mosaicfit.layout import Repository
-from mosaicfit.wcsfile import read_wcs_header
+from mosaicfit.pipeline.apply import CORR_COLUMN, calibrate_catalog, calibrate_exposure, correction_factor, correction_image, flux_columns
+from mosaicfit.io.corr import write_corr
+from mosaicfit.pipeline.calibrate import Progress
+from mosaicfit.config import CatalogConfig, ExposureConfig
+from mosaicfit.model.camera import hsc
+from mosaicfit.io.src import read_src
+from mosaicfit.io.corr import Exposure, read_corr, write_corr
+from mosaicfit.model.fluxcorr import FluxCorrection, read_fcr
+from mosaicfit.io.layout import Repository
+from mosaicfit.io.wcsfile import read_wcs_header
 
 HERE = os.path.dirname(__file__)
 DATA = os.path.join(HERE, "data", "meas_mosaic-outputs")
@@ -271,7 +272,7 @@ def test_real_files_on_a_0x0_exposure(tmp_path):
         cal = calibrate_exposure(exp, wh, fc)
         assert cal.image is None and cal.shape == (0, 0)
         assert cal.header["FLUXMAG0"] == fc.fluxmag0
-        write_calexp(tmp_path / f"CALEXP-{ccd}.fits", cal, archive_from=wcs_path(ccd))
+        write_corr(tmp_path / f"CALEXP-{ccd}.fits", cal, archive_from=wcs_path(ccd))
         back = read_corr(tmp_path / f"CALEXP-{ccd}.fits")
         with fits.open(tmp_path / f"CALEXP-{ccd}.fits") as out, fits.open(wcs_path(ccd)) as src:
             assert len(out) == len(src) == 7 and out[0].header["AR_HDU"] == 5
@@ -282,7 +283,7 @@ def test_real_files_on_a_0x0_exposure(tmp_path):
         with fits.open(wcs_path(ccd)) as src:
             start = src[4].fileinfo()["hdrLoc"]
         assert raw_out.endswith(raw_src[start:])      # byte for byte
-        write_calexp(tmp_path / "bare.fits", cal)            # no archive: no dangling AR_HDU
+        write_corr(tmp_path / "bare.fits", cal)            # no archive: no dangling AR_HDU
         assert "AR_HDU" not in read_corr(tmp_path / "bare.fits").header
         assert back.fluxmag0 == pytest.approx(fc.fluxmag0, rel=1e-15)
         assert back.wcs_header["A_ORDER"] == 9
@@ -432,12 +433,12 @@ def test_calibrate_catalog_hsc3_vectors():
 
 
 def test_config_and_arguments():
-    assert parse_config(["doApplyCalib=False"], CATALOG_CONFIG)["doApplyCalib"] is False
-    assert parse_config(["config.interpolate=true"], EXPOSURE_CONFIG)["interpolate"] is True
+    assert CatalogConfig().update(["doApplyCalib=False"]).doApplyCalib is False
+    assert ExposureConfig().update(["config.interpolate=true"]).interpolate is True
     with pytest.raises(MosaicError, match="did you mean doApplyCalib"):
-        parse_config(["doApplyCalb=False"], CATALOG_CONFIG)
+        CatalogConfig().update(["doApplyCalb=False"])
     with pytest.raises(MosaicError, match="not a boolean"):
-        parse_config(["interpolate=maybe"], EXPOSURE_CONFIG)
+        ExposureConfig().update(["interpolate=maybe"])
     args = cli.build_parser().parse_args(
         ["calibrate-catalog", "ROOT", "--rerun=R", "--id", "visit=1", "ccd=2", "tract=0",
          "--config", "doApplyCalib=False", "-j", "8", "--clobber-config"])
@@ -480,10 +481,11 @@ VISITS = "visit=902798..902802:2"
 def sim_repo(tmp_path_factory):
     """3 visits x 22 CCDs without pixels (enough stars for the fit), then full-size images
     for two (visit, ccd), then mosaic.py for tract 0."""
-    from mosaicfit.simulate import _write_one, simulate
+    from mosaicfit.sim.repository import _write_one
+    from mosaicfit.sim import simulate_repository
     root = str(tmp_path_factory.mktemp("apply") / "repo")
     ccds = tuple(range(40, 61)) + (101,)
-    sim = simulate(root, rerun="sim", jobs=2, visits=3, ccds=ccds, seed=1)
+    sim = simulate_repository(root, rerun="sim", jobs=2, visits=3, ccds=ccds, seed=1)
     repo = Repository(root, "sim")
     for key in IMAGE_KEYS:
         assert key in sim.catalogs and key not in sim.missing
@@ -577,7 +579,7 @@ def test_serial_catalog_run_reported_what_it_skipped(sim_repo, serial_run, capsy
 
 
 def test_aperture_photometry_gives_true_magnitudes(sim_repo, serial_run):
-    from mosaicfit.simulate import Truth
+    from mosaicfit.sim import Truth
     truth = Truth(sim_repo)
     repo = Repository(sim_repo, "sim")
     R = 12
@@ -683,10 +685,10 @@ def test_bad_inputs_are_reported_and_skipped_then_completed(sim_repo, serial_run
 
 
 def test_interrupted_write_leaves_no_output(sim_repo, serial_run, monkeypatch):
-    import mosaicfit.apply as apply_mod
-    from mosaicfit.atomic import atomic_path
-    from mosaicfit.calibrate import make_tasks, run_task
-    from mosaicfit.dataid import parse_ids, resolve
+    import mosaicfit.io.corr as corr_mod
+    from mosaicfit.io.atomic import atomic_path
+    from mosaicfit.pipeline.calibrate import make_tasks, run_task
+    from mosaicfit.io.dataid import parse_ids, resolve
 
     def dying_write(hdul, path, tail=b""):
         with atomic_path(path) as tmp:
@@ -694,10 +696,10 @@ def test_interrupted_write_leaves_no_output(sim_repo, serial_run, monkeypatch):
                 f.write(b"SIMPLE  =                    T" + b" " * 1000)
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(apply_mod, "write_fits", dying_write)
+    monkeypatch.setattr(corr_mod, "write_fits", dying_write)       # the CALEXP writer
     repo = Repository(sim_repo, "sim:interrupted")
     refs, _ = resolve(parse_ids([["visit=902798", "ccd=49", "tract=0"]]), repo.registry)
-    res = run_task(make_tasks("exposure", repo, refs, EXPOSURE_CONFIG)[0])
+    res = run_task(make_tasks("exposure", repo, refs, ExposureConfig().to_dict())[0])
     assert res["status"] == "failed" and "No space left" in res["message"]
     folder = os.path.dirname(repo.path("calexp_calibrated", **_did(902798, 49)))
     assert os.listdir(folder) == []

@@ -47,7 +47,7 @@ def test_ldac_headers_are_blank_padded_and_tpv_is_exact(tmp_path):
     finally:
         sys.path.remove(BENCH)
     from astropy.io import fits
-    from mosaicfit.sip import fit_tan_sip, sip_pixel_to_sky
+    from mosaicfit.model.sip import fit_tan_sip, sip_pixel_to_sky
     gx, gy = np.meshgrid(np.linspace(0, 2047, 9), np.linspace(0, 4175, 17))
     gx, gy = gx.ravel(), gy.ravel()
     ra = 150.0 + 4.7e-5 * (gx - 1024) + 1e-10 * (gx - 1024) ** 2

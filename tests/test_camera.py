@@ -5,7 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from mosaicfit.camera import hsc, sky_to_tangent, tangent_to_sky
+from mosaicfit.model.camera import hsc
+
+from mosaicfit.model.sky import sky_to_tangent, tangent_to_sky
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 MAS = 1e-3 / 3600.0  # degrees
@@ -111,7 +113,7 @@ def test_second_camera_is_data(tmp_path):
         ' "xCoeffs": [1.0, 0.0], "yCoeffs": [0.0, 1.0]}')
     (tmp_path / "camera.json").write_text(
         '{"name": "TOY", "detectors": "dets.csv", "distortion": "dist.json"}')
-    from mosaicfit.camera import Camera
+    from mosaicfit.model.camera import Camera
     toy = Camera.from_folder(str(tmp_path))
     x, y = toy.pixel_to_focal_plane(0, 59.5, 49.5)   # +10 px along x, CCD turned 90 deg
     assert np.allclose([x, y], [10.0, -4.9])
@@ -121,6 +123,6 @@ def test_second_camera_is_data(tmp_path):
 
 def test_bad_camera_folder(tmp_path):
     from mosaicfit import MosaicError
-    from mosaicfit.camera import Camera
+    from mosaicfit.model.camera import Camera
     with pytest.raises(MosaicError, match="camera.json"):
         Camera.from_folder(str(tmp_path))

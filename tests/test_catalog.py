@@ -12,8 +12,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from mosaicfit import MosaicError
-from mosaicfit.catalog import (SCHEMAS, detect_schema, read_src, resolve_columns, standardize,
-                               write_src)
+from mosaicfit.io.src import SCHEMAS, detect_schema, read_src, resolve_columns, standardize, write_src
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SRC = os.path.join(DATA, "afw-src", "SRC-849375-12.fits")

@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from astropy.table import MaskedColumn, Table
 
-from mosaicfit import colorterms as ct
-from mosaicfit.colorterms import (Colorterm, ColortermLibrary, ColortermLookupError,
-                                  canonical_filter_name, find_colorterm, load_library,
-                                  reference_magnitudes)
+import mosaicfit.model.colorterms as ct
+from mosaicfit.model.colorterms import Colorterm, ColortermLibrary, ColortermLookupError, canonical_filter_name, find_colorterm, load_library, reference_magnitudes
 
 PS1 = "ps1_pv3_3pi_20170110"
 SDSS = "sdss-dr9-fink-v5b"

@@ -12,9 +12,8 @@ import pytest
 from astropy.io import fits
 
 from mosaicfit import MosaicError
-from mosaicfit.fluxcorr import (FluxCorrection, nquarter_from_yaw, read_fcr, rotate_pixels,
-                                write_fcr)
-from mosaicfit.wcsfile import read_wcs_file, read_wcs_header, write_wcs_file
+from mosaicfit.model.fluxcorr import FluxCorrection, nquarter_from_yaw, read_fcr, rotate_pixels, write_fcr
+from mosaicfit.io.wcsfile import read_wcs_file, read_wcs_header, write_wcs_file
 
 HERE = os.path.dirname(__file__)
 DATA = os.path.join(HERE, "data", "meas_mosaic-outputs")

@@ -7,11 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mosaicfit import MosaicError
-from mosaicfit.dataid import (
-    MAX_IDS, DataIdError, DataRef, add_id_argument, format_ids, format_values, parse_id,
-    parse_ids, resolve,
-)
-from mosaicfit.layout import Registry, Repository
+from mosaicfit.io.dataid import MAX_IDS, DataIdError, DataRef, add_id_argument, format_ids, format_values, parse_id, parse_ids, resolve
+from mosaicfit.io.layout import Registry, Repository
 
 # ---------------------------------------------------------------------------------------------
 # parsing

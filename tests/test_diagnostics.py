@@ -6,12 +6,18 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+import mosaicfit.diagnostics.files
+import mosaicfit.diagnostics.plots
+import mosaicfit.diagnostics.stats
 from mosaicfit import MosaicError, cli, diagnostics
-from mosaicfit.camera import hsc, tangent_to_sky
-from mosaicfit.catalog import standardize
-from mosaicfit.simulate import make_tract
-from mosaicfit.sip import sip_inverse, sip_pixel_to_sky
-from mosaicfit.solve import ExposureData, solve
+from mosaicfit.model.solution import load_solution
+from mosaicfit.model.camera import hsc
+from mosaicfit.model.sky import tangent_to_sky
+from mosaicfit.io.src import standardize
+from mosaicfit.sim import make_tract
+from mosaicfit.model.sip import sip_inverse, sip_pixel_to_sky
+from mosaicfit.fit.selection import ExposureData
+from mosaicfit.fit.solve import solve
 
 PER_VISIT = ("ResPosArrow2D_{}.png", "fcont_{}.png", "jcont_{}.png")
 GLOBAL_PNG = ("DFlux2D.png", "ResFlux.png", "MdM.png", "PosDPos.png", "ResPosScatter.png")
@@ -146,7 +152,7 @@ def test_coeffs_dat_reproduces_the_model(run):
     co = _coeffs(os.path.join(outdir, "coeffs.dat"))
     assert sorted(co) == sorted(sol.astro)
     order = int(getattr(sol, "sip_order", None) or sol.order)
-    terms = diagnostics._sip_terms(order)
+    terms = diagnostics.files.sip_terms(order)
     assert terms[:5] == [(1, 0), (0, 1), (2, 0), (1, 1), (0, 2)]
     d = sol.detections
     for v, (A, D, x0, y0, c) in co.items():
@@ -175,8 +181,8 @@ def test_visit_sip_and_jacobian(run):
     (jcont) agree, and J is 1 at the optical axis."""
     sol, _, _, _ = run
     v = sorted(sol.astro)[0]
-    fp = diagnostics._FocalPlane(sol, sorted(sol.ccd_geom))
-    h = diagnostics.visit_sip(sol, v, fp)
+    fp = diagnostics.plots.FocalPlane(sol, sorted(sol.ccd_geom))
+    h = diagnostics.plots.visit_sip(sol, v, fp)
     assert h["FITRMS"] < 1.0 and h["FITMAX"] < 5.0
     x, y = np.array([10.0, 1000.0, 2000.0]), np.array([20.0, 2000.0, 4100.0])
     for c in (30, 50, 69):
@@ -189,9 +195,9 @@ def test_visit_sip_and_jacobian(run):
     d = sol.detections
     m = np.nonzero(np.asarray(d["visit"]) == v)[0][::50]
     u, w = np.asarray(d["u"])[m], np.asarray(d["v"])[m]
-    Jm = diagnostics.model_jacobian(sol, v, fp, u, w)
-    assert np.allclose(diagnostics.jacobian_map(h, u, w), Jm, atol=1e-4)
-    assert diagnostics.model_jacobian(sol, v, fp, [0.0], [0.0])[0] == pytest.approx(1.0, abs=1e-9)
+    Jm = diagnostics.plots.model_jacobian(sol, v, fp, u, w)
+    assert np.allclose(diagnostics.plots.jacobian_map(h, u, w), Jm, atol=1e-4)
+    assert diagnostics.plots.model_jacobian(sol, v, fp, [0.0], [0.0])[0] == pytest.approx(1.0, abs=1e-9)
     # the photometric fit's J (from the per-CCD products) is the same to within 1%
     assert np.allclose(np.asarray(d["jacobian"])[m], Jm, atol=1e-2)
 
@@ -200,11 +206,11 @@ def test_jacobian_is_concentric(run):
     """The J map is concentric about the optical axis (HSC's distortion: centre within ~50 px,
     non-concentric part below 1e-3)."""
     sol, _, _, _ = run
-    fp = diagnostics._FocalPlane(sol, sorted(sol.ccd_geom))
+    fp = diagnostics.plots.FocalPlane(sol, sorted(sol.ccd_geom))
     gu, gv, on = fp.gu[::2, ::2], fp.gv[::2, ::2], fp.which[::2, ::2] >= 0
     for v in sol.astro:
-        J = diagnostics.model_jacobian(sol, v, fp, gu[on], gv[on])
-        u0, v0, rms = diagnostics.concentric_centre(J, gu[on], gv[on])
+        J = diagnostics.plots.model_jacobian(sol, v, fp, gu[on], gv[on])
+        u0, v0, rms = diagnostics.plots.concentric_centre(J, gu[on], gv[on])
         assert np.hypot(u0, v0) < 100 and rms < 1e-3
         assert 0.8 < J.min() < J.max() <= 1.0 + 1e-6
 
@@ -248,7 +254,7 @@ def test_index_html(run):
 
 def test_solution_round_trip(run):
     sol, _, outdir, _ = run
-    back = diagnostics.load_solution(outdir)
+    back = load_solution(outdir)
     v = sorted(sol.astro)[0]
     x, y = np.array([5.0, 2000.0]), np.array([7.0, 4000.0])
     for c in (30, 55):
@@ -279,11 +285,11 @@ def test_report_rebuilds(run, capsys):
 def test_helpers():
     rng = np.random.default_rng(1)
     a = np.r_[rng.normal(0, 2.0, 20000), [1e3, -1e3, np.nan]]
-    s, m, n = diagnostics.clipped_std(a)
+    s, m, n = diagnostics.stats.clipped_std(a)
     assert s == pytest.approx(2.0, rel=0.03) and abs(m) < 0.05 and n > 19000
-    assert [diagnostics._nice(x) for x in (0.7, 3, 12, 49, 51)] == [1, 5, 20, 50, 100]
+    assert [diagnostics.stats.nice(x) for x in (0.7, 3, 12, 49, 51)] == [1, 5, 20, 50, 100]
     with pytest.raises(MosaicError):
-        diagnostics.load_solution("/nonexistent")
+        load_solution("/nonexistent")
 
 
 def test_helper_processes(run, tmp_path, monkeypatch):
@@ -327,16 +333,16 @@ def test_flux_correction_map_is_the_fcr_product(run):
     """fcont's factor is the written fcr polynomial with the CCD term: 10^(-0.4 (fcr.mag + dC))
     = FLUXMAG0(axis of the visit) / FLUXMAG0(CCD) x 10^(-0.4 fcr.mag)."""
     sol, _, _, _ = run
-    fp = diagnostics._FocalPlane(sol, sorted(sol.ccd_geom))
+    fp = diagnostics.plots.FocalPlane(sol, sorted(sol.ccd_geom))
     d = sol.detections
     v = sorted(sol.phot)[1]
     m = np.nonzero(np.asarray(d["visit"]) == v)[0][::40]
     u, w, ccd = np.asarray(d["u"])[m], np.asarray(d["v"])[m], np.asarray(d["ccd"])[m]
-    F = diagnostics.flux_correction_map(sol, v, fp, u, w, ccd)
+    F = diagnostics.plots.flux_correction_map(sol, v, fp, u, w, ccd)
     for k in range(len(m)):
         c = int(ccd[k])
         fc = sol.flux_correction(v, c)
         x, y = np.asarray(d["x"])[m[k]], np.asarray(d["y"])[m[k]]
         want = 10 ** (-0.4 * (float(np.ravel(fc.mag(np.array([x]), np.array([y])))[0])
-                              + diagnostics.ccd_term(sol, v, c)))
+                              + diagnostics.stats.ccd_term(sol, v, c)))
         assert F[k] == pytest.approx(want, abs=2e-5)

@@ -11,8 +11,8 @@ import pytest
 from astropy.io import fits
 
 from mosaicfit import MosaicError
-from mosaicfit.exposure import DEFAULT_MASK_PLANES, Exposure, read_corr, write_corr
-from mosaicfit.wcsfile import read_wcs_file, read_wcs_header
+from mosaicfit.io.corr import DEFAULT_MASK_PLANES, Exposure, read_corr, write_corr
+from mosaicfit.io.wcsfile import read_wcs_file, read_wcs_header
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "meas_mosaic-outputs")
 WCS_FILE = os.path.join(DATA, "wcs-0007358-049.fits")

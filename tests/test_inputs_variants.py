@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from mosaicfit.pipeline.inputs import resolve_refs
 from mosaicfit import cli
-from mosaicfit.camera import hsc
-from mosaicfit.catalog import detect_schema, read_src
-from mosaicfit.fluxcorr import read_fcr
-from mosaicfit.layout import Repository
-from mosaicfit.simulate import Truth
-from mosaicfit.sip import pixel_area_ratio, sip_pixel_to_sky
-from mosaicfit.wcsfile import read_wcs_header
+from mosaicfit.model.camera import hsc
+from mosaicfit.io.src import detect_schema, read_src
+from mosaicfit.model.fluxcorr import read_fcr
+from mosaicfit.io.layout import Repository
+from mosaicfit.sim import Truth
+from mosaicfit.model.sip import pixel_area_ratio, sip_pixel_to_sky
+from mosaicfit.io.wcsfile import read_wcs_header
 
 SIM = ["--visits", "4", "--ccds", "30..70", "--seed", "5"]
 IDS = ["--id", "visit=902798..902804:2", "ccd=30..70", "tract=0"]
@@ -36,7 +37,7 @@ def _products(root):
     """{(visit, ccd): (wcs header, FluxCorrection)} of a finished run."""
     r = Repository(root, "sim")
     out = {}
-    for ref in cli.resolve_refs(r, [IDS[1:]]):
+    for ref in resolve_refs(r, [IDS[1:]]):
         did = dict(ref.data_id, tract=0)
         wp, fp = r.path("wcs", **did), r.path("fcr", **did)
         if os.path.exists(wp):
@@ -84,7 +85,7 @@ def test_hsc3_and_lsst_names_give_the_same_solution(repos, tmp_path, capsys):
     iterations stop (chi2 steady to 1e-6) by ~0.01 mas, so the products agree to a tenth of
     their own error against the truth, and both are as accurate as test_mosaic's small tract
     asks (3 mas per axis, 5 mmag)."""
-    from mosaicfit.catalog import standardize
+    from mosaicfit.io.src import standardize
     rel = os.path.join("rerun", "sim", "01201", "HSC-I", "output", "SRC-0902802-044.fits")
     sa, sb = (standardize(read_src(os.path.join(repos[s], rel))) for s in ("lsst", "hsc3"))
     for f in sa:

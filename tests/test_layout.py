@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from mosaicfit import MosaicError
-from mosaicfit.layout import TEMPLATES, Registry, Repository
+from mosaicfit.io.layout import TEMPLATES, Registry, Repository
 
 ID = dict(visit=902798, ccd=50, pointing=815, filter="HSC-I", tract=0)
 

@@ -13,19 +13,20 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
+from mosaicfit.pipeline.inputs import resolve_refs
 from mosaicfit import MosaicError, cli
-from mosaicfit.camera import hsc
-from mosaicfit.catalog import read_src, write_src
+from mosaicfit.model.camera import hsc
+from mosaicfit.io.src import read_src, write_src
 from mosaicfit.config import MosaicConfig
-from mosaicfit.fluxcorr import read_fcr
-from mosaicfit.inputs import load_exposures
-from mosaicfit.layout import Repository
-from mosaicfit.matchfile import (full_match_table, load_match_references, read_match_file,
-                                 write_full_match_file)
-from mosaicfit.refcat import read_refcat
-from mosaicfit.simulate import Truth
-from mosaicfit.sip import pixel_area_ratio, sip_pixel_to_sky
-from mosaicfit.wcsfile import read_wcs_header
+from mosaicfit.model.fluxcorr import read_fcr
+from mosaicfit.pipeline.inputs import load_exposures
+from mosaicfit.io.layout import Repository
+from mosaicfit.io.matchfile import full_match_table, read_match_file, write_full_match_file
+from mosaicfit.pipeline.references import load_match_references
+from mosaicfit.io.refcat import read_refcat
+from mosaicfit.sim import Truth
+from mosaicfit.model.sip import pixel_area_ratio, sip_pixel_to_sky
+from mosaicfit.io.wcsfile import read_wcs_header
 
 IDS = ["--id", "visit=902798..902804:2", "ccd=30..70", "tract=0"]
 OUT = os.path.join("rerun", "sim", "01201", "HSC-I", "output")
@@ -140,7 +141,7 @@ def test_icmatch_pairs_with_icsrc_not_src(repo):
     assert np.isin(ml.src_id, ic["id"]).all()
     assert np.isin(ml.src_id, src["id"]).any()     # the trap: equal numbers, other sources
     r = Repository(repo, "sim")
-    refs = [x for x in cli.resolve_refs(r, [IDS[1:]]) if x.visit == 902800]
+    refs = [x for x in resolve_refs(r, [IDS[1:]]) if x.visit == 902800]
     dids = {(x.visit, x.ccd): {k: v for k, v in x.data_id.items() if k != "tract"} for x in refs}
     rc = read_refcat(os.path.join(repo, "ref_cats", "ps1_pv3_3pi_sim"))
     got = {}
@@ -172,7 +173,7 @@ def _product_errors(root):
     truth = Truth(root)
     r = Repository(root, "sim")
     dra, ddec, dmag = [], [], []
-    for ref in cli.resolve_refs(r, [IDS[1:]]):
+    for ref in resolve_refs(r, [IDS[1:]]):
         did = dict(ref.data_id, tract=0)
         if not os.path.exists(r.path("wcs", **did)):
             continue

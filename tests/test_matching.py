@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mosaicfit import matching
+import mosaicfit.fit.matching as matching
 
 
 @pytest.mark.parametrize("dim", [2, 3])

@@ -8,15 +8,16 @@ import pytest
 from astropy.wcs import WCS
 
 from mosaicfit import MosaicError, cli
-from mosaicfit.camera import hsc
-from mosaicfit.catalog import standardize
+from mosaicfit.model.camera import hsc
+from mosaicfit.io.src import standardize
 from mosaicfit.config import MosaicConfig
-from mosaicfit.fluxcorr import read_fcr
-from mosaicfit.layout import Repository
-from mosaicfit.simulate import Truth, _positions_at, make_tract
-from mosaicfit.sip import pixel_area_ratio, sip_pixel_to_sky
-from mosaicfit.solve import ExposureData, solve
-from mosaicfit.wcsfile import read_wcs_header
+from mosaicfit.model.fluxcorr import read_fcr
+from mosaicfit.io.layout import Repository
+from mosaicfit.sim import Truth, positions_at, make_tract
+from mosaicfit.model.sip import pixel_area_ratio, sip_pixel_to_sky
+from mosaicfit.fit.selection import ExposureData
+from mosaicfit.fit.solve import solve
+from mosaicfit.io.wcsfile import read_wcs_header
 
 
 def _exposures(sim):
@@ -42,7 +43,7 @@ def _errors(sim, sol, every=1):
         if len(sub) == 0:
             continue
         x, y = np.asarray(sub["x_true"]), np.asarray(sub["y_true"])
-        ra, dec = _positions_at(st[rows], sim.truth.visits[v]["mjd"])
+        ra, dec = positions_at(st[rows], sim.truth.visits[v]["mjd"])
         h = sol.wcs_header(v, c)
         r2, d2 = sip_pixel_to_sky(h, x, y)
         dra.append((r2 - ra) * np.cos(np.radians(dec)) * 3.6e6)

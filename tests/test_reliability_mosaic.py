@@ -22,9 +22,9 @@ from astropy.wcs import WCS
 
 from damage import edit_table, empty_table, set_column
 from mosaicfit import MosaicError, cli
-from mosaicfit.camera import hsc
-from mosaicfit.fluxcorr import read_fcr
-from mosaicfit.wcsfile import read_wcs_header
+from mosaicfit.model.camera import hsc
+from mosaicfit.model.fluxcorr import read_fcr
+from mosaicfit.io.wcsfile import read_wcs_header
 
 VISITS = "visit=902798..902802:2"
 CCDS = "ccd=30..70"
@@ -335,7 +335,7 @@ ARG_CASES = [
     ("config-wrong-type", ID + ["--config", "fittingOrder=nine"], ["fittingOrder", "nine", "int"]),
     ("config-wrong-bool", ID + ["--config", "solveCcd=maybe"], ["solveCcd", "maybe", "bool"]),
     ("config-out-of-range", ID + ["--config", "fittingOrder=0"], ["fittingOrder"]),
-    ("config-no-equals", ID + ["--config", "fittingOrder"], ["fittingOrder", "key=value"]),
+    ("config-no-equals", ID + ["--config", "fittingOrder"], ["fittingOrder", "KEY=VALUE"]),
     ("config-no-refcat", ID + ["--config", "refcat=nosuch"], ["nosuch"]),
 ]
 
@@ -418,7 +418,7 @@ def test_output_write_fails_while_writing(repo, capsys, monkeypatch):
     """The disk fills while a file is being written: half of it reaches the temporary file,
     then the write raises ENOSPC."""
     import builtins
-    from mosaicfit import fluxcorr, wcsfile
+    import mosaicfit.io.atomic as atomic          # the writer of the wcs- and fcr- bytes
     count = [0]
 
     class Half:
@@ -443,8 +443,7 @@ def test_output_write_fails_while_writing(repo, capsys, monkeypatch):
                 return Half(f)
         return f
 
-    monkeypatch.setattr(wcsfile, "open", fake_open, raising=False)
-    monkeypatch.setattr(fluxcorr, "open", fake_open, raising=False)
+    monkeypatch.setattr(atomic, "open", fake_open, raising=False)
     before = snapshot(repo)
     rc, err = run(repo, capsys, *ID)
     assert rc == 1

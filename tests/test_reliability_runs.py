@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mosaicfit import cli
-from mosaicfit.lock import LOCK_NAME, rerun_lock
+from mosaicfit.io.lock import LOCK_NAME, rerun_lock
 
 from test_reliability_mosaic import check_outputs
 
@@ -100,7 +100,7 @@ def test_calibrate_takes_the_lock(repo, capsys, monkeypatch):
     """calibrateCatalog.py refuses while another process holds the rerun's lock."""
     lockdir = os.path.join(repo, "rerun", "sim")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from mosaicfit.lock import rerun_lock\n"
+        "import sys, time; from mosaicfit.io.lock import rerun_lock\n"
         f"with rerun_lock({repo!r}, {lockdir!r}, 'holder'):\n"
         "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from mosaicfit import cli
-from mosaicfit.catalog import read_src, standardize
-from mosaicfit.exposure import read_corr
-from mosaicfit.layout import Repository
-from mosaicfit.refcat import read_refcat
-from mosaicfit.simulate import REFCAT_NAME, Truth
-from mosaicfit.skymap import load_skymap
+from mosaicfit.io.src import read_src, standardize
+from mosaicfit.io.corr import read_corr
+from mosaicfit.io.layout import Repository
+from mosaicfit.io.refcat import read_refcat
+from mosaicfit.sim import REFCAT_NAME, Truth
+from mosaicfit.io.skymap import load_skymap
 
 
 @pytest.fixture(scope="module")

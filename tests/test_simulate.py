@@ -2,10 +2,9 @@
 import numpy as np
 import pytest
 
-from mosaicfit.camera import hsc
-from mosaicfit.simulate import (BLEND, CLEAN, COSMIC_RAY, REF_EPOCH_MJD, SATURATED, _positions_at,
-                                make_tract)
-from mosaicfit.sip import sip_pixel_to_sky
+from mosaicfit.model.camera import hsc
+from mosaicfit.sim import BLEND, CLEAN, COSMIC_RAY, REF_EPOCH_MJD, SATURATED, positions_at, make_tract
+from mosaicfit.model.sip import sip_pixel_to_sky
 
 CCDS = tuple(range(36, 62)) + (100, 101)
 
@@ -48,7 +47,7 @@ def test_detections_sit_on_their_stars(sim):
         clean, rows = _clean_star_mask(sim, sub)
         if not clean.any():
             continue
-        ra, dec = _positions_at(sim.stars[rows[clean]], sim.truth.visits[v]["mjd"])
+        ra, dec = positions_at(sim.stars[rows[clean]], sim.truth.visits[v]["mjd"])
         r2, d2 = sim.truth.pixel_to_sky(v, c, sub["x_true"][clean], sub["y_true"][clean])
         err = np.hypot((r2 - ra) * np.cos(np.radians(dec)), d2 - dec) * 3.6e6
         assert err.max() < 1e-4   # mas
@@ -101,7 +100,7 @@ def test_single_frame_wcs_is_off_by_a_typical_amount(sim):
         clean, rows = _clean_star_mask(sim, sub)
         if clean.sum() < 3:
             continue
-        ra, dec = _positions_at(sim.stars[rows[clean]], sim.truth.visits[key[0]]["mjd"])
+        ra, dec = positions_at(sim.stars[rows[clean]], sim.truth.visits[key[0]]["mjd"])
         r2, d2 = sip_pixel_to_sky(sim.wcs_headers[key], sub["x_true"][clean], sub["y_true"][clean])
         errs.append(np.median(np.hypot((r2 - ra) * np.cos(np.radians(dec)), d2 - dec)) * 3600)
     assert 0.1 < np.median(errs) < 1.0 and max(errs) < 1.5
@@ -146,7 +145,7 @@ def test_reference_catalog_is_gaia_like(sim):
     assert np.all(ref["epoch"] == REF_EPOCH_MJD)
     row = {int(t): i for i, t in enumerate(np.asarray(sim.stars["truth_id"]))}
     st = sim.stars[[row[int(i)] for i in ref["id"]]]
-    ra_t, dec_t = _positions_at(st, REF_EPOCH_MJD)
+    ra_t, dec_t = positions_at(st, REF_EPOCH_MJD)
     mas = 180 / np.pi * 3.6e6
     pull = (np.degrees(ref["coord_dec"]) - dec_t) * 3.6e6 / (ref["coord_decErr"] * mas)
     assert abs(np.std(pull) - 1) < 0.1
@@ -155,8 +154,8 @@ def test_reference_catalog_is_gaia_like(sim):
     shift = np.hypot(ref["pm_ra"], ref["pm_dec"]) * mas * abs(dt)
     assert np.median(shift) > 2.0
     # the PS1-like bands through the HSC colour term give the true magnitude
-    from mosaicfit.colorterms import reference_magnitudes
-    from mosaicfit.simulate import REFCAT_NAME
+    from mosaicfit.model.colorterms import reference_magnitudes
+    from mosaicfit.sim import REFCAT_NAME
     mag, _, how = reference_magnitudes(ref, REFCAT_NAME, "HSC-I")
     assert "colour term" in how
     dm = mag - st["mag"]

@@ -2,8 +2,8 @@
 import numpy as np
 from astropy.wcs import WCS
 
-from mosaicfit.camera import hsc
-from mosaicfit.sip import fit_tan_sip, sip_inverse, sip_pixel_to_sky
+from mosaicfit.model.camera import hsc
+from mosaicfit.model.sip import fit_tan_sip, sip_inverse, sip_pixel_to_sky
 
 MAS = 1 / 3.6e6
 

@@ -29,8 +29,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from mosaicfit import MosaicError
-from mosaicfit.skymap import (SKYMAP_RELPATH, DiscreteSkyMap, RingsSkyMap, load_skymap,
-                              make_discrete_skymap, save_skymap, skymap_from_dict)
+from mosaicfit.io.layout import Repository
+from mosaicfit.io.skymap import DiscreteSkyMap, RingsSkyMap, load_skymap, make_discrete_skymap, save_skymap, skymap_from_dict
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -331,6 +331,7 @@ def test_make_discrete_skymap_errors_and_append():
 
 def test_skymap_file_round_trip(tmp_path, hsc, hsc_v0):
     discrete = make_discrete_skymap([10, 11, 11, 10], [0, 0, 1, 1], border_deg=0.05)
+    SKYMAP_RELPATH = Repository.relative_path("skymap")
     assert SKYMAP_RELPATH == "deepCoadd/skyMap.json"
     for i, skymap in enumerate([hsc, hsc_v0, discrete]):
         path = tmp_path / "rerun" / f"R{i}" / SKYMAP_RELPATH

@@ -1,0 +1,143 @@
+"""The one typed door to the C++ least-squares core (cpp/fit.hpp states the maths).
+
+Model of detection j of star s in visit v on CCD c (D = 2 for positions, 1 for magnitudes):
+
+    r_j = P_v(u_j, v_j) + G_j . dc_c - x_s - y_j,     weight w_j (isotropic in the D dims)
+
+P_v a polynomial of :class:`~mosaicfit.model.basis.PolyBasis` (order, kind) per visit (or per
+polynomial index), dc_c the K parameters of CCD c (linearised increments: G_j their
+derivative), x_s the value of star s (free, with an optional Gaussian prior), y_j a known
+offset. The star parameters are eliminated (Schur complement) before a dense Cholesky solve
+of the visit and CCD parameters, then recovered; :func:`solve_least_squares` returns all of
+them with the residuals and the chi2.
+
+Arrays are checked here (shapes, index ranges) and passed on without copies where their types
+already fit; the C++ side trusts them.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import MosaicError, _core
+from ..model.basis import KINDS, n_terms
+
+__all__ = ["LeastSquaresProblem", "LeastSquaresSolution", "solve_least_squares"]
+
+
+@dataclass
+class LeastSquaresProblem:
+    """The detections, stars and parameters of one linearised least-squares problem."""
+    star: np.ndarray            # (n,) star of each detection, 0..nstar-1
+    visit: np.ndarray           # (n,) polynomial of each detection, 0..nvisit-1
+    ccd: np.ndarray             # (n,) CCD parameter set of each detection, 0..nccd-1
+    active: np.ndarray          # (n,) bool: detections in the fit (the others get residuals)
+    u: np.ndarray               # (n,) polynomial coordinates, scaled to about [-1, 1]
+    v: np.ndarray
+    y: np.ndarray               # (n, D) known offsets
+    w: np.ndarray               # (n,) weights (1 / sigma^2, isotropic)
+    nvisit: int
+    nccd: int
+    nstar: int
+    order: int
+    basis: str = "legendre"     # a mosaicfit.model.basis kind
+    G: np.ndarray = None        # (n, D, K) derivatives of the model by the CCD parameters
+    prior: np.ndarray = None    # (nstar, D) star priors ...
+    prior_w: np.ndarray = None  # (nstar,) ... and their weights (0: none)
+    coef_prior: np.ndarray = None     # (nvisit, D, n_terms) coefficient priors ...
+    coef_prior_w: np.ndarray = None   # ... and weights, the same in every dimension
+    ccd_fixed: np.ndarray = None      # (nccd,) bool: CCD parameters held at 0
+    ccd_sum_zero: bool = True         # gauge: each CCD parameter sums to 0 over free CCDs
+
+    @property
+    def D(self):
+        return int(np.shape(self.y)[1])
+
+    @property
+    def K(self):
+        return 0 if self.G is None else int(np.shape(self.G)[2])
+
+
+@dataclass
+class LeastSquaresSolution:
+    """The solution of a :class:`LeastSquaresProblem`."""
+    coef: np.ndarray            # (nvisit, D, n_terms)
+    dccd: np.ndarray            # (nccd, K)
+    xstar: np.ndarray           # (nstar, D), NaN for stars without active detections
+    resid: np.ndarray           # (n, D): model - star - y, for every detection
+    chi2: float                 # detections and star priors
+    chi2_det: float             # detections only
+    nobs: int                   # scalar observations (detections and priors) x D
+    nobs_det: int               # scalar observations of the detections
+    nparam: int                 # free parameters (model and stars, less the gauge)
+    status: str                 # "ok", or "singular"
+    rcond: float                # smallest pivot / largest of the factorisations
+    t_assemble: float           # seconds
+    t_solve: float
+
+    @property
+    def ndof(self):
+        """Degrees of freedom of the detections: observations less parameters."""
+        return int(self.nobs_det - self.nparam)
+
+
+def _array(a, dtype, shape, name):
+    if a is None:
+        return None
+    out = np.ascontiguousarray(a, dtype=dtype)
+    if out.shape != shape:
+        raise ValueError(f"least squares: {name} has shape {out.shape}, expected {shape}")
+    return out
+
+
+def solve_least_squares(p):
+    """Solve `p` (a :class:`LeastSquaresProblem`); a singular system gives status 'singular'
+    with zero parameters, an inconsistent problem a ValueError."""
+    n = len(p.star)
+    D, K, T = p.D, p.K, n_terms(p.order)
+    if p.basis not in KINDS:
+        raise ValueError(f"least squares: unknown basis {p.basis!r}")
+    args = dict(
+        star=_array(p.star, np.int32, (n,), "star"),
+        visit=_array(p.visit, np.int32, (n,), "visit"),
+        ccd=_array(p.ccd, np.int32, (n,), "ccd"),
+        active=_array(p.active, np.uint8, (n,), "active"),
+        u=_array(p.u, float, (n,), "u"), v=_array(p.v, float, (n,), "v"),
+        y=_array(p.y, float, (n, D), "y"), w=_array(p.w, float, (n,), "w"),
+        G=_array(p.G, float, (n, D, K), "G"),
+        prior=_array(p.prior, float, (p.nstar, D), "prior"),
+        prior_w=_array(p.prior_w, float, (p.nstar,), "prior_w"),
+        coef_prior=_array(p.coef_prior, float, (p.nvisit, D, T), "coef_prior"),
+        coef_prior_w=_array(p.coef_prior_w, float, (p.nvisit, D, T), "coef_prior_w"),
+        ccd_fixed=_array(p.ccd_fixed, np.uint8, (p.nccd,), "ccd_fixed"))
+    for name, hi in (("star", p.nstar), ("visit", p.nvisit), ("ccd", p.nccd)):
+        a = args[name]
+        if n and (a.min() < 0 or a.max() >= hi):
+            raise ValueError(f"least squares: {name} index out of range 0..{hi - 1}")
+    if (args["prior"] is None) != (args["prior_w"] is None):
+        raise ValueError("least squares: prior and prior_w go together")
+    if K > 0 and args["G"] is None:
+        raise ValueError("least squares: G is required with CCD parameters")
+    r = _core.fit_mosaic(args["star"], args["visit"], args["ccd"], args["active"], args["u"],
+                         args["v"], args["y"], args["w"], args["G"], args["prior"],
+                         args["prior_w"], args["coef_prior"], args["coef_prior_w"],
+                         args["ccd_fixed"], int(p.nvisit), int(p.nccd), int(p.nstar), D, K,
+                         int(p.order), KINDS[p.basis], bool(p.ccd_sum_zero))
+    return LeastSquaresSolution(
+        coef=r["coef"], dccd=r["dccd"], xstar=r["xstar"], resid=r["resid"],
+        chi2=float(r["chi2"]), chi2_det=float(r["chi2_det"]), nobs=int(r["nobs"]),
+        nobs_det=int(r["nobs_det"]), nparam=int(r["nparam"]),
+        status="ok" if r["status"] in ("ok", "ldlt") else str(r["status"]),
+        rcond=float(r["rcond"]), t_assemble=float(r["t_assemble"]),
+        t_solve=float(r["t_solve"]))
+
+
+def require_solution(sol, what):
+    """`sol`, or a MosaicError saying why the `what` normal equations are singular."""
+    if sol.status != "ok":
+        raise MosaicError(f"the {what} normal equations are singular: {_WHY[what]}")
+    return sol
+
+
+_WHY = {"astrometric": "too few stars overlap between visits (check --id and the reference "
+                       "catalogue)",
+        "photometric": "too few stars overlap between visits or have a reference magnitude"}

@@ -1,0 +1,69 @@
+"""The mosaic's ``wcs-VVVVVVV-CCC.fits`` files (and the WCS of any afw exposure).
+
+Layout of a meas_mosaic ``wcs-`` file (``tests/data/meas_mosaic-outputs/wcs-*.fits``): an afw
+exposure with 0x0 pixels. The primary header has ``FILTER``, ``FLUXMAG0`` and ``FLUXMAG0ERR``;
+HDU 1 (IMAGE), 2 (MASK) and 3 (VARIANCE) carry the WCS cards ``EQUINOX``, ``RADESYS``,
+``CRPIX1/2`` (1-based), ``CD1_1..CD2_2``, ``CRVAL1/2`` (deg), ``CUNIT1/2``, ``A_ORDER``,
+``A_p_q``, ``B_ORDER``, ``B_p_q`` (2 <= p+q <= N), ``AP_ORDER``, ``AP_p_q``, ``BP_ORDER``,
+``BP_p_q`` (the inverse), ``CTYPE1='RA---TAN-SIP'``, ``CTYPE2='DEC--TAN-SIP'``. meas_mosaic
+also wrote an afw archive copy of the WCS (HDUs 4-6), which readers do not need and which is
+not written here. hscPipe reads the metadata of HDU 1 merged with the primary, so it finds the
+WCS in HDU 1.
+"""
+import math
+import os
+
+from astropy.io import fits
+
+from .. import MosaicError
+from .atomic import write_bytes
+from .corr import afw_header_only_exposure
+from .fits import card_image, header_has_wcs, make_wcs, missing_wcs_keys, open_fits, wcs_header
+
+__all__ = ["read_wcs_file", "read_wcs_header", "write_wcs_file"]
+
+def read_wcs_header(path):
+    """The raw header that carries the WCS: the first image HDU's, else the primary's."""
+    path = os.fspath(path)
+    with open_fits(path, "WCS file") as hdul:
+        candidates = [h for h in hdul[1:] if isinstance(h, (fits.ImageHDU, fits.CompImageHDU))]
+        candidates = candidates[:1] + [hdul[0]]
+        for hdu in candidates:
+            if header_has_wcs(hdu.header):
+                return hdu.header.copy()
+        # name what is missing in the header that has the most of a WCS
+        lacking = min((missing_wcs_keys(h.header) for h in candidates), key=len)
+    if len(lacking) == 7:
+        raise MosaicError(f"{path}: no WCS in the first image HDU nor in the primary header")
+    raise MosaicError(f"{path}: no complete WCS in the first image HDU nor in the primary "
+                      f"header (missing {', '.join(lacking)})")
+
+
+def read_wcs_file(path):
+    """The TAN-SIP WCS of a ``wcs-`` file (or of any afw exposure) as an astropy WCS."""
+    path = os.fspath(path)
+    return make_wcs(read_wcs_header(path), path)
+
+
+_REQUIRED_WCS = ("CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2")
+
+
+def write_wcs_file(path, header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_name="_unknown_"):
+    """Write a ``wcs-`` file (atomically): primary with FILTER/FLUXMAG0/FLUXMAG0ERR, then 0x0
+    IMAGE/MASK/VARIANCE HDUs carrying the TAN-SIP cards (as meas_mosaic's files do, without
+    the afw archive copy of the WCS)."""
+    path = os.fspath(path)
+    if isinstance(header_or_wcs, str):      # card images, as model.sip.cards_text gives them
+        header_or_wcs = fits.Header.fromstring(header_or_wcs)
+    cards = list(wcs_header(header_or_wcs).cards)
+    values = {c.keyword: c for c in cards}
+    for key in _REQUIRED_WCS:       # refuse to write something unreadable
+        v = values[key].value if key in values else None
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise MosaicError(f"{path}: refusing to write a WCS whose {key} is {v!r}")
+    wcs_images = [c._image if getattr(c, "_image", None) and not c._modified else c.image
+                  for c in cards]          # as read or formatted: no re-parsing
+    data = afw_header_only_exposure(
+        [card_image("FILTER", filter_name), card_image("FLUXMAG0", float(fluxmag0)),
+         card_image("FLUXMAG0ERR", float(fluxmag0err))], wcs_images)
+    write_bytes(data, path)

@@ -1,0 +1,138 @@
+"""Reading a run's inputs from the data repository: the data ids of --id, SRC catalogues and
+CORR headers.
+
+Thousands of small FITS files per tract: each is read by a worker that only needs the
+repository path and the data id, so the reading runs in local processes (-j N) or on a Dask
+cluster. CCDs whose inputs are missing are skipped with a message (hscPipe's "Not opening
+files" at the edge of the field); unreadable ones are reported by name.
+"""
+import sys
+
+import numpy as np
+from astropy.time import Time
+
+from .. import MosaicError
+from ..fit.selection import ExposureData
+from ..io.corr import read_corr, read_corr_header
+from ..io.dataid import parse_ids, resolve
+from ..io.layout import Repository
+from ..io.src import read_src, standardize
+from ..model.sip import SipModel, sip_pixel_to_sky
+from .executor import process_pool
+
+__all__ = ["resolve_refs", "load_exposure", "load_exposures", "ccd_sky_corners"]
+
+
+def resolve_refs(repo, id_args):
+    """The registry's (visit, ccd) refs for the --id arguments; ids absent from the registry
+    are reported on stderr (one line), not dropped silently."""
+    refs, missing = resolve(parse_ids(id_args), repo.registry)
+    if missing:
+        shown = ", ".join(f"visit={v}" + ("" if c is None else f" ccd={c}") for v, c in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        print(f"not in the registry {repo.registry_path}: {shown}{more}", file=sys.stderr)
+    return refs
+
+
+def ccd_sky_corners(repo, refs, camera):
+    """Sky corners (ra, dec) in degrees of each CCD from its CORR single-frame WCS.
+    Returns (corners dict {(visit, ccd): (ra[4], dec[4])}, list of refs without a CORR)."""
+    corners, missing = {}, []
+    for ref in refs:
+        path = repo.find("calexp", **ref.data_id)
+        if path is None:
+            missing.append(ref)
+            continue
+        exp = read_corr(path, metadata_only=True)
+        x, y = camera.ccd_corners(ref.ccd)
+        corners[(ref.visit, ref.ccd)] = sip_pixel_to_sky(exp.wcs_header, x, y)
+    return corners, missing
+
+
+def _mjd(h0, ref):
+    for key in ("MJD-AVG", "MJD", "MJD-OBS"):
+        v = h0.get(key)
+        if isinstance(v, (int, float)) and np.isfinite(v):
+            return float(v)
+    for key in ("DATE-AVG", "DATE-OBS"):
+        v = h0.get(key)
+        if isinstance(v, str) and v.strip():
+            try:
+                return float(Time(v.strip(), scale="utc").mjd)
+            except ValueError:
+                pass
+    if ref.dateObs:
+        try:
+            return float(Time(str(ref.dateObs), scale="utc").mjd)
+        except ValueError:
+            pass
+    return None
+
+
+def load_exposure(root, rerun, ref, column_map=None):
+    """ExposureData of one DataRef; raises FileNotFoundError (input absent) or MosaicError
+    (input unreadable or inconsistent)."""
+    repo = Repository(root, rerun)
+    src = repo.find("src", **ref.data_id)
+    corr = repo.find("calexp", **ref.data_id)
+    if src is None or corr is None:
+        what = " and ".join(n for n, p in (("SRC", src), ("CORR", corr)) if p is None)
+        raise FileNotFoundError(f"no {what} for {ref}")
+    h0, wh = read_corr_header(corr, lean=True)
+    table = read_src(src)
+    try:
+        cat = standardize(table, column_map=column_map, source=src)
+    except ValueError as e:
+        raise MosaicError(f"{src}: {e}") from None
+    if len(cat["x"]) and not np.any(np.isfinite(cat["x"])):
+        raise MosaicError(f"{src}: no finite centroid in the catalogue")
+    f0 = h0.get("FLUXMAG0")
+    return ExposureData(visit=ref.visit, ccd=ref.ccd, catalog=cat, wcs_header=wh,
+                        sip=SipModel.from_header(wh),
+                        fluxmag0=float(f0) if f0 else None, mjd=_mjd(h0, ref),
+                        filter=str(h0.get("FILTER", ref.filter) or ref.filter).strip())
+
+
+def _load_many(args):
+    root, rerun, refs, column_map = args
+    out = []
+    for ref in refs:
+        try:
+            out.append(("ok", ref, load_exposure(root, rerun, ref, column_map)))
+        except FileNotFoundError as e:
+            out.append(("missing", ref, str(e)))
+        except MosaicError as e:
+            out.append(("error", ref, str(e)))
+    return out
+
+
+def load_exposures(repo, refs, jobs=1, column_map=None, client=None):
+    """Read the inputs of `refs`. Returns (exposures, missing, errors): missing and errors are
+    lists of (ref, message). jobs > 1 reads in that many local processes (spawned: the C++
+    core uses OpenMP, after which forked children can hang); `client` (dask.distributed)
+    reads on a cluster instead."""
+    refs = list(refs)
+    chunks = max(1, min(len(refs), 4 * max(jobs, 1) if client is None else 64))
+    parts = [refs[i::chunks] for i in range(chunks)]
+    spec = f"{repo.input_rerun}:{repo.rerun}" if getattr(repo, "input_rerun", None) else repo.rerun
+    tasks = [(repo.root, spec, p, column_map) for p in parts if p]
+    if client is not None:
+        results = client.gather(client.map(_load_many, tasks, pure=False))
+    elif jobs > 1 and len(refs) > 50:
+        with process_pool(jobs) as ex:
+            results = list(ex.map(_load_many, tasks))
+    else:
+        results = [_load_many(t) for t in tasks]
+    exposures, missing, errors = [], [], []
+    for part in results:
+        for status, ref, value in part:
+            if status == "ok":
+                exposures.append(value)
+            elif status == "missing":
+                missing.append((ref, value))
+            else:
+                errors.append((ref, value))
+    exposures.sort(key=lambda e: (e.visit, e.ccd))
+    return exposures, missing, errors
+
+

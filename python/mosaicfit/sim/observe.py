@@ -1,0 +1,300 @@
+"""Observing the simulated sky: each visit's detections on each CCD as the single-frame
+pipeline measures them (centroid and flux noise, blends, saturation, cosmic rays, moving
+objects, PSF stars), their SRC tables and the single-frame TAN-SIP WCS of each CCD."""
+import dataclasses
+import os
+
+import numpy as np
+from astropy.table import Table
+
+from .. import MosaicError
+from ..fit.matching import friends_of_friends
+from ..model.camera import hsc
+from ..model.colorterms import DEFAULT_BAND_FOR_FILTER
+from ..model.sip import fit_tan_sip, sip_pixel_to_sky
+from ..model.sky import sky_to_tangent, tangent_to_sky
+from .config import (BLEND, CLEAN, COSMIC_RAY, DISPLACED, MOVING, PIXEL_ARCSEC, SATURATED,
+                     SATURATION_ADU, SimConfig)
+from .sky import draw_sky, make_refcat, positions_at
+from .truth import TruthModel, draw_params
+
+__all__ = ["SimulatedTract", "make_tract", "src_table"]
+
+
+def _observe_visit(cfg, rng, truth, stars, v, ccd_list):
+    """Return a list of per-CCD source dicts and truth rows for visit `v`."""
+    camera = truth.camera
+    ra, dec = positions_at(stars, v["mjd"])
+    xi, eta = sky_to_tangent(ra, dec, v["ra"], v["dec"])
+    near = np.hypot(xi, eta) < np.radians(0.8)          # the FoV is 0.75 deg in radius
+    idx_near = np.nonzero(near)[0]
+    X, Y = camera.tangent_plane_to_field_angle(xi[near], eta[near], v["sky_angle"])
+    X, Y = truth._unperturb(v, X, Y)
+    fx, fy = camera.field_angle_to_focal_plane(X, Y)
+
+    sigma_psf = v["seeing_fwhm"] / 2.3548 / PIXEL_ARCSEC     # pixels
+    n_eff = 4 * np.pi * sigma_psf ** 2
+    sky_var = v["sky_adu"] / v["gain"]                       # ADU^2 per pixel
+
+    # unresolved blends: objects closer than ~0.8 FWHM merge into one detection
+    tan_arcsec = np.stack([xi[near], eta[near]], axis=-1) * (180 / np.pi * 3600)
+    group = friends_of_friends(tan_arcsec, 0.8 * v["seeing_fwhm"])
+
+    out = []
+    truth_rows = []
+    for ccd in ccd_list:
+        px, py = truth._fp_to_ccd(ccd, fx, fy)
+        d = camera[ccd]
+        on = (px >= -0.5) & (px < d.width - 0.5) & (py >= -0.5) & (py < d.height - 0.5)
+        sel = np.nonzero(on)[0]
+        out.append(_measure_ccd(cfg, rng, truth, v, ccd, stars, idx_near[sel], px[sel], py[sel],
+                                group[sel], sigma_psf, n_eff, sky_var, truth_rows))
+    return out, truth_rows
+
+
+def _measure_ccd(cfg, rng, truth, v, ccd, stars, idx, px, py, group, sigma_psf, n_eff, sky_var,
+                 truth_rows):
+    visit = v["visit"]
+    zp = truth.zeropoint(visit, ccd, px, py) if len(idx) else np.zeros(0)
+    mag = np.asarray(stars["mag"])[idx]
+    is_star = np.asarray(stars["is_star"])[idx]
+    size_px = np.asarray(stars["size"])[idx] / PIXEL_ARCSEC
+    flux_true = 10 ** (-0.4 * (mag - zp))          # total flux in ADU
+    # PSF flux of a Gaussian galaxy: F 2 s_p^2 / (2 s_p^2 + r^2); seeing dependent
+    psf_frac = 2 * sigma_psf ** 2 / (2 * sigma_psf ** 2 + size_px ** 2)
+    flux_psf_true = flux_true * psf_frac
+    outlier = np.zeros(len(idx), dtype=np.int16)
+
+    # merge unresolved blends: flux-weighted centroid, summed flux, id of the brightest
+    x_meas_true, y_meas_true, f_meas_true = px.copy(), py.copy(), flux_psf_true.copy()
+    keep = np.ones(len(idx), bool)
+    if len(idx):
+        order = np.lexsort((-flux_psf_true, group))
+        g = group[order]
+        starts = np.r_[0, np.nonzero(np.diff(g))[0] + 1]
+        sizes = np.diff(np.r_[starts, len(g)])
+        for s0, n in zip(starts[sizes > 1], sizes[sizes > 1]):
+            members = order[s0:s0 + n]
+            w = flux_psf_true[members]
+            head = members[0]
+            x_meas_true[head] = np.sum(w * px[members]) / w.sum()
+            y_meas_true[head] = np.sum(w * py[members]) / w.sum()
+            f_meas_true[head] = w.sum()
+            keep[members[1:]] = False
+            if w[1:].sum() > 0.01 * w[0]:
+                outlier[head] = BLEND
+
+    # noise and detection
+    fvar = np.maximum(f_meas_true, 0) / v["gain"] + n_eff * sky_var + (0.003 * f_meas_true) ** 2
+    ferr = np.sqrt(fvar)
+    snr = f_meas_true / ferr
+    detected = keep & (snr + rng.normal(0, 1, len(idx)) > 5.0)
+    size_eff = np.sqrt(sigma_psf ** 2 + size_px ** 2)
+    # centroid error: sqrt(2) sigma / SNR for a background-limited Gaussian, plus a floor
+    perr = np.sqrt((np.sqrt(2) * size_eff / np.maximum(snr, 1e-3)) ** 2 + 0.003 ** 2)
+    x_meas = x_meas_true + rng.normal(0, 1, len(idx)) * perr
+    y_meas = y_meas_true + rng.normal(0, 1, len(idx)) * perr
+    f_meas = f_meas_true + rng.normal(0, 1, len(idx)) * ferr
+
+    # saturation: the peak over the limit; the flux is lost into bleed trails, centroid biased
+    peak = f_meas_true / (2 * np.pi * size_eff ** 2)
+    sat = peak > SATURATION_ADU
+    f_meas[sat] = f_meas_true[sat] * rng.uniform(0.4, 0.9, sat.sum())
+    x_meas[sat] += rng.normal(0, 0.3, sat.sum())
+    y_meas[sat] += rng.normal(0, 0.3, sat.sum())
+    outlier[sat] = SATURATED
+    # displaced centroids (bad deblends, ghosts): 0.2%, 0.3-1.2" away
+    disp = detected & ~sat & (rng.uniform(size=len(idx)) < 0.002)
+    ang = rng.uniform(0, 2 * np.pi, disp.sum())
+    dist = rng.uniform(0.3, 1.2, disp.sum()) / PIXEL_ARCSEC
+    x_meas[disp] += dist * np.cos(ang)
+    y_meas[disp] += dist * np.sin(ang)
+    outlier[disp] = DISPLACED
+
+    # star/galaxy separation: fails for faint compact objects
+    m_obs = -2.5 * np.log10(np.maximum(f_meas, 1e-3)) + zp
+    p_gal_as_star = 0.003 + 0.5 / (1 + np.exp(-(m_obs - 23.8) / 0.35)) * np.exp(-size_px / 4.0)
+    p_star_as_gal = 0.005 + 0.3 / (1 + np.exp(-(m_obs - 24.3) / 0.3))
+    u = rng.uniform(size=len(idx))
+    ext = np.where(is_star, (u < p_star_as_gal), ~(u < p_gal_as_star)).astype(float)
+
+    sel = np.nonzero(detected)[0]
+    n_det = len(sel)
+    # spurious point sources: cosmic rays (sharp, one visit) and moving objects
+    n_cr = rng.poisson(3)
+    n_mov = rng.poisson(0.3)
+    n_extra = n_cr + n_mov
+    d = truth.camera[ccd]
+    ex_x = rng.uniform(0, d.width - 1, n_extra)
+    ex_y = rng.uniform(0, d.height - 1, n_extra)
+    ex_f = np.r_[10 ** rng.uniform(2.5, 3.8, n_cr),
+                 10 ** (-0.4 * (rng.uniform(20, 24, n_mov) - (v["zp"])))]
+    ex_ferr = np.sqrt(ex_f / v["gain"] + n_eff * sky_var)
+    ex_perr = np.sqrt(2) * sigma_psf / (ex_f / ex_ferr)
+
+    n = n_det + n_extra
+    rows = {
+        "x": np.r_[x_meas[sel], ex_x], "y": np.r_[y_meas[sel], ex_y],
+        "x_err": np.r_[perr[sel], ex_perr], "flux": np.r_[f_meas[sel], ex_f],
+        "flux_err": np.r_[ferr[sel], ex_ferr],
+        "ext": np.r_[ext[sel], (rng.uniform(size=n_extra) < 0.3).astype(float)],
+        "sat": np.r_[sat[sel], np.zeros(n_extra, bool)],
+    }
+    # PSF stars: bright, unsaturated, isolated point sources, ~30 per CCD
+    cand = np.nonzero(is_star[sel] & ~sat[sel] & (snr[sel] > 50) & (outlier[sel] == CLEAN))[0]
+    psf_used = np.zeros(n, bool)
+    psf_used[rng.permutation(cand)[:30]] = True
+
+    ids = ((v["visit"] * 200 + ccd) << 32) + np.arange(1, n + 1, dtype=np.int64)
+    truth_rows.append(dict(
+        visit=np.full(n, v["visit"], np.int32), ccd=np.full(n, ccd, np.int16), id=ids,
+        truth_id=np.r_[np.asarray(stars["truth_id"])[idx[sel]], np.full(n_extra, -1)],
+        x_true=np.r_[px[sel], ex_x], y_true=np.r_[py[sel], ex_y],
+        instFlux_true=np.r_[flux_true[sel], ex_f],
+        outlier=np.r_[outlier[sel], np.full(n_cr, COSMIC_RAY), np.full(n_mov, MOVING)].astype(np.int16)))
+    return dict(visit=v["visit"], ccd=ccd, ids=ids, psf_used=psf_used, **rows)
+
+
+# ------------------------------------------------------------------------------------------
+# The single-frame products: initial WCS, FLUXMAG0, SRC catalog, CORR header/image
+# ------------------------------------------------------------------------------------------
+def _single_frame_wcs(truth, rng, visit, ccd):
+    """A TAN-SIP of order 4 fitted to the truth, then disturbed by a typical single-frame
+    astrometric error: 0.1-1" offset, ~0.5" rotation across the CCD, ~1e-5 scale error."""
+    d = truth.camera[ccd]
+    gx, gy = np.meshgrid(np.linspace(0, d.width - 1, 9), np.linspace(0, d.height - 1, 17))
+    gx, gy = gx.ravel(), gy.ravel()
+    xi, eta = truth.pixel_to_tangent(visit, ccd, gx, gy)
+    off = rng.uniform(0.1, 1.0) * np.pi / 648000
+    ang = rng.uniform(0, 2 * np.pi)
+    rot = rng.normal(0, 2e-5)
+    scl = rng.normal(0, 1e-5)
+    cx, cy = np.mean(xi), np.mean(eta)
+    xi2 = cx + (xi - cx) * (1 + scl) - (eta - cy) * rot + off * np.cos(ang)
+    eta2 = cy + (eta - cy) * (1 + scl) + (xi - cx) * rot + off * np.sin(ang)
+    v = truth.visits[visit]
+    ra, dec = tangent_to_sky(xi2, eta2, v["ra"], v["dec"])
+    crpix = ((d.width + 1) / 2.0, (d.height + 1) / 2.0)
+    ra_c, dec_c = tangent_to_sky(*_interp_centre(gx, gy, xi2, eta2, crpix), v["ra"], v["dec"])
+    return fit_tan_sip(gx, gy, ra, dec, crpix, (float(ra_c), float(dec_c)), 4,
+                       inverse_box=(-0.5, d.width - 0.5, -0.5, d.height - 0.5))
+
+
+def _interp_centre(gx, gy, xi, eta, crpix):
+    # the grid is regular and contains the centre pixel up to interpolation: fit a quadratic
+    u, w = gx - (crpix[0] - 1), gy - (crpix[1] - 1)
+    M = np.stack([np.ones_like(u), u, w, u * u, u * w, w * w], axis=-1)
+    return np.linalg.lstsq(M, xi, rcond=None)[0][0], np.linalg.lstsq(M, eta, rcond=None)[0][0]
+
+
+def src_table(det, wcs_header):
+    n = len(det["x"])
+    ra, dec = sip_pixel_to_sky(wcs_header, det["x"], det["y"])
+    t = Table()
+    t["id"] = det["ids"]
+    t["coord_ra"] = np.radians(ra)
+    t["coord_dec"] = np.radians(dec)
+    t["parent"] = np.zeros(n, np.int64)
+    t["base_SdssCentroid_x"] = det["x"]
+    t["base_SdssCentroid_y"] = det["y"]
+    t["base_SdssCentroid_xSigma"] = det["x_err"].astype(np.float32)
+    t["base_SdssCentroid_ySigma"] = det["x_err"].astype(np.float32)
+    t["base_PsfFlux_flux"] = det["flux"]
+    t["base_PsfFlux_fluxSigma"] = det["flux_err"]
+    t["base_ClassificationExtendedness_value"] = det["ext"]
+    t["calib_psfUsed"] = det["psf_used"]
+    t["base_PixelFlags_flag_saturated"] = det["sat"]
+    t["base_PixelFlags_flag_saturatedCenter"] = det["sat"]
+    t["base_SdssCentroid_flag"] = np.zeros(n, bool)
+    t["base_PsfFlux_flag"] = det["flux"] <= 0
+    return t
+
+
+class SimulatedTract:
+    """The in-memory result of :func:`make_tract`: truth, inputs, and their writer."""
+
+    def __init__(self, cfg, truth, stars, detections, catalogs, wcs_headers, fluxmag0, refcat,
+                 missing):
+        self.config = cfg
+        self.truth = truth
+        self.stars = stars                # Table
+        self.detections = detections      # Table (truth of every detection)
+        self.catalogs = catalogs          # {(visit, ccd): Table in the afw SRC schema}
+        self.wcs_headers = wcs_headers    # {(visit, ccd): single-frame TAN-SIP header}
+        self.fluxmag0 = fluxmag0          # {(visit, ccd): (FLUXMAG0, FLUXMAG0ERR)}
+        self.refcat = refcat              # Table in the LSST reference-catalogue convention
+        self.missing = missing            # {(visit, ccd): "src" | "calexp" | "both"}
+
+    @property
+    def visits(self):
+        return sorted(self.truth.visits)
+
+    def summary_lines(self, root):
+        """What was simulated (and written to `root`), as ``mosaicfit simulate`` prints it."""
+        cfg = self.config
+        n_src = len(self.catalogs) - sum(1 for k, w in self.missing.items()
+                                         if w == "src" and k in self.catalogs)
+        timing = getattr(self, "timing", {})
+        lines = [f"simulated {len(self.visits)} visits x {len(cfg.ccds)} CCDs (visits "
+                 f"{self.visits[0]}..{self.visits[-1]}:{cfg.visit_step}, {cfg.filter}) in "
+                 f"{timing.get('simulate', 0.0):.1f} s, wrote in {timing.get('write', 0.0):.1f} s "
+                 f"to {os.path.abspath(root)}",
+                 f"  {len(self.detections)} detections in {n_src} SRC catalogs; "
+                 f"{int(np.sum(self.stars['is_star']))} stars, "
+                 f"{int(np.sum(~self.stars['is_star']))} galaxies; {len(self.refcat)} "
+                 "reference stars"]
+        if self.missing:
+            lines.append(f"  missing on purpose (dead or failed CCDs): {len(self.missing)} "
+                         "(visit, ccd) inputs")
+        return lines
+
+
+def make_tract(config=None, **kw):
+    """Simulate a tract in memory. Keywords override fields of :class:`SimConfig`."""
+    cfg = dataclasses.replace(config or SimConfig(), **kw)
+    if cfg.filter not in DEFAULT_BAND_FOR_FILTER:
+        raise MosaicError(f"unknown HSC filter {cfg.filter!r}; known: "
+                          + ", ".join(DEFAULT_BAND_FOR_FILTER))
+    if cfg.visits < 1:
+        raise MosaicError(f"--visits must be at least 1, not {cfg.visits}")
+    camera = hsc()
+    bad = [c for c in cfg.ccds if c not in camera.science_ccds]
+    if bad:
+        raise MosaicError(f"no science CCD {bad[0]} in {camera.name} (0..103)")
+    rng = np.random.default_rng(cfg.seed)
+    truth = TruthModel(draw_params(cfg, rng, camera), camera)
+    vis = [truth.visits[v] for v in sorted(truth.visits)]
+    mean_mjd = float(np.mean([v["mjd"] for v in vis]))
+    stars = draw_sky(cfg, rng, mean_mjd)
+
+    live = [c for c in cfg.ccds if c not in cfg.dead_ccds]
+    per_ccd = {}
+    truth_rows = []
+    for v in vis:
+        dets, rows = _observe_visit(cfg, rng, truth, stars, v, live)
+        truth_rows += rows
+        for det in dets:
+            per_ccd[(v["visit"], det["ccd"])] = det
+    detections = Table({k: np.concatenate([r[k] for r in truth_rows]) for k in truth_rows[0]}) \
+        if truth_rows else Table()
+
+    wcs_headers, catalogs, fluxmag0 = {}, {}, {}
+    for key, det in per_ccd.items():
+        wcs_headers[key] = _single_frame_wcs(truth, rng, *key)
+        catalogs[key] = src_table(det, wcs_headers[key])
+        # single-frame photometric calibration: a few per cent off the truth at the CCD centre
+        d = camera[key[1]]
+        zp = truth.zeropoint(key[0], key[1], (d.width - 1) / 2.0, (d.height - 1) / 2.0)
+        fluxmag0[key] = (float(10 ** (0.4 * (zp + rng.normal(0, 0.02))) ), float(10 ** (0.4 * zp) * 0.01))
+    missing = {}
+    keys = sorted(per_ccd)
+    n_fail = int(round(cfg.failed_fraction * len(keys)))
+    for i in rng.permutation(len(keys))[:n_fail]:
+        missing[keys[i]] = rng.choice(["src", "calexp"])
+    for v in vis:
+        for c in cfg.dead_ccds:
+            if c in cfg.ccds:
+                missing[(v["visit"], c)] = "both"
+    refcat = make_refcat(cfg, rng, stars)
+    return SimulatedTract(cfg, truth, stars, detections, catalogs, wcs_headers, fluxmag0, refcat,
+                          missing)

@@ -1,0 +1,327 @@
+"""The truth of a simulated tract: the true pixel -> sky mapping and photometric calibration
+of every (visit, ccd) (:class:`TruthModel`), read back from ``ROOT/truth`` (:class:`Truth`),
+and the accuracy of the single-frame inputs and of the mosaic's products against it."""
+import json
+import os
+
+import numpy as np
+from astropy.table import Table
+
+from .. import MosaicError
+from ..io.corr import read_corr
+from ..io.layout import Repository
+from ..io.wcsfile import read_wcs_header
+from ..model.camera import hsc
+from ..model.fluxcorr import read_fcr
+from ..model.sip import SipModel
+from ..model.sky import sky_to_tangent, tangent_to_sky
+from .config import CLEAN, REF_EPOCH_MJD
+from .sky import positions_at
+
+__all__ = ["TruthModel", "Truth", "draw_params", "evaluate_inputs", "evaluate_outputs",
+           "FIELD_SCALE"]
+
+
+# ------------------------------------------------------------------------------------------
+# The truth model
+# ------------------------------------------------------------------------------------------
+class TruthModel:
+    """The true pixel -> sky mapping and photometric calibration of every (visit, CCD).
+
+    pixel (x, y) -> focal plane (camera placement + per-CCD offset dx, dy [mm] and rotation)
+    -> field angle (camera distortion) -> per-visit perturbation F(X, Y) (scale, rotation,
+    shear, quadratic terms) -> gnomonic plane about the boresight (sky-angle convention of the
+    camera) -> (ra, dec).
+
+    Photometry: m_true = -2.5 log10(instFlux) + zeropoint(visit, ccd, x, y) with
+    zeropoint = zp[visit] - cloud_visit(X, Y) - illum(X, Y) - dmag[ccd] - 2.5 log10 J(x, y),
+    J the true pixel area relative to that at the optical axis.
+    """
+
+    def __init__(self, params, camera=None):
+        self.params = params
+        self.camera = camera or hsc()
+        self.visits = {int(v["visit"]): v for v in params["visits"]}
+        self.ccds = {int(c): v for c, v in params["ccds"].items()}
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_json(self):
+        return json.dumps(self.params, indent=1)
+
+    @classmethod
+    def load(cls, root):
+        path = os.path.join(root, "truth", "model.json")
+        try:
+            with open(path) as f:
+                return cls(json.load(f))
+        except (OSError, ValueError) as e:
+            raise MosaicError(f"{path}: cannot read the simulation truth: {e}") from None
+
+    # -- astrometry ----------------------------------------------------------------------------
+    def _ccd_to_fp(self, ccd, x, y):
+        c = self.ccds[int(ccd)]
+        fx, fy = self.camera.pixel_to_focal_plane(ccd, x, y)
+        d = self.camera[ccd]
+        ox, oy = d.offset_mm
+        th = c["rot_rad"]  # rotation of the CCD about its own centre
+        rx, ry = fx - ox, fy - oy
+        return (ox + c["dx_mm"] + rx - th * ry, oy + c["dy_mm"] + ry + th * rx)
+
+    def _fp_to_ccd(self, ccd, fx, fy):
+        c = self.ccds[int(ccd)]
+        d = self.camera[ccd]
+        ox, oy = d.offset_mm
+        rx, ry = fx - ox - c["dx_mm"], fy - oy - c["dy_mm"]
+        th = c["rot_rad"]
+        den = 1.0 + th * th
+        return self.camera.focal_plane_to_pixel(ccd, ox + (rx + th * ry) / den,
+                                                oy + (ry - th * rx) / den)
+
+    @staticmethod
+    def _perturb(v, X, Y):
+        L = v["linear"]
+        Q = v["quadratic"]       # [[x: c20, c11, c02], [y: c20, c11, c02]] per radian
+        return (X + L[0][0] * X + L[0][1] * Y + Q[0][0] * X * X + Q[0][1] * X * Y + Q[0][2] * Y * Y,
+                Y + L[1][0] * X + L[1][1] * Y + Q[1][0] * X * X + Q[1][1] * X * Y + Q[1][2] * Y * Y)
+
+    def _unperturb(self, v, Xp, Yp):
+        X, Y = np.array(Xp, dtype=float), np.array(Yp, dtype=float)
+        for _ in range(20):   # fixed point: the perturbation is ~1e-3 of the identity
+            fx, fy = self._perturb(v, X, Y)
+            dX, dY = Xp - fx, Yp - fy
+            X, Y = X + dX, Y + dY
+            if np.max(np.abs(dX), initial=0) < 1e-16 and np.max(np.abs(dY), initial=0) < 1e-16:
+                break
+        return X, Y
+
+    def pixel_to_tangent(self, visit, ccd, x, y):
+        """(xi, eta) in radians about the visit's boresight."""
+        v = self.visits[int(visit)]
+        X, Y = self.camera.focal_plane_to_field_angle(*self._ccd_to_fp(ccd, x, y))
+        X, Y = self._perturb(v, X, Y)
+        return self.camera.field_angle_to_tangent_plane(X, Y, v["sky_angle"])
+
+    def pixel_to_sky(self, visit, ccd, x, y):
+        """True (ra, dec) in degrees of 0-based pixel (x, y) of (visit, ccd)."""
+        v = self.visits[int(visit)]
+        xi, eta = self.pixel_to_tangent(visit, ccd, x, y)
+        return tangent_to_sky(xi, eta, v["ra"], v["dec"])
+
+    def sky_to_pixel(self, visit, ccd, ra, dec):
+        v = self.visits[int(visit)]
+        xi, eta = sky_to_tangent(ra, dec, v["ra"], v["dec"])
+        X, Y = self.camera.tangent_plane_to_field_angle(xi, eta, v["sky_angle"])
+        X, Y = self._unperturb(v, X, Y)
+        return self._fp_to_ccd(ccd, *self.camera.field_angle_to_focal_plane(X, Y))
+
+    def area_ratio(self, visit, ccd, x, y, h=1.0):
+        """J: true pixel area at (x, y) over the pixel area at the optical axis."""
+        def area(cx, cy, cc):
+            a = self.pixel_to_tangent(visit, cc, cx + h, cy)
+            b = self.pixel_to_tangent(visit, cc, cx - h, cy)
+            c = self.pixel_to_tangent(visit, cc, cx, cy + h)
+            d = self.pixel_to_tangent(visit, cc, cx, cy - h)
+            return np.abs((a[0] - b[0]) * (c[1] - d[1]) - (a[1] - b[1]) * (c[0] - d[0])) / (4 * h * h)
+        # the optical axis seen from a CCD without offsets: the axis has no CCD of its own
+        ax, ay = self.camera.focal_plane_to_pixel(ccd, 0.0, 0.0)
+        return area(np.asarray(x, float), np.asarray(y, float), ccd) / area(ax, ay, ccd)
+
+    # -- photometry ----------------------------------------------------------------------------
+    def field_angle(self, visit, ccd, x, y):
+        return self.camera.focal_plane_to_field_angle(*self._ccd_to_fp(ccd, x, y))
+
+    def zeropoint(self, visit, ccd, x, y):
+        """m_true = -2.5 log10(instFlux) + zeropoint, at 0-based pixel (x, y)."""
+        v = self.visits[int(visit)]
+        X, Y = self.field_angle(visit, ccd, x, y)
+        return (v["zp"] - _poly_field(v["cloud"], X, Y) - _poly_field(self.params["illum"], X, Y)
+                - self.ccds[int(ccd)]["dmag"] - 2.5 * np.log10(self.area_ratio(visit, ccd, x, y)))
+
+
+FIELD_SCALE = np.radians(0.75)   # field-angle unit of the photometric polynomials
+
+
+def _poly_field(coeffs, X, Y):
+    """sum c[i][j] (X/R)^i (Y/R)^j with R = 0.75 deg: smooth focal-plane patterns."""
+    u, v = X / FIELD_SCALE, Y / FIELD_SCALE
+    out = np.zeros_like(np.asarray(u, dtype=float))
+    for i, row in enumerate(coeffs):
+        for j, c in enumerate(row):
+            if c:
+                out = out + c * u ** i * v ** j
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Drawing the sky, the visits and the instrument
+# ------------------------------------------------------------------------------------------
+def draw_params(cfg, rng, camera):
+    n = cfg.visits
+    visits = []
+    mjd = cfg.mjd_start
+    for k in range(n):
+        # HSC-SSP-like dithers: offsets of 0.1-0.6 deg around the field centre, some rotated
+        if k == 0:
+            r, phi = 0.0, 0.0
+        else:
+            r = rng.uniform(cfg.dither_min_deg, cfg.dither_max_deg)
+            phi = 2 * np.pi * (k - 1) / max(n - 1, 1) + rng.normal(0, 0.3)
+        dra, ddec = r * np.cos(phi), r * np.sin(phi)
+        ra_c, dec_c = tangent_to_sky(np.radians(dra), np.radians(ddec), cfg.ra, cfg.dec)
+        # pointing error of the telescope: ~1" rms
+        ra_b, dec_b = tangent_to_sky(*(rng.normal(0, 1.0, 2) * np.pi / 648000), ra_c, dec_c)
+        sky_angle = 270.0 if k % 3 != 2 else 270.0 + rng.choice([-1, 1]) * rng.uniform(20, 90)
+        if k and k % 2 == 0:
+            mjd += 1.0 + rng.integers(0, 3)          # a new night
+        else:
+            mjd += (cfg.exptime + 40.0) / 86400.0     # the next exposure of the night
+        extinction = rng.exponential(0.08)            # transparency: clouds of a few tenths
+        theta = rng.normal(0, 2e-5)
+        scale = 0.0048 + rng.normal(0, 2e-5)          # the sky scale is ~0.48% above nominal
+        shear = rng.normal(0, 1e-5, 2)
+        visits.append(dict(
+            visit=int(cfg.first_visit + cfg.visit_step * k), ra=float(ra_b), dec=float(dec_b),
+            ra_commanded=float(ra_c), dec_commanded=float(dec_c),
+            sky_angle=float(sky_angle), mjd=float(mjd), exptime=cfg.exptime,
+            seeing_fwhm=float(rng.uniform(0.5, 0.95)),               # arcsec
+            sky_adu=float(rng.uniform(1500.0, 4000.0)),              # per pixel
+            gain=3.0,
+            zp=float(27.0 + 2.5 * np.log10(cfg.exptime) - extinction),
+            linear=[[scale + shear[0], -theta + shear[1]], [theta + shear[1], scale - shear[0]]],
+            quadratic=(rng.normal(0, 1.5e-3, (2, 3))).tolist(),      # ~0.05" at the field edge
+            # cloud gradient/curvature across the field: up to a few hundredths of a mag
+            cloud=[[0.0, float(rng.normal(0, 0.01)), float(rng.normal(0, 0.005))],
+                   [float(rng.normal(0, 0.01)), float(rng.normal(0, 0.005)), 0.0],
+                   [float(rng.normal(0, 0.005)), 0.0, 0.0]],
+        ))
+    ccds = {}
+    for c in camera.science_ccds:
+        ccds[str(c)] = dict(dx_mm=float(rng.normal(0, 0.003)), dy_mm=float(rng.normal(0, 0.003)),
+                            rot_rad=float(rng.normal(0, 3e-5)), dmag=float(rng.normal(0, 0.01)))
+    # illumination residual: radial, ~3% at the edge, plus a small tilt
+    illum = [[0.0, 0.004, 0.03], [0.006, 0.0, 0.0], [0.03, 0.0, 0.0]]
+    return dict(camera=camera.name, filter=cfg.filter, seed=cfg.seed, visits=visits, ccds=ccds,
+                illum=illum, ref_epoch_mjd=REF_EPOCH_MJD)
+
+
+# ------------------------------------------------------------------------------------------
+# Measuring a calibration against the truth
+# ------------------------------------------------------------------------------------------
+class Truth:
+    """The truth of a simulated repository, for measuring any calibration against it.
+
+    Only clean detections of stars count (no blends, saturation, displaced centroids, cosmic
+    rays or moving objects): these are where a calibration can and must be right.
+    """
+
+    def __init__(self, root):
+        self.root = root
+        self.model = TruthModel.load(root)
+        tdir = os.path.join(root, "truth")
+        try:
+            self.stars = Table.read(os.path.join(tdir, "stars.fits"))
+            self.detections = Table.read(os.path.join(tdir, "detections.fits"))
+        except (OSError, ValueError) as e:
+            raise MosaicError(f"{tdir}: cannot read the simulation truth: {e}") from None
+        self._row = {int(t): i for i, t in enumerate(np.asarray(self.stars["truth_id"]))}
+        d = self.detections
+        key = np.asarray(d["visit"], np.int64) * 1000 + np.asarray(d["ccd"], np.int64)
+        order = np.argsort(key, kind="stable")
+        self._order = order
+        self._keys, self._starts = np.unique(key[order], return_index=True)
+        self._ends = np.r_[self._starts[1:], len(order)]
+
+    def clean_stars(self, visit, ccd):
+        """Truth rows (Table) of the clean star detections of (visit, ccd) with the star's
+        true ra, dec (degrees, at the visit's epoch) and magnitude."""
+        k = np.searchsorted(self._keys, visit * 1000 + ccd)
+        if k >= len(self._keys) or self._keys[k] != visit * 1000 + ccd:
+            return None
+        sub = self.detections[self._order[self._starts[k]:self._ends[k]]]
+        sub = sub[(np.asarray(sub["outlier"]) == CLEAN) & (np.asarray(sub["truth_id"]) > 0)]
+        rows = np.array([self._row[int(t)] for t in sub["truth_id"]], dtype=int)
+        stars = self.stars[rows] if len(rows) else self.stars[:0]
+        sub = sub[np.asarray(stars["is_star"], bool)]
+        stars = stars[np.asarray(stars["is_star"], bool)]
+        ra, dec = positions_at(stars, self.model.visits[visit]["mjd"])
+        sub["ra"], sub["dec"], sub["mag"] = ra, dec, np.asarray(stars["mag"])
+        return sub
+
+    def astrometric_error(self, visit, ccd, pixel_to_sky):
+        """(dRA cos Dec, dDec) in mas of `pixel_to_sky(x, y) -> (ra, dec) deg` at the
+        noise-free positions of the clean stars of (visit, ccd)."""
+        s = self.clean_stars(visit, ccd)
+        if s is None or len(s) == 0:
+            return np.zeros(0), np.zeros(0)
+        ra, dec = pixel_to_sky(np.asarray(s["x_true"]), np.asarray(s["y_true"]))
+        dra = ((ra - s["ra"] + 180.0) % 360.0 - 180.0) * np.cos(np.radians(s["dec"]))
+        return np.asarray(dra) * 3.6e6, np.asarray(dec - s["dec"]) * 3.6e6
+
+    def photometric_error(self, visit, ccd, calibrated_mag):
+        """mmag of `calibrated_mag(x, y, instFlux) -> mag` for the noise-free fluxes of the
+        clean stars of (visit, ccd), minus their true magnitudes."""
+        s = self.clean_stars(visit, ccd)
+        if s is None or len(s) == 0:
+            return np.zeros(0)
+        m = calibrated_mag(np.asarray(s["x_true"]), np.asarray(s["y_true"]),
+                           np.asarray(s["instFlux_true"]))
+        return (np.asarray(m) - np.asarray(s["mag"])) * 1000.0
+
+
+def evaluate_inputs(root, rerun, refs):
+    """Errors of the single-frame inputs (CORR WCS and FLUXMAG0) of `refs` against the truth:
+    dict(wcs_rms_mas=(ra, dec), zp_rms_mmag, zp_range_mmag, n_stars)."""
+    truth = Truth(root)
+    repo = Repository(root, rerun)
+    dra, ddec, dmag, zps = [], [], [], []
+    for ref in refs:
+        path = repo.find("calexp", **ref.data_id)
+        if path is None:
+            continue
+        exp = read_corr(path, metadata_only=True)
+        a, b = truth.astrometric_error(ref.visit, ref.ccd,
+                                       SipModel.from_header(exp.wcs_header).pixel_to_sky)
+        dra.append(a)
+        ddec.append(b)
+        f0 = exp.fluxmag0
+        dm = truth.photometric_error(ref.visit, ref.ccd,
+                                     lambda x, y, f: -2.5 * np.log10(f / f0))
+        dmag.append(dm)
+        s = truth.clean_stars(ref.visit, ref.ccd)
+        if s is not None and len(s):
+            zps.append(truth.model.zeropoint(ref.visit, ref.ccd, s["x_true"], s["y_true"])
+                       - truth.model.visits[ref.visit]["zp"])
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)
+    dra, ddec, dmag, zps = cat(dra), cat(ddec), cat(dmag), cat(zps)
+    rms = lambda a: float(np.sqrt(np.mean(a ** 2))) if len(a) else float("nan")
+    return dict(wcs_rms_mas=(rms(dra), rms(ddec)), zp_rms_mmag=rms(dmag),
+                zp_range_mmag=float(np.ptp(zps) * 1000) if len(zps) else float("nan"),
+                n_stars=int(len(dra)))
+
+
+def evaluate_outputs(root, rerun, refs, tract):
+    """Errors of the mosaic's wcs-/fcr- files of `refs` against the truth: dict(wcs_rms_mas=
+    (ra, dec), zp_rms_mmag, n_stars, n_ccds). The calibrated magnitude is hscPipe's:
+    -2.5 log10(flux 10^(-0.4 P) J / FLUXMAG0), J the pixel area of the wcs- file."""
+    truth = Truth(root)
+    repo = Repository(root, rerun)
+    dra, ddec, dmag = [], [], []
+    n_ccds = 0
+    for ref in refs:
+        did = dict(ref.data_id, tract=tract)
+        wp, fp = repo.path("wcs", **did), repo.path("fcr", **did)
+        if not (os.path.exists(wp) and os.path.exists(fp)):
+            continue
+        n_ccds += 1
+        sip = SipModel.from_header(read_wcs_header(wp), wp)
+        fc = read_fcr(fp, hsc()[ref.ccd].nquarter)
+        a, b = truth.astrometric_error(ref.visit, ref.ccd, sip.pixel_to_sky)
+        dra.append(a)
+        ddec.append(b)
+        dmag.append(truth.photometric_error(ref.visit, ref.ccd, lambda x, y, f: -2.5 * np.log10(
+            f * fc.factor(x, y, sip.area_ratio(x, y)) / fc.fluxmag0)))
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)
+    rms = lambda a: float(np.sqrt(np.mean(a ** 2))) if len(a) else float("nan")
+    dra, ddec, dmag = cat(dra), cat(ddec), cat(dmag)
+    return dict(wcs_rms_mas=(rms(dra), rms(ddec)), zp_rms_mmag=rms(dmag), n_stars=int(len(dra)),
+                n_ccds=n_ccds)
