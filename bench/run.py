@@ -343,7 +343,7 @@ def phase_driver(root, jobs, out_json):
     done.set()
     th.join()
     st = sol.stats
-    tm = st["timing"]
+    tm = st.timing
     ta, tp = tm.get("astrometry", 0.0), tm.get("photometry", 0.0)
     t_match_end = t1 + tm["solve_total"] - ta - tp
     windows = dict(read=(t0, t1), match=(t1, t_match_end), astrometry=(t_match_end, t_match_end + ta),
@@ -356,8 +356,8 @@ def phase_driver(root, jobs, out_json):
         m = (ts >= a) & (ts <= b + 0.05)
         peak[k] = float(rss[m].max()) if m.any() else None
     res = dict(time={k: b - a for k, (a, b) in windows.items()}, peak_mb=peak,
-               total_s=t3 - t0, n_detections=st["n_detections"], n_stars=st["n_stars"],
-               n_ref_stars=st["n_ref_stars"], n_visits=st["n_visits"], n_ccds=st["n_ccds"],
+               total_s=t3 - t0, n_detections=st.n_detections, n_stars=st.n_stars,
+               n_ref_stars=st.n_ref_stars, n_visits=st.n_visits, n_ccds=st.n_ccds,
                n_exposures=len(exposures), max_mb=float(rss.max()))
     with open(out_json, "w") as f:
         json.dump(res, f)
@@ -420,9 +420,9 @@ def density_driver(visits, density, ccds, dither, out_json):
     sol = solve(exps, hsc(), cfg, sim.refcat)
     t_solve = time.time() - t
     st = sol.stats
-    res = dict(density=density, simulate_s=t_sim, solve_s=t_solve, timing=st["timing"],
-               n_detections=st["n_detections"], n_stars=st["n_stars"],
-               n_ref_stars=st["n_ref_stars"])
+    res = dict(density=density, simulate_s=t_sim, solve_s=t_solve, timing=st.timing,
+               n_detections=st.n_detections, n_stars=st.n_stars,
+               n_ref_stars=st.n_ref_stars)
     with open(out_json, "w") as f:
         json.dump(res, f)
 

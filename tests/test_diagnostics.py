@@ -10,7 +10,7 @@ import mosaicfit.diagnostics.files
 import mosaicfit.diagnostics.plots
 import mosaicfit.diagnostics.stats
 from mosaicfit import MosaicError, cli, diagnostics
-from mosaicfit.model.solution import load_solution
+from mosaicfit.model.solution import Solution
 from mosaicfit.model.camera import hsc
 from mosaicfit.model.sky import tangent_to_sky
 from mosaicfit.io.src import standardize
@@ -80,7 +80,7 @@ def test_dpos_dat(run):
     dx = (v[good, 0] - v[good, 2]) * 3.6e6
     dy = (v[good, 1] - v[good, 3]) * 3.6e6
     rms = np.sqrt(np.mean((dx ** 2 + dy ** 2) / 2))
-    assert rms == pytest.approx(sol.stats["astro_rms_mas"], rel=2e-3)
+    assert rms == pytest.approx(sol.stats.astrometry.rms_mas, rel=2e-3)
     assert rms == pytest.approx(diagnostics.summarize(sol)["astro_rms_all"], rel=1e-4)
     # u, v as in the detection table
     order = np.r_[np.nonzero(ref)[0], np.nonzero(~ref)[0]]
@@ -99,7 +99,7 @@ def test_dmag_dat(run):
     # mag_cor - mag0 is the fit's residual; its rms the fit's rms
     dm = (v[:, 0] - v[:, 1]) * 1000
     assert np.allclose(dm[good], np.asarray(d["dmag"])[order][good], atol=2e-3)
-    assert np.sqrt(np.mean(dm[good] ** 2)) == pytest.approx(sol.stats["phot_rms_mmag"], rel=1e-3)
+    assert np.sqrt(np.mean(dm[good] ** 2)) == pytest.approx(sol.stats.photometry["HSC-I"].rms_mmag, rel=1e-3)
     assert np.all(v[kind == "s", 2] == -9999)
     m = (kind == "m") & good
     assert np.allclose(v[m, 2], np.asarray(d["mag_ref"])[order][m], atol=1e-6)
@@ -112,18 +112,18 @@ def test_ccd_files(run):
     rows = [ln.split() for ln in open(os.path.join(outdir, "ccd.dat")) if not ln.startswith("#")]
     assert open(os.path.join(outdir, "ccd.dat")).readline() == "#chip   centerXFp    centerYFp   yaw (rad)\n"
     ccds = [int(r[0]) for r in rows]
-    assert set(sol.ccd_geom) <= set(ccds)
+    assert set(sol.placement.offsets) <= set(ccds)
     for r in rows:
         c, x, y, yaw = int(r[0]), float(r[1]), float(r[2]), float(r[3])
         d = cam[c]
         u, v = sol.focal_plane(c, np.array([(d.width - 1) / 2]), np.array([(d.height - 1) / 2]))
         assert abs(x - u[0]) < 1e-4 and abs(y - v[0]) < 1e-4
         assert abs(yaw) < 0.01          # the quarter turns are not part of hscPipe's yaw
-        th = sol.ccd_geom.get(c, (0, 0, 0))[2]
+        th = sol.placement.offsets.get(c, (0, 0, 0))[2]
         assert yaw == pytest.approx(np.radians(d.yaw_deg - 90 * d.nquarter) + th, abs=1e-7)
     rows = [ln.split() for ln in open(os.path.join(outdir, "ccdScale.dat")) if not ln.startswith("#")]
     for c, scale in rows:
-        assert float(scale) == pytest.approx(10 ** (-0.4 * sol.ccd_mag.get(int(c), 0.0)), abs=1e-5)
+        assert float(scale) == pytest.approx(10 ** (-0.4 * sol.photometry["HSC-I"].ccd_term(c)), abs=1e-5)
 
 
 def _coeffs(path):
@@ -150,8 +150,8 @@ def test_coeffs_dat_reproduces_the_model(run):
     ap/bp invert it."""
     sol, _, outdir, _ = run
     co = _coeffs(os.path.join(outdir, "coeffs.dat"))
-    assert sorted(co) == sorted(sol.astro)
-    order = int(getattr(sol, "sip_order", None) or sol.order)
+    assert sorted(co) == sorted(sol.astrometry.coefficients)
+    order = sol.sip_order
     terms = diagnostics.files.sip_terms(order)
     assert terms[:5] == [(1, 0), (0, 1), (2, 0), (1, 1), (0, 2)]
     d = sol.detections
@@ -180,8 +180,8 @@ def test_visit_sip_and_jacobian(run):
     """The visit-level TAN-SIP (coeffs.dat) follows the model; J from it, J of the model
     (jcont) agree, and J is 1 at the optical axis."""
     sol, _, _, _ = run
-    v = sorted(sol.astro)[0]
-    fp = diagnostics.plots.FocalPlane(sol, sorted(sol.ccd_geom))
+    v = sorted(sol.astrometry.coefficients)[0]
+    fp = diagnostics.plots.FocalPlane(sol, sorted(sol.placement.offsets))
     h = diagnostics.plots.visit_sip(sol, v, fp)
     assert h["FITRMS"] < 1.0 and h["FITMAX"] < 5.0
     x, y = np.array([10.0, 1000.0, 2000.0]), np.array([20.0, 2000.0, 4100.0])
@@ -206,9 +206,9 @@ def test_jacobian_is_concentric(run):
     """The J map is concentric about the optical axis (HSC's distortion: centre within ~50 px,
     non-concentric part below 1e-3)."""
     sol, _, _, _ = run
-    fp = diagnostics.plots.FocalPlane(sol, sorted(sol.ccd_geom))
+    fp = diagnostics.plots.FocalPlane(sol, sorted(sol.placement.offsets))
     gu, gv, on = fp.gu[::2, ::2], fp.gv[::2, ::2], fp.which[::2, ::2] >= 0
-    for v in sol.astro:
+    for v in sol.astrometry.coefficients:
         J = diagnostics.plots.model_jacobian(sol, v, fp, gu[on], gv[on])
         u0, v0, rms = diagnostics.plots.concentric_centre(J, gu[on], gv[on])
         assert np.hypot(u0, v0) < 100 and rms < 1e-3
@@ -240,10 +240,10 @@ def test_index_html(run):
         assert f">{s[key]}<" in page, key
     for key in ("astro_rms_internal", "astro_rms_ref", "astro_rms_all", "phot_rms_all"):
         assert f"{s[key]:.2f}" in page, key
-    for it in sol.stats["iterations"]:
+    for it in sol.stats.iterations:
         assert f"{it.chi2 / max(it.ndof, 1):.3f}" in page
     for k in ("match", "astrometry", "photometry"):
-        assert f"{sol.stats['timing'][k]:.2f}" in page
+        assert f"{sol.stats.timing[k]:.2f}" in page
     names = [p.format(v) for v in _visits(sol) for p in PER_VISIT] + list(GLOBAL_PNG)
     srcs = re.findall(r'<img src="([^"]+)"', page)
     assert set(names) <= set(srcs)
@@ -254,13 +254,13 @@ def test_index_html(run):
 
 def test_solution_round_trip(run):
     sol, _, outdir, _ = run
-    back = load_solution(outdir)
-    v = sorted(sol.astro)[0]
+    back = Solution.load(outdir)
+    v = sorted(sol.astrometry.coefficients)[0]
     x, y = np.array([5.0, 2000.0]), np.array([7.0, 4000.0])
     for c in (30, 55):
         assert np.allclose(back.pixel_to_sky(v, c, x, y), sol.pixel_to_sky(v, c, x, y), atol=1e-12)
         assert back.fluxmag0(v, c) == pytest.approx(sol.fluxmag0(v, c), rel=1e-12)
-    assert [i.line() for i in back.stats["iterations"]] == [i.line() for i in sol.stats["iterations"]]
+    assert [i.line() for i in back.stats.iterations] == [i.line() for i in sol.stats.iterations]
     assert back.detections.colnames == sol.detections.colnames
     assert np.array_equal(np.asarray(back.detections["dxi"]), np.asarray(sol.detections["dxi"]))
 
@@ -289,7 +289,7 @@ def test_helpers():
     assert s == pytest.approx(2.0, rel=0.03) and abs(m) < 0.05 and n > 19000
     assert [diagnostics.stats.nice(x) for x in (0.7, 3, 12, 49, 51)] == [1, 5, 20, 50, 100]
     with pytest.raises(MosaicError):
-        load_solution("/nonexistent")
+        Solution.load("/nonexistent")
 
 
 def test_helper_processes(run, tmp_path, monkeypatch):
@@ -333,9 +333,9 @@ def test_flux_correction_map_is_the_fcr_product(run):
     """fcont's factor is the written fcr polynomial with the CCD term: 10^(-0.4 (fcr.mag + dC))
     = FLUXMAG0(axis of the visit) / FLUXMAG0(CCD) x 10^(-0.4 fcr.mag)."""
     sol, _, _, _ = run
-    fp = diagnostics.plots.FocalPlane(sol, sorted(sol.ccd_geom))
+    fp = diagnostics.plots.FocalPlane(sol, sorted(sol.placement.offsets))
     d = sol.detections
-    v = sorted(sol.phot)[1]
+    v = sorted(sol.photometry["HSC-I"].coefficients)[1]
     m = np.nonzero(np.asarray(d["visit"]) == v)[0][::40]
     u, w, ccd = np.asarray(d["u"])[m], np.asarray(d["v"])[m], np.asarray(d["ccd"])[m]
     F = diagnostics.plots.flux_correction_map(sol, v, fp, u, w, ccd)

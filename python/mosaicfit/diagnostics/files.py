@@ -22,7 +22,7 @@ def write_ccd_dat(sol, fp, path):
         d = sol.camera[c]
         yaw = np.radians(d.yaw_deg - 90.0 * d.nquarter)
         yaw = (yaw + np.pi) % (2 * np.pi) - np.pi
-        yaw += sol.ccd_geom.get(c, (0.0, 0.0, 0.0))[2]
+        yaw += sol.placement.offsets.get(c, (0.0, 0.0, 0.0))[2]
         u, v = fp.centre[c]
         lines.append("%4ld %12.4f %12.4f %10.7f\n" % (c, u, v, yaw))
     write_text("".join(lines), path)
@@ -43,7 +43,7 @@ def write_coeffs(sol, sips, path):
         h = sips[v]
         if h is None:
             continue
-        (A, D), (x0, y0), a, b, ap, bp = coeffs_from_sip(h, sol.order)
+        (A, D), (x0, y0), a, b, ap, bp = coeffs_from_sip(h, sol.sip_order)
         x0, y0 = x0 + 0.0, y0 + 0.0          # no "-0.00000"
         # hscPipe wrote A, D with %12.5e: 1e-5 rad is 2"; 13 digits keep them exact
         lines.append("%ld %19.12e %19.12e\n" % (v, A, D))

@@ -169,7 +169,7 @@ def visit_sip(sol, visit, fp):
     Solution.pixel_to_sky) over the CCDs; None where the visit has no astrometric solution."""
     if not sol.has_astrometry(visit):
         return None
-    order = int(getattr(sol, "sip_order", None) or sol.order)
+    order = sol.sip_order
     gu, gv = _sample_on_ccds(fp, 1500)
     ra, dec = _fp_to_sky(sol, visit, fp, gu, gv)
     c = fp.ccds[0]

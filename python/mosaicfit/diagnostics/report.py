@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import MosaicError, __version__
 from ..io.atomic import write_text
-from ..model.solution import jsonable, load_solution, save_solution
+from ..model.solution import Solution, plain
 from .files import (write_catalog, write_ccd_dat, write_ccd_scale, write_coeffs, write_dmag,
                     write_dpos)
 from .plots import (FocalPlane, plot_dflux2d, plot_fcont, plot_jcont, plot_mdm, plot_pos_dpos,
@@ -55,22 +55,22 @@ def _img(name, caption, cls=""):
 
 
 def write_index(sol, outdir, summ, visits, jinfo, files, t_diag):
-    st = sol.stats or {}
-    tm = st.get("timing", {})
+    st = sol.stats
+    tm = st.timing
     e = html.escape
     rows = [("visits", summ.get("n_visits")), ("CCDs", summ.get("n_ccds")),
             ("stars", summ.get("n_stars")),
             ("stars matched to the reference catalogue", summ.get("n_ref_stars")),
             ("detections", summ.get("n_detections")),
             ("detections of reference-matched stars", summ.get("n_ref_detections")),
-            ("astrometry: detections clipped", st.get("astro_clipped")),
+            ("astrometry: detections clipped", summ.get("astro_clipped")),
             ("astrometry: detections not used (clipped or frozen visit)", summ.get("astro_rejected")),
-            ("photometry: detections clipped", st.get("phot_clipped")),
-            ("photometry: variable / inconsistent stars removed", st.get("phot_variables")),
+            ("photometry: detections clipped", summ.get("phot_clipped")),
+            ("photometry: variable / inconsistent stars removed", summ.get("phot_variables")),
             ("photometry: detections not used", summ.get("phot_rejected")),
-            ("photometry: polynomial order", st.get("phot_order")),
-            ("photometry: absolute (reference magnitudes)", st.get("absolute")),
-            ("band", st.get("band")),
+            ("photometry: polynomial order", summ.get("phot_order")),
+            ("photometry: absolute (reference magnitudes)", summ.get("absolute")),
+            ("band", summ.get("band")),
             ("visits frozen at their single-frame WCS", ", ".join(map(str, summ["frozen_visits"])) or "none")]
     excl = summ["excluded"]
     acc = [("astrometry, all used detections (= the fit's rms)", _f(summ.get("astro_rms_all")), "mas"),
@@ -105,7 +105,7 @@ def write_index(sol, outdir, summ, visits, jinfo, files, t_diag):
     out.append("<h2>Iterations</h2><table><tr><th class='l'>fit</th><th>iteration</th><th>χ²</th>"
                "<th>ndof</th><th>χ²/ndof</th><th>rms</th><th>used</th><th>clipped</th>"
                "<th>assemble (s)</th><th>solve (s)</th></tr>")
-    for it in st.get("iterations", []):
+    for it in st.iterations:
         unit = "mas" if it.kind == "astrometry" else "mmag"
         out.append(f"<tr><td class='l'>{e(it.kind)}</td><td>{it.iteration}</td><td>{it.chi2:.1f}</td>"
                    f"<td>{it.ndof}</td><td>{it.chi2 / max(it.ndof, 1):.3f}</td><td>{it.rms:.2f} {unit}</td>"
@@ -169,7 +169,7 @@ def write_all(sol, outdir, save=True, jobs=None):
 def rebuild(outdir):
     """Write the diagnostics of `outdir` again from the solution :func:`write_all` saved there
     (``mosaicfit report``). Returns the list of file names written."""
-    return write_all(load_solution(outdir), outdir, save=False)
+    return write_all(Solution.load(outdir), outdir, save=False)
 
 
 def _visit_plots(sol, fp, visits, sips, cols, present, outdir):
@@ -254,7 +254,7 @@ def helper_main(argv):
     with single_thread_blas():
         files, jinfo = _visit_plots(w["sol"], w["fp"], visits, w["sips"], w["cols"], w["present"],
                                     w["outdir"])
-    write_text(json.dumps(jsonable(dict(files=files, jcont=jinfo))), result)
+    write_text(json.dumps(plain(dict(files=files, jcont=jinfo))), result)
     return 0
 
 
@@ -279,9 +279,9 @@ def _write_all(sol, outdir, save, jobs):
         raise MosaicError("the solution has no detection table: nothing to diagnose")
     files = []
     if save:
-        save_solution(sol, outdir)
+        sol.save(outdir)
         files += ["solution.json", "detections.fits", "stars.fits"]
-    ccds = sorted(set(np.unique(column(d, "ccd", int)).tolist()) | set(sol.ccd_geom))
+    ccds = sorted(set(np.unique(column(d, "ccd", int)).tolist()) | set(sol.placement.offsets))
     fp = FocalPlane(sol, ccds)
     visits = sorted(np.unique(column(d, "visit", np.int64)).tolist())
     sips = {v: visit_sip(sol, v, fp) for v in visits}
@@ -335,7 +335,7 @@ def _write_all(sol, outdir, save, jobs):
 
     summ = summarize(sol)
     summ["jcont"] = {int(v): jinfo[v] for v in sorted(jinfo)}
-    write_text(json.dumps(jsonable(summ), indent=1) + "\n", os.path.join(outdir, "summary.json"))
+    write_text(json.dumps(plain(summ), indent=1) + "\n", os.path.join(outdir, "summary.json"))
     files.append("summary.json")
     write_index(sol, outdir, summ, visit_table(sol), jinfo, set(files), time.time() - t0)
     files.append("index.html")

@@ -58,11 +58,10 @@ def nice(x, choices=(1, 2, 5)):
 
 def summarize(sol):
     """The run's summary (a dict of plain numbers) from the solution and its tables."""
-    st = sol.stats or {}
+    st = sol.stats
     d, s = sol.detections, sol.stars
-    out = dict(n_visits=int(st.get("n_visits", 0)), n_ccds=int(st.get("n_ccds", 0)),
-               n_stars=int(st.get("n_stars", 0)), n_ref_stars=int(st.get("n_ref_stars", 0)),
-               n_detections=int(st.get("n_detections", 0)))
+    out = dict(n_visits=st.n_visits, n_ccds=st.n_ccds, n_stars=st.n_stars,
+               n_ref_stars=st.n_ref_stars, n_detections=st.n_detections)
     if d is not None and len(d):
         visit, ref = column(d, "visit", np.int64), column(d, "ref", bool)
         out.update(n_visits=len(np.unique(visit)), n_ccds=len(np.unique(column(d, "ccd", int))),
@@ -94,13 +93,21 @@ def summarize(sol):
         out["astro_rms_star_vs_catalog"] = rms2(dra[ok], ddec[ok])
         out["astro_mean_star_vs_catalog"] = (float(np.mean(dra[ok])), float(np.mean(ddec[ok]))) \
             if ok.any() else (np.nan, np.nan)
-    for k in ("astro_chi2", "astro_ndof", "astro_rms_mas", "astro_clipped", "phot_chi2",
-              "phot_ndof", "phot_rms_mmag", "phot_clipped", "phot_variables", "phot_order",
-              "absolute", "n_ambiguous", "band"):
-        if k in st:
-            out[k] = st[k]
+    a = st.astrometry
+    if a is not None:
+        out.update(astro_chi2=a.chi2, astro_ndof=a.ndof, astro_rms_mas=a.rms_mas,
+                   astro_clipped=a.clipped, astro_order=a.order)
+    ph = [st.photometry[f] for f in sorted(st.photometry)]
+    if ph:
+        out.update(phot_chi2=sum(p.chi2 for p in ph), phot_ndof=sum(p.ndof for p in ph),
+                   phot_clipped=sum(p.clipped for p in ph),
+                   phot_variables=sum(p.variables for p in ph),
+                   phot_order=ph[0].order if len(ph) == 1 else
+                   ", ".join(f"{p.filter}: {p.order}" for p in ph),
+                   absolute=all(p.absolute for p in ph))
+    out.update(n_ambiguous=st.n_ambiguous, band=st.band)
     out["frozen_visits"] = sorted({int(v) for v, _ in sol.frozen})
-    out["excluded"] = [list(map(int, e)) for e in st.get("excluded", [])]
+    out["excluded"] = [list(map(int, e)) for e in st.excluded]
     return out
 
 
@@ -129,18 +136,12 @@ def visit_table(sol):
 
 def ccd_term(sol, visit, ccd):
     """The CCD's magnitude term dC for the visit's filter (0 where not fitted)."""
-    f = getattr(sol, "_dc", None)
-    if f is not None:
-        return float(f(visit, ccd))
-    return float(sol.ccd_mag.get(int(ccd), 0.0))
+    return float(sol.ccd_term(visit, ccd))
 
 
 def ccd_terms(sol):
-    """{ccd: dC} (of the first visit's filter when the solution has several)."""
-    v = min(sol.phot) if sol.phot else None
-    byf = getattr(sol, "ccd_mag_by_filter", None)
-    if byf is not None:
-        keys = set().union(*[set(m) for m in byf.values()]) if byf else set()
-    else:
-        keys = set(sol.ccd_mag)
-    return {int(c): ccd_term(sol, v, c) for c in sorted(keys)} if v is not None else {}
+    """{ccd: dC} of the first filter (by name) of the solution ({} without photometry)."""
+    if not sol.photometry:
+        return {}
+    model = sol.photometry[sorted(sol.photometry)[0]]
+    return {int(c): float(x) for c, x in sorted(model.ccd_terms.items())}

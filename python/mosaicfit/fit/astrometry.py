@@ -1,17 +1,19 @@
-"""The astrometric fit: per-visit polynomials of the field angle, CCD placement, star
-positions, iterated (the CCD rotations are the only non-linear parameters) with worst-first
-clipping.
+"""The astrometric fit: per-visit polynomials of the field angle, CCD placement and star
+positions (the model: :mod:`mosaicfit.model.astrometry`), iterated (the CCD rotations are the
+only non-linear parameters) with worst-first clipping.
 """
 import logging
 
 import numpy as np
 
 from .. import MosaicError
-from ..model.reference import Reference
+from ..model.astrometry import AstrometricModel, CcdPlacement
+from ..model.basis import n_terms
+from ..model.statistics import AstrometryStats, IterationSummary
 from .clipping import chance_clips, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
 from .order import affordable_order
-from .state import IterationSummary
+from .state import AstrometryResult
 
 log = logging.getLogger("mosaicfit.fit")
 
@@ -21,48 +23,21 @@ __all__ = ["fit_astrometry"]
 RELATIVE_PRIOR_ARCSEC = 0.5
 
 
-def _placement(sol, ctx, geom):
-    """Focal-plane (u, v) of every detection for CCD parameters geom[(ncc, 3)], and the
-    offsets (ru, rv) from each CCD's centre (for the rotation derivative)."""
-    cam = sol.camera
-    ps = cam.pixel_size_mm
-    ccds = ctx["ccds"]
-    ox = np.array([cam[int(c)].offset_mm[0] / ps for c in ccds])[ctx["cidx"]]
-    oy = np.array([cam[int(c)].offset_mm[1] / ps for c in ccds])[ctx["cidx"]]
-    g = geom[ctx["cidx"]]
-    c, s = np.cos(g[:, 2]), np.sin(g[:, 2])
-    ru0, rv0 = ctx["u0"] - ox, ctx["v0"] - oy
-    ru, rv = c * ru0 - s * rv0, s * ru0 + c * rv0
-    return ox + g[:, 0] + ru, oy + g[:, 1] + rv, ru, rv
-
-
-def fit_astrometry(sol, ctx, cfg, exposures):
-    det, star, nstar = ctx["det"], ctx["star"], ctx["nstar"]
-    vidx, cidx, ccds, visits = ctx["vidx"], ctx["cidx"], ctx["ccds"], ctx["visits"]
-    n, nv, nc = len(det), len(visits), len(ccds)
-    # the polynomial order: reduced when the typical visit has too few stars for it (narrow
-    # bands, sparse fields); visits far below the typical one are frozen further down
-    order = affordable_order(cfg.fittingOrder, np.bincount(vidx, minlength=nv), 1, "astrometric")
-    sol.order = order
-    T = (order + 1) * (order + 2) // 2
-    fs = sol.fa_scale
-    ps = sol.camera.pixel_size_mm
-
-    # weights: centroid errors in arcsec (single-frame pixel scale) plus the floor
-    sig = det.sig_pix * det.pixscale
-    w = 1.0 / (sig ** 2 + cfg.astromErrorFloor ** 2)
-    # reference stars: prior at the mean epoch, proper motion to each visit's epoch
+def _reference_priors(data, plane, cfg):
+    """(y, prior, prior_w, has): the reference stars' positions at the mean epoch in the tract
+    plane with their weights, and each detection's proper-motion offset y from there to its
+    own epoch; a relative solution (no reference star) ties every star weakly to its mean
+    single-frame position instead."""
+    n, nstar, star = len(data), data.nstar, data.star
     y = np.zeros((n, 2))
     prior = np.zeros((nstar, 2))
     prior_w = np.zeros(nstar)
-    ref, ros, t0 = ctx["ref"], ctx["ref_of_star"], ctx["t0"]
+    ref, ros, t0 = data.ref, data.ref_of_star, data.t0
     has = ros >= 0
     if ref is not None and has.any():
-        r = ros[has]
-        sub = Reference(*(getattr(ref, f)[r] for f in ("ra", "dec", "pm_ra", "pm_dec", "epoch",
-                                                        "pos_err", "pm_err", "mag", "mag_err")))
+        sub = ref.take(ros[has])
         ra0, dec0, err0 = sub.at(t0)
-        prior[has] = np.stack(sol.sky_to_tract(ra0, dec0), axis=-1)
+        prior[has] = np.stack(plane.from_sky(ra0, dec0), axis=-1)
         # jointcal's convention: the catalogue's own errors (Gaia: 0.02-1 mas, which is what
         # ties the tract's global distortion, invisible to the internal data, to the sky)
         # plus a floor; hscPipe's catRMS (40 mas) where the catalogue gives no errors
@@ -70,31 +45,75 @@ def fit_astrometry(sol, ctx, cfg, exposures):
                         (cfg.catRMS * 3600.0) ** 2)
         prior_w[has] = 1.0 / sig2
         # displacement between t0 and each detection's epoch, in the tract plane
-        dm = np.nonzero(has[star] & np.isfinite(ctx["det_mjd"]))[0]
+        dm = np.nonzero(has[star] & np.isfinite(data.det_mjd))[0]
         if len(dm):
             rowmap = np.full(nstar, -1)
             rowmap[np.nonzero(has)[0]] = np.arange(has.sum())
-            rr = rowmap[star[dm]]
-            sub2 = Reference(*(getattr(sub, f)[rr] for f in ("ra", "dec", "pm_ra", "pm_dec", "epoch",
-                                                             "pos_err", "pm_err", "mag", "mag_err")))
-            ra1, dec1, _ = sub2.at(ctx["det_mjd"][dm])
-            xi1 = np.stack(sol.sky_to_tract(ra1, dec1), axis=-1)
+            ra1, dec1, _ = sub.take(rowmap[star[dm]]).at(data.det_mjd[dm])
+            xi1 = np.stack(plane.from_sky(ra1, dec1), axis=-1)
             y[dm] = xi1 - prior[star[dm]]
-    coef_prior = coef_prior_w = None
-    if not has.any():
+    else:
         # Relative solution. The internal data leave free any smooth distortion of the tract
         # plane common to all visits (not only an affine one: composed with order-9 visit
         # polynomials it stays representable to far below the noise). Every star is tied,
         # weakly, to its mean single-frame position (0.5": the single-frame WCS accuracy), as a
         # reference star would be: the frame becomes the average of the single-frame WCSs and
         # the internal precision is untouched.
-        prior = np.stack(sol.sky_to_tract(ctx["star_ra"], ctx["star_dec"]), axis=-1)
+        prior = np.stack(plane.from_sky(data.star_ra, data.star_dec), axis=-1)
         prior_w = np.full(nstar, 1.0 / RELATIVE_PRIOR_ARCSEC ** 2)
+    return y, prior, prior_w, has
 
-    geom = np.zeros((nc, 3))
-    ref_prior = has.copy() if (ref is not None and has.any()) else np.zeros(nstar, bool)
+
+def _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, rotation):
+    """G (n, 2, 3): d(xi, eta)/d(dx, dy, theta) of each detection, the chain rule through the
+    maps: polynomial gradient x optics Jacobian x placement derivative."""
+    n = len(a)
+    G = np.zeros((n, 2, 3))
+    ja, jb, jc, jd = model.optics.jacobian(u, v)       # d(a, b)/d(u, v)
+    basis = model.basis
+    for k in range(len(coef)):
+        m = vidx == k
+        if not m.any():
+            continue
+        _, dpa, dpb = basis.evaluate_with_gradients(coef[k], a[m], b[m])
+        dpu = dpa * ja[m] + dpb * jc[m]      # dP/du, dP/dv: (2, n_m)
+        dpv = dpa * jb[m] + dpb * jd[m]
+        G[m, :, 0] = dpu.T
+        G[m, :, 1] = dpv.T
+        if rotation:                         # du/dtheta = -rv, dv/dtheta = ru
+            G[m, :, 2] = (dpu * -rv[m] + dpv * ru[m]).T
+    return G
+
+
+def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
+    """Fit the astrometry of `data` (a :class:`~mosaicfit.fit.state.FitData`).
+
+    Returns (AstrometricModel, frozen) with `frozen` the {(visit, ccd): single-frame header} of
+    the visits with too few stars for their polynomial; sets ``data.astrometry`` and, where
+    reference associations were dropped, ``data.ref_of_star``; appends the iterations and
+    the final state to `stats`.
+    """
+    det, star, nstar = data.det, data.star, data.nstar
+    vidx, cidx, ccds, visits = data.vidx, data.cidx, data.ccds, data.visits
+    n, nv, nc = len(det), len(visits), len(ccds)
+    # the polynomial order: reduced when the typical visit has too few stars for it (narrow
+    # bands, sparse fields); visits far below the typical one are frozen further down
+    order = affordable_order(cfg.fittingOrder, np.bincount(vidx, minlength=nv), 1, "astrometric")
+    T = n_terms(order)
+    placement = CcdPlacement(camera)
+    model = AstrometricModel(placement, optics, plane, order)
+
+    # weights: centroid errors in arcsec (single-frame pixel scale) plus the floor
+    sig = det.sig_pix * det.pixscale
+    w = 1.0 / (sig ** 2 + cfg.astromErrorFloor ** 2)
+    y, prior, prior_w, has = _reference_priors(data, plane, cfg)
+    ref_prior = has.copy() if (data.ref is not None and has.any()) else np.zeros(nstar, bool)
     n_ref_rejected = 0
-    half_diag = np.array([0.5 * np.hypot(sol.camera[int(c)].width, sol.camera[int(c)].height)
+
+    ox = np.array([placement.origin(int(c))[0] for c in ccds])[cidx]
+    oy = np.array([placement.origin(int(c))[1] for c in ccds])[cidx]
+    geom = np.zeros((nc, 3))
+    half_diag = np.array([0.5 * np.hypot(camera[int(c)].width, camera[int(c)].height)
                           for c in ccds])
     active = np.ones(n, bool)
     # frozen visits / CCDs: too few stars for their parameters
@@ -108,36 +127,23 @@ def fit_astrometry(sol, ctx, cfg, exposures):
     coef = np.zeros((nv, 2, T))
     last_chi2 = np.inf
     for it in range(cfg.maxIter):
-        u, v, ru, rv = _placement(sol, ctx, geom)
-        a, b = sol.field_coords(u, v)            # the polynomial's coordinates
-        K = 3
-        G = np.zeros((n, 2, K))
-        ccd_fixed = np.ones(nc, np.uint8)
+        g = geom[cidx]
+        u, v, ru, rv = placement.place(ox, oy, g[:, 0], g[:, 1], g[:, 2], data.u0, data.v0)
+        a, b = optics(u, v)                       # the polynomial's coordinates
+        ccd_fixed = np.ones(nc, bool)
         if it > 0 and cfg.solveCcd:
-            # d(field angle)/d(focal plane), per 15-micron unit, for the CCD derivatives
-            ja, jb, jc, jd = (j * ps / fs for j in sol.camera.field_angle_jacobian(u * ps, v * ps))
-            for k in range(nv):
-                m = vidx == k
-                if not m.any():
-                    continue
-                _, dpa, dpb = sol.astro_basis().evaluate_with_gradients(coef[k], a[m], b[m])
-                dpu = dpa * ja[m] + dpb * jc[m]      # dP/du, dP/dv: (2, n_m)
-                dpv = dpa * jb[m] + dpb * jd[m]
-                G[m, :, 0] = dpu.T
-                G[m, :, 1] = dpv.T
-                if cfg.allowRotation:
-                    G[m, :, 2] = (dpu * -rv[m] + dpv * ru[m]).T
+            G = _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, cfg.allowRotation)
             n_on = np.bincount(cidx[active], minlength=nc)
-            ccd_fixed = (n_on < cfg.minStarsPerCcd).astype(np.uint8)
+            ccd_fixed = n_on < cfg.minStarsPerCcd
+        else:
+            G = np.zeros((n, 2, 3))
         r = require_solution(solve_least_squares(LeastSquaresProblem(
             star=star, visit=vidx, ccd=cidx, active=active, u=a, v=b, y=y, w=w, G=G,
-            prior=prior, prior_w=prior_w, coef_prior=coef_prior, coef_prior_w=coef_prior_w,
-            ccd_fixed=ccd_fixed, nvisit=nv, nccd=nc, nstar=nstar, order=order,
-            basis="legendre")), "astrometric")
+            prior=prior, prior_w=prior_w, ccd_fixed=ccd_fixed, nvisit=nv, nccd=nc,
+            nstar=nstar, order=order, basis="legendre")), "astrometric")
         coef = r.coef
         res = r.resid
         chi = w * np.sum(res ** 2, axis=1)
-        ndof = int(r.nobs_det - r.nparam)
         rms = float(np.sqrt(np.mean(np.sum(res[active] ** 2, axis=1) / 2))) * 1000.0
         # no clipping before the CCD placement is fitted (iteration 0): offsets of ~0.2 px
         # would look like outliers for the brightest stars
@@ -157,9 +163,9 @@ def fit_astrometry(sol, ctx, cfg, exposures):
                 nclip += int(wrong.sum())
                 log.info("astrometry: %d reference associations contradicted by the detections "
                          "(beyond %.0f sigma) dropped", int(wrong.sum()), thr)
-        summ = IterationSummary("astrometry", it + 1, float(r.chi2_det), ndof, rms,
+        summ = IterationSummary("astrometry", it + 1, float(r.chi2_det), r.ndof, rms,
                                 int(active.sum()), nclip, float(r.t_assemble), float(r.t_solve))
-        sol.stats["iterations"].append(summ)
+        stats.iterations.append(summ)
         log.info(summ.line())
         step = r.dccd
         geom[:, :2] += step[:, :2]
@@ -177,25 +183,21 @@ def fit_astrometry(sol, ctx, cfg, exposures):
         if it > 0 and nclip <= chance_clips(int(active.sum()), thr, 2) and nback == 0 \
                 and thr <= cfg.clipSigma and (small or stalled):
             break
-    if ndof <= 0:
+    if r.ndof <= 0:
         raise MosaicError(f"too few stars to determine the astrometric solution: "
                           f"{r.nobs_det} measurements for {r.nparam} parameters")
-    # final state
+    frozen = {}
     for k, vv in enumerate(visits):
         if frozen_v[k]:
-            for e in exposures:
-                if e.visit == vv:
-                    sol.frozen[(e.visit, e.ccd)] = e.wcs_header
+            frozen.update({(e.visit, e.ccd): e.wcs_header for e in exposures if e.visit == vv})
         else:
-            sol.astro[int(vv)] = coef[k]
-    for k, c in enumerate(ccds):
-        sol.ccd_geom[int(c)] = tuple(float(a) for a in geom[k])
-    xstar = r.xstar
-    n_clip_total = int((usable & ~active).sum())
-    sol.stats["astro_ref_rejected"] = n_ref_rejected
+            model.coefficients[int(vv)] = coef[k]
+    placement.offsets.update({int(c): tuple(float(x) for x in geom[k]) for k, c in enumerate(ccds)})
     if n_ref_rejected:
-        ctx["ref_of_star"] = np.where(has & ~ref_prior, -1, ros)   # not these stars' records
-        sol.stats["n_ref_stars"] = int((ctx["ref_of_star"] >= 0).sum())
-    sol.stats.update(astro_order=order, astro_chi2=float(r.chi2_det), astro_ndof=ndof, astro_rms_mas=rms,
-                     astro_clipped=n_clip_total, astro_n_active=int(active.sum()))
-    ctx.update(astro_active=active, astro_resid=res, astro_w=w, astro_xstar=xstar, astro_y=y)
+        data.ref_of_star = np.where(has & ~ref_prior, -1, data.ref_of_star)   # not theirs
+        stats.n_ref_stars = int((data.ref_of_star >= 0).sum())
+    stats.astrometry = AstrometryStats(order=order, chi2=float(r.chi2_det), ndof=r.ndof,
+                                       rms_mas=rms, clipped=int((usable & ~active).sum()),
+                                       n_active=int(active.sum()), ref_rejected=n_ref_rejected)
+    data.astrometry = AstrometryResult(active=active, resid=res, w=w, xstar=r.xstar, y=y)
+    return model, frozen

@@ -24,6 +24,12 @@ class Reference:
     mag_err: np.ndarray
     table: object = None     # the catalogue itself, for magnitudes in other filters
 
+    def take(self, rows):
+        """The reference objects of `rows` (an index array), without the catalogue table."""
+        return Reference(self.ra[rows], self.dec[rows], self.pm_ra[rows], self.pm_dec[rows],
+                         self.epoch[rows], self.pos_err[rows], self.pm_err[rows], self.mag[rows],
+                         self.mag_err[rows])
+
     def magnitudes(self, filter_name, refcat_name="", band=None, color_terms=True, library=None):
         """Reference magnitudes (and errors) in an HSC filter: the catalogue band of the filter,
         through the HSC colour term of the catalogue when there is one (mosaicfit.model.colorterms).

@@ -1,29 +1,36 @@
-"""The mosaic solution and its products.
+"""The fitted model of a tract, its products, and its file format.
 
-Astrometry. Each visit v maps the field angle (X, Y) of the camera's optical model [applied to
-focal-plane coordinates from each CCD's nominal placement corrected by its fitted offset
-(dx, dy) and rotation] to the gnomonic plane of the *tract* (arcsec, about the tract's tangent
-point) by a polynomial of total order N (fittingOrder, HSC: 9) in a Legendre basis of X/s, Y/s.
-Fitting on top of the known optics (rather than meas_mosaic's polynomial of the raw focal
-plane) leaves the polynomial only the visit's own changes (scale, rotation, refraction,
-flexure): the fit stays exact when sparse fields (narrow bands) force a lower order. Using the tract's plane (rather than meas_mosaic's
-per-visit plane) keeps each star's parameters the same in every visit, so that the star blocks
-of the normal equations are w * I and their elimination reduces to one matrix product per pair
-of visits; the projective change between two tangent planes 0.6 deg apart is represented by an
-order-9 polynomial to far below a micro-arcsecond.
-
-Photometry. m_true = m_inst - 2.5 log10 J(x, y) + P_v(u, v) + dC[ccd], with J the pixel area of
-the fitted WCS relative to its optical axis, P_v of order 7 (Chebyshev or Legendre), dC summing
-to zero.
+A :class:`Solution` holds the CCD placement (shared by all visits), the astrometric model
+(:class:`~mosaicfit.model.astrometry.AstrometricModel`), one photometric model per filter
+(:class:`~mosaicfit.model.photometry.PhotometricModel`), the CCDs kept at their single-frame
+WCS (`frozen`), the run's statistics and the tables of what the fit used.
 
 Products (as hscPipe wrote them): per (visit, CCD) a TAN-SIP of order N about the optical axis
-(CRVAL the sky at the optical axis, CRPIX its pixel position), and an fcr polynomial P_fcr =
-P_v - P_v(axis) in the CCD frame turned to the focal plane, FLUXMAG0 = 10^(0.4 (P_v(axis) + dC)).
+(CRVAL the sky at the optical axis, CRPIX its pixel position), and an fcr polynomial
+P_fcr = P_v - P_v(axis) in the CCD frame turned to the focal plane, with
+FLUXMAG0 = 10^(0.4 (P_v(axis) + dC)).
+
+File format (:meth:`Solution.save`, :meth:`Solution.load`), version 2: a folder with
+
+``solution.json``
+    ``{"format": "mosaicfit-solution", "version": 2, "mosaicfit": VERSION, "camera": NAME,
+    "placement": {CCD: [dx, dy, theta]}`` (15 micron focal-plane pixels, radians),
+    ``"astrometry": null | {"tangent_point": [ra, dec] (deg), "optics_scale": rad,
+    "order": N, "visits": {VISIT: [[xi terms], [eta terms]]}}`` (Legendre coefficients,
+    arcsec, in the order of :class:`~mosaicfit.model.basis.PolyBasis`), ``"sip_order": N``,
+    ``"photometry": {FILTER: {"order": M, "basis": "chebyshev"|"legendre", "scale": px,
+    "absolute": bool, "visits": {VISIT: [terms]}, "ccd_terms": {CCD: mag}}}``,
+    ``"frozen": {"VISIT,CCD": header cards}``,
+    ``"fluxmag0err": {"VISIT,CCD": counts}``, ``"visits": {VISIT: {"mjd", "filter"}}``,
+    ``"stats": RunStats}``; numbers as JSON numbers (exact doubles), NaN as ``NaN``;
+``detections.fits``, ``stars.fits``
+    the tables :attr:`Solution.detections` and :attr:`Solution.stars`.
+
+Version 1 folders (mosaicfit 0.1, whose solution.json held the Solution's attributes) load
+too; a newer version or another format is an error that names it.
 """
-import importlib
 import json
 import os
-from dataclasses import asdict
 
 import numpy as np
 from astropy.io import fits
@@ -32,120 +39,73 @@ from astropy.wcs import WCS
 
 from .. import MosaicError, __version__
 from ..io.atomic import write_table, write_text
-from .camera import hsc
-from ..units import ARCSEC_RAD
+from .astrometry import AstrometricModel, CcdPlacement, Optics, TractPlane
 from .basis import PolyBasis
+from .camera import hsc
 from .fluxcorr import FluxCorrection, rotate_pixels
+from .photometry import PhotometricModel
 from .sip import SipModel, cards_text, fit_tan_sip
-from .sky import sky_to_tangent, tangent_to_sky
+from .statistics import AstrometryStats, IterationSummary, PhotometryStats, RunStats
 
+__all__ = ["Solution", "FORMAT", "VERSION", "plain"]
 
-def poly_eval(coef, u, v, order, basis):
-    """sum_t coef[..., t] B_t(u, v) for coef of shape (D, nterms) -> (D, n)."""
-    return PolyBasis(order, basis).evaluate(coef, np.ravel(u), np.ravel(v))
+FORMAT = "mosaicfit-solution"
+VERSION = 2
 
 
 class Solution:
     """The fitted model of one tract: astrometric and photometric, per visit and CCD.
 
     Built by :func:`mosaicfit.fit.solve.solve`; its products are :meth:`wcs_header` /
-    :meth:`wcs` and :meth:`flux_correction`, written by :meth:`write`.
+    :meth:`wcs` and :meth:`flux_correction`.
     """
 
-    def __init__(self, camera, tangent_point, scale, order, phot_order, phot_basis,
-                 fa_scale=None, sip_order=None):
+    def __init__(self, camera, placement=None, astrometry=None, photometry=None, sip_order=None,
+                 frozen=None, fluxmag0err=None, visit_info=None, stats=None):
+        """`photometry`: {filter: PhotometricModel}; `visit_info`: {visit: dict(mjd, filter)}."""
         self.camera = camera
-        self.tangent_point = tuple(map(float, tangent_point))   # tract plane (deg)
-        self.scale = float(scale)            # focal-plane units mapped to 1 (photometry)
-        self.fa_scale = float(fa_scale or 0.0131)   # field angle (rad) mapped to 1 (astrometry)
-        self.order = int(order)              # astrometric polynomial order (of the fit)
-        self.sip_order = int(sip_order or order)   # order of the written TAN-SIP
-        self.phot_order = int(phot_order)
-        self.phot_basis = phot_basis
-        self.astro = {}       # visit -> (2, nterms) coefficients, arcsec in the tract plane
-        self.phot = {}        # visit -> (1, nterms_phot) coefficients, magnitudes
-        self.ccd_geom = {}    # ccd -> (dx, dy, theta): focal-plane pixels and radians
-        self.ccd_mag_by_filter = {}   # filter -> {ccd: dC (mag)}
-        self.frozen = {}      # (visit, ccd) -> initial WCS header, where astrometry was frozen
-        self.fluxmag0err = {}  # (visit, ccd) -> FLUXMAG0ERR
-        self.visit_info = {}  # visit -> dict(mjd, filter)
-        self.stats = {}       # run summary (iterations, rms, timings, counts)
-        self.detections = None  # astropy Table of the detections used (mosaicfit.fit.solve)
-        self.stars = None       # astropy Table of the stars
+        self.placement = placement or (astrometry.placement if astrometry else
+                                       CcdPlacement(camera))
+        self.astrometry = astrometry          # AstrometricModel or None
+        self.photometry = dict(photometry or {})     # filter -> PhotometricModel
+        self.sip_order = int(sip_order or (astrometry.order if astrometry else 9))
+        self.frozen = dict(frozen or {})      # (visit, ccd) -> single-frame WCS header (text)
+        self.fluxmag0err = dict(fluxmag0err or {})   # (visit, ccd) -> FLUXMAG0ERR (counts)
+        self.visit_info = dict(visit_info or {})     # visit -> dict(mjd, filter)
+        self.stats = stats or RunStats()
+        self.detections = None                # astropy Table of the detections the fit used
+        self.stars = None                     # astropy Table of the stars
         self._wcs_cache = {}
 
     # -- geometry --------------------------------------------------------------------------------
     def focal_plane(self, ccd, x, y):
         """Fitted focal-plane position (u, v) in 15 micron pixels of 0-based CCD pixels."""
-        cam = self.camera
-        fx, fy = cam.pixel_to_focal_plane(ccd, x, y)
-        ps = cam.pixel_size_mm
-        u0, v0 = fx / ps, fy / ps
-        dx, dy, th = self.ccd_geom.get(int(ccd), (0.0, 0.0, 0.0))
-        ox, oy = (o / ps for o in cam[ccd].offset_mm)
-        c, s = np.cos(th), np.sin(th)
-        ru, rv = u0 - ox, v0 - oy
-        return ox + dx + c * ru - s * rv, oy + dy + s * ru + c * rv
+        return self.placement.to_focal_plane(ccd, x, y)
 
     def focal_plane_to_pixel(self, ccd, u, v):
-        cam = self.camera
-        ps = cam.pixel_size_mm
-        dx, dy, th = self.ccd_geom.get(int(ccd), (0.0, 0.0, 0.0))
-        ox, oy = (o / ps for o in cam[ccd].offset_mm)
-        c, s = np.cos(th), np.sin(th)
-        ru, rv = np.asarray(u) - ox - dx, np.asarray(v) - oy - dy
-        return cam.focal_plane_to_pixel(ccd, (ox + c * ru + s * rv) * ps, (oy - s * ru + c * rv) * ps)
+        return self.placement.to_pixel(ccd, u, v)
 
     def optical_axis_pixel(self, ccd):
         """0-based pixel of CCD `ccd` at the focal-plane origin (the optical axis)."""
-        return tuple(float(a) for a in self.focal_plane_to_pixel(ccd, 0.0, 0.0))
-
-    def astro_basis(self):
-        """The basis of the astrometric polynomials (Legendre, of the fitted order)."""
-        return PolyBasis(self.order, "legendre")
+        return self.placement.optical_axis_pixel(ccd)
 
     def has_astrometry(self, visit):
-        return int(visit) in self.astro
-
-    def astro_coords(self, ccd, x, y):
-        """The astrometric polynomial's coordinates: field angle / fa_scale."""
-        u, v = self.focal_plane(ccd, x, y)
-        return self.field_coords(u, v)
-
-    def field_coords(self, u, v):
-        ps = self.camera.pixel_size_mm
-        X, Y = self.camera.focal_plane_to_field_angle(np.asarray(u) * ps, np.asarray(v) * ps)
-        return X / self.fa_scale, Y / self.fa_scale
-
-    def pixel_to_tract(self, visit, ccd, x, y):
-        """Tract-plane (xi, eta) in arcsec."""
-        a, b = self.astro_coords(ccd, np.ravel(x), np.ravel(y))
-        xy = poly_eval(self.astro[int(visit)], a, b, self.order, "legendre")
-        return xy[0].reshape(np.shape(x)), xy[1].reshape(np.shape(x))
-
-    def tract_to_sky(self, xi, eta):
-        return tangent_to_sky(np.asarray(xi) * ARCSEC_RAD, np.asarray(eta) * ARCSEC_RAD,
-                              *self.tangent_point)
-
-    def sky_to_tract(self, ra, dec):
-        xi, eta = sky_to_tangent(ra, dec, *self.tangent_point)
-        return xi / ARCSEC_RAD, eta / ARCSEC_RAD
+        return self.astrometry is not None and self.astrometry.has_visit(visit)
 
     def pixel_to_sky(self, visit, ccd, x, y):
-        """(ra, dec) in degrees of 0-based pixels, from the model itself."""
+        """(ra, dec) in degrees of 0-based pixels, from the model itself (from the
+        single-frame WCS for a CCD kept at it)."""
         if (int(visit), int(ccd)) in self.frozen or not self.has_astrometry(visit):
             return self.sip_model(visit, ccd).pixel_to_sky(x, y)
-        return self.tract_to_sky(*self.pixel_to_tract(visit, ccd, x, y))
+        return self.astrometry.pixel_to_sky(visit, ccd, x, y)
 
     # -- WCS products ----------------------------------------------------------------------------
     def wcs_header(self, visit, ccd):
         """TAN-SIP header of order N about the optical axis, fitted to the model over the CCD
-        (exact to < 1e-3 mas: the model is an order-N polynomial in pixels, up to the tiny
-        projective change between the tract's and the visit's tangent planes)."""
-        key = (int(visit), int(ccd))
-        if isinstance(self.frozen.get(key), fits.Header):
-            return self.frozen[key]                 # the single-frame WCS, as given
-        return fits.Header.fromstring(cards_text(self._wcs(visit, ccd)[0]))
+        (to < 1e-3 mas: over a CCD the model is an order-N polynomial in pixels to far below
+        that, up to the tiny projective change between the tract's and the visit's tangent
+        planes)."""
+        return fits.Header.fromstring(cards_text(self.wcs_cards(visit, ccd)))
 
     def _wcs(self, visit, ccd):
         """(cards, SipModel) of the product WCS, cached (frozen: the single-frame header's
@@ -162,15 +122,13 @@ class Solution:
         else:
             d = self.camera[ccd]
             ax, ay = self.optical_axis_pixel(ccd)
-            a0, b0 = self.field_coords(np.array([0.0]), np.array([0.0]))
-            crval = self.tract_to_sky(*poly_eval(self.astro[key[0]], a0, b0, self.order, "legendre"))
+            crval = self.astrometry.axis_to_sky(visit)
             n = self.sip_order + 7
             gx, gy = np.meshgrid(np.linspace(-0.5, d.width - 0.5, n),
                                  np.linspace(-0.5, d.height - 0.5, 2 * n))
             ra, dec = self.pixel_to_sky(visit, ccd, gx.ravel(), gy.ravel())
-            out = fit_tan_sip(gx.ravel(), gy.ravel(), ra, dec, (ax + 1.0, ay + 1.0),
-                              (float(crval[0][0]), float(crval[1][0])), self.sip_order,
-                              inverse_order=self.sip_order,
+            out = fit_tan_sip(gx.ravel(), gy.ravel(), ra, dec, (ax + 1.0, ay + 1.0), crval,
+                              self.sip_order, inverse_order=self.sip_order,
                               inverse_box=(-0.5, d.width - 0.5, -0.5, d.height - 0.5),
                               as_cards=True)
         self._wcs_cache[key] = out
@@ -194,216 +152,212 @@ class Solution:
         return WCS(self.wcs_header(visit, ccd))
 
     # -- photometry ------------------------------------------------------------------------------
+    def filter_of(self, visit):
+        return self.visit_info.get(int(visit), {}).get("filter") or ""
+
+    def photometric_model(self, visit):
+        """The PhotometricModel of `visit`'s filter (None if it has no photometry)."""
+        m = self.photometry.get(self.filter_of(visit))
+        if m is None and len(self.photometry) == 1:
+            m = next(iter(self.photometry.values()))
+        return m if m is not None and m.has_visit(visit) else None
+
     def has_photometry(self, visit):
-        return int(visit) in self.phot
+        return self.photometric_model(visit) is not None
 
     def mag_offset(self, visit, ccd, x, y):
         """P_v(u, v) + dC: the magnitude added to m_inst - 2.5 log10 J to calibrate."""
-        u, v = self.focal_plane(ccd, x, y)
-        p = poly_eval(self.phot[int(visit)], u / self.scale, v / self.scale, self.phot_order,
-                      self.phot_basis)[0]
-        return p.reshape(np.shape(x)) + self._dc(visit, ccd)
+        return self.photometric_model(visit).mag_offset(visit, ccd, *self.focal_plane(ccd, x, y))
 
-    def _dc(self, visit, ccd):
-        filt = self.visit_info.get(int(visit), {}).get("filter") or ""
-        per = self.ccd_mag_by_filter.get(filt)
-        if per is None and len(self.ccd_mag_by_filter) == 1:
-            per = next(iter(self.ccd_mag_by_filter.values()))
-        return (per or {}).get(int(ccd), 0.0)
-
-    @property
-    def ccd_mag(self):
-        """{ccd: dC} of a single-filter solution (see ccd_mag_by_filter for several)."""
-        if len(self.ccd_mag_by_filter) > 1:
-            raise MosaicError("the solution has several filters: use ccd_mag_by_filter")
-        return next(iter(self.ccd_mag_by_filter.values()), {})
-
-    @ccd_mag.setter
-    def ccd_mag(self, value):
-        self.ccd_mag_by_filter = {"": dict(value)}
+    def ccd_term(self, visit, ccd):
+        """dC of `ccd` in the filter of `visit` (0 without photometry)."""
+        m = self.photometric_model(visit)
+        return m.ccd_term(ccd) if m is not None else 0.0
 
     def fluxmag0(self, visit, ccd):
         """Flux of a 0-mag star at the optical axis: 10^(0.4 (P_v(axis) + dC))."""
-        p0 = poly_eval(self.phot[int(visit)], np.array([0.0]), np.array([0.0]), self.phot_order,
-                       self.phot_basis)[0][0]
-        return 10.0 ** (0.4 * (p0 + self._dc(visit, ccd)))
+        return 10.0 ** (0.4 * self.photometric_model(visit).zero_point(visit, ccd))
 
     def flux_correction(self, visit, ccd):
         """The fcr product: an order-M monomial polynomial in the CCD frame turned to the focal
         plane, about the optical axis, fitted exactly to P_v - P_v(axis)."""
+        ph = self.photometric_model(visit)
         d = self.camera[ccd]
         nq = d.nquarter
         ax, ay = self.optical_axis_pixel(ccd)
         axr, ayr = rotate_pixels(ax, ay, nq, d.width, d.height)
         x0, y0 = -float(axr), -float(ayr)
-        n = self.phot_order + 5
+        n = ph.order + 5
         gx, gy = np.meshgrid(np.linspace(-0.5, d.width - 0.5, n),
                              np.linspace(-0.5, d.height - 0.5, 2 * n))
         gx, gy = gx.ravel(), gy.ravel()
-        u, v = self.focal_plane(ccd, gx, gy)
-        p = poly_eval(self.phot[int(visit)], u / self.scale, v / self.scale, self.phot_order,
-                      self.phot_basis)[0]
-        p0 = poly_eval(self.phot[int(visit)], np.array([0.0]), np.array([0.0]), self.phot_order,
-                       self.phot_basis)[0][0]
+        p = ph.polynomial(visit, *self.focal_plane(ccd, gx, gy))
+        p0 = ph.polynomial(visit, np.array([0.0]), np.array([0.0]))[0]
         xr, yr = rotate_pixels(gx, gy, nq, d.width, d.height)
-        basis = PolyBasis(self.phot_order, "monomial")
+        basis = PolyBasis(ph.order, "monomial")
         coeffs = {k: float(c) for k, c in zip(basis.terms, basis.fit(xr + x0, yr + y0, p - p0))}
         coeffs[(0, 0)] = 0.0     # exactly: the constant is FLUXMAG0's
-        f0 = self.fluxmag0(visit, ccd)
-        return FluxCorrection(order=self.phot_order, coeffs=coeffs, x0=x0, y0=y0, u_max=1.0,
-                              v_max=1.0, chebyshev=False, absolute=bool(self.stats.get("absolute", True)),
-                              fluxmag0=f0,
+        return FluxCorrection(order=ph.order, coeffs=coeffs, x0=x0, y0=y0, u_max=1.0,
+                              v_max=1.0, chebyshev=False, absolute=ph.absolute,
+                              fluxmag0=self.fluxmag0(visit, ccd),
                               fluxmag0err=float(self.fluxmag0err.get((int(visit), int(ccd)), 0.0)),
                               nq=nq, width=d.width, height=d.height,
                               filter=self.visit_info.get(int(visit), {}).get("filter") or "_unknown_")
 
+    # -- the file ----------------------------------------------------------------------------------
+    def save(self, outdir):
+        """Write the solution into folder `outdir` (the module doc gives the format)."""
+        a = self.astrometry
+        state = dict(
+            format=FORMAT, version=VERSION, mosaicfit=__version__, camera=self.camera.name,
+            placement={str(c): list(o) for c, o in sorted(self.placement.offsets.items())},
+            astrometry=None if a is None else dict(
+                tangent_point=list(a.plane.tangent_point), optics_scale=a.optics.scale,
+                order=a.order, visits={str(v): c.tolist() for v, c in sorted(a.coefficients.items())}),
+            sip_order=self.sip_order,
+            photometry={f: dict(
+                order=p.order, basis=p.kind, scale=p.scale, absolute=p.absolute,
+                visits={str(v): c.tolist() for v, c in sorted(p.coefficients.items())},
+                ccd_terms={str(c): x for c, x in sorted(p.ccd_terms.items())})
+                for f, p in sorted(self.photometry.items())},
+            frozen={f"{v},{c}": (h if isinstance(h, str) else h.tostring())
+                    for (v, c), h in sorted(self.frozen.items())},
+            fluxmag0err={f"{v},{c}": float(x) for (v, c), x in sorted(self.fluxmag0err.items())},
+            visits={str(v): dict(i) for v, i in sorted(self.visit_info.items())},
+            stats=plain(self.stats.to_dict()))
+        write_text(json.dumps(state, indent=1, allow_nan=True) + "\n",
+                   os.path.join(outdir, "solution.json"))
+        if self.detections is not None:
+            write_table(self.detections, os.path.join(outdir, "detections.fits"), "DETECTIONS")
+        if self.stars is not None:
+            write_table(self.stars, os.path.join(outdir, "stars.fits"), "STARS")
 
-# ------------------------------------------------------------------------------------------
-# the solution's state (for `mosaicfit report`)
-# ------------------------------------------------------------------------------------------
-STATE_FORMAT = "mosaicfit-solution"
-STATE_VERSION = 1
+    @classmethod
+    def load(cls, outdir, camera=None):
+        """The Solution saved in folder `outdir` (version 1 or 2), with its tables."""
+        path = os.path.join(outdir, "solution.json")
+        try:
+            with open(path) as f:
+                st = json.load(f)
+        except FileNotFoundError:
+            raise MosaicError(f"{path}: not found: the diagnostics of a run are rebuilt from "
+                              "the files that 'mosaic.py --diagnostics' leaves there "
+                              "(solution.json, detections.fits, stars.fits)") from None
+        except ValueError as e:
+            raise MosaicError(f"{path}: not a mosaicfit solution file: {e}") from None
+        version = st.get("version") if isinstance(st, dict) else None
+        if not isinstance(st, dict) or st.get("format") != FORMAT or version not in (1, 2):
+            raise MosaicError(f"{path}: not a mosaicfit solution file of version 1 or 2 "
+                              f"(format {st.get('format') if isinstance(st, dict) else None!r}, "
+                              f"version {version!r}: made by a newer mosaicfit?)")
+        if camera is None:
+            camera = hsc()
+            if st.get("camera") != camera.name:
+                raise MosaicError(f"{path}: made with camera {st.get('camera')!r}; give that camera")
+        try:
+            sol = _from_v2(st, camera) if version == 2 else _from_v1(st, camera)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise MosaicError(f"{path}: unreadable solution (version {version}): {e}") from None
+        for name, attr in (("detections.fits", "detections"), ("stars.fits", "stars")):
+            p = os.path.join(outdir, name)
+            if not os.path.exists(p):
+                raise MosaicError(f"{p}: not found (needed with solution.json)")
+            setattr(sol, attr, Table.read(p, hdu=1))
+        return sol
 
 
-def jsonable(x):
+def plain(x):
+    """JSON-able copies of numpy scalars and tuples."""
     if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
+        return {str(k): plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
+        return [plain(v) for v in x]
     if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, (np.bool_,)):
-        return bool(x)
-    if hasattr(x, "__dataclass_fields__"):
-        return jsonable(asdict(x))
+        return plain(x.tolist())
+    if isinstance(x, np.generic):
+        return x.item()
     return x
 
 
-_SKIP = ("camera", "detections", "stars")
+def _key(text):
+    v, c = text.split(",")
+    return int(v), int(c)
 
 
-def _encode(x):
-    """Tagged JSON of the solution's attributes: numbers, strings, lists, arrays, dicts with
-    any keys, tuples, FITS headers and objects of mosaicfit's own classes (by their
-    attributes). Nothing is pickled: reading a state file runs no code."""
-    if x is None or isinstance(x, (bool, str)):
-        return x
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, np.ndarray):
-        return {"__nd__": _encode(x.tolist()), "dtype": str(x.dtype), "shape": list(x.shape)}
-    if isinstance(x, tuple):
-        return {"__tuple__": [_encode(v) for v in x]}
+def _from_v2(st, camera):
+    placement = CcdPlacement(camera, {int(c): o for c, o in st["placement"].items()})
+    a = st["astrometry"]
+    astro = None if a is None else AstrometricModel(
+        placement, Optics(camera, a["optics_scale"]), TractPlane(a["tangent_point"]), a["order"],
+        {int(v): c for v, c in a["visits"].items()})
+    phot = {f: PhotometricModel(f, p["order"], p["basis"], p["scale"],
+                                {int(v): c for v, c in p["visits"].items()},
+                                {int(c): x for c, x in p["ccd_terms"].items()}, p["absolute"])
+            for f, p in st["photometry"].items()}
+    return Solution(camera, placement, astro, phot, st["sip_order"],
+                    frozen={_key(k): h for k, h in st["frozen"].items()},
+                    fluxmag0err={_key(k): x for k, x in st["fluxmag0err"].items()},
+                    visit_info={int(v): i for v, i in st["visits"].items()},
+                    stats=RunStats.from_dict(st["stats"]))
+
+
+def _decode_v1(x):
+    """mosaicfit 0.1's tagged JSON (numbers, lists, __nd__ arrays, __tuple__, __map__,
+    __items__, __header__, and __obj__ for its IterationSummary); nothing else is built."""
     if isinstance(x, list):
-        return [_encode(v) for v in x]
-    if isinstance(x, dict):
-        if all(isinstance(k, str) for k in x):
-            return {"__map__": {k: _encode(v) for k, v in x.items()}}
-        return {"__items__": [[_encode(k), _encode(v)] for k, v in x.items()]}
-    if isinstance(x, fits.Header):
-        return {"__header__": x.tostring()}
-    cls = type(x)
-    if cls.__module__.startswith("mosaicfit.") and hasattr(x, "__dict__"):
-        return {"__obj__": f"{cls.__module__}:{cls.__qualname__}",
-                "state": {k: _encode(v) for k, v in vars(x).items()}}
-    if hasattr(x, "keys") and hasattr(x, "__getitem__"):        # header-like mappings
-        return {"__header__": _header_text(x)}
-    raise TypeError(f"cannot save a {cls.__name__} in the solution state")
-
-
-def _decode(x):
-    if isinstance(x, list):
-        return [_decode(v) for v in x]
+        return [_decode_v1(v) for v in x]
     if not isinstance(x, dict):
         return x
     if "__nd__" in x:
         return np.array(x["__nd__"], dtype=x["dtype"]).reshape(x["shape"])
     if "__tuple__" in x:
-        return tuple(_decode(v) for v in x["__tuple__"])
+        return tuple(_decode_v1(v) for v in x["__tuple__"])
     if "__map__" in x:
-        return {k: _decode(v) for k, v in x["__map__"].items()}
+        return {k: _decode_v1(v) for k, v in x["__map__"].items()}
     if "__items__" in x:
-        return {_decode(k): _decode(v) for k, v in x["__items__"]}
+        return {_decode_v1(k): _decode_v1(v) for k, v in x["__items__"]}
     if "__header__" in x:
-        return fits.Header.fromstring(x["__header__"])
+        return x["__header__"]
     if "__obj__" in x:
-        mod, name = x["__obj__"].split(":")
-        if not mod.startswith("mosaicfit."):
-            raise MosaicError(f"solution state: refusing to build a {x['__obj__']}")
-        cls = importlib.import_module(mod)
-        for part in name.split("."):
-            cls = getattr(cls, part)
-        obj = cls.__new__(cls)
-        obj.__dict__.update({k: _decode(v) for k, v in x["state"].items()})
-        return obj
-    return {k: _decode(v) for k, v in x.items()}
+        if not x["__obj__"].endswith(":IterationSummary"):
+            raise ValueError(f"unknown object {x['__obj__']}")
+        return IterationSummary(**_decode_v1(x["state"]))
+    return {k: _decode_v1(v) for k, v in x.items()}
 
 
-def _header_text(h):
-    if isinstance(h, fits.Header):
-        return h.tostring()
-    hh = fits.Header()
-    for k in h.keys():
-        hh[k] = h[k]
-    return hh.tostring()
-
-
-def save_solution(sol, outdir):
-    """Write solution.json (every attribute of the Solution but its camera, tables and
-    caches), detections.fits and stars.fits into `outdir`."""
-    attrs = {k: _encode(v) for k, v in vars(sol).items()
-             if k not in _SKIP and not k.startswith("_")}
-    state = dict(format=STATE_FORMAT, version=STATE_VERSION, mosaicfit=__version__,
-                 camera=sol.camera.name, solution=f"{type(sol).__module__}:{type(sol).__qualname__}",
-                 attributes=attrs)
-    write_text(json.dumps(state, indent=1, allow_nan=True) + "\n", os.path.join(outdir, "solution.json"))
-    if sol.detections is not None:
-        write_table(sol.detections, os.path.join(outdir, "detections.fits"), "DETECTIONS")
-    if sol.stars is not None:
-        write_table(sol.stars, os.path.join(outdir, "stars.fits"), "STARS")
-
-
-def load_solution(outdir, camera=None):
-    """The Solution saved by :func:`save_solution` in `outdir` (model, stats and tables)."""
-    path = os.path.join(outdir, "solution.json")
-    try:
-        with open(path) as f:
-            st = json.load(f)
-    except FileNotFoundError:
-        raise MosaicError(f"{path}: not found: the diagnostics of a run are rebuilt from the "
-                          "files that 'mosaic.py --diagnostics' leaves there (solution.json, "
-                          "detections.fits, stars.fits)") from None
-    except ValueError as e:
-        raise MosaicError(f"{path}: not a mosaicfit solution file: {e}") from None
-    if st.get("format") != STATE_FORMAT or int(st.get("version", 0)) > STATE_VERSION:
-        raise MosaicError(f"{path}: not a mosaicfit solution file of version <= {STATE_VERSION}")
-    if camera is None:
-        camera = hsc()
-        if st["camera"] != camera.name:
-            raise MosaicError(f"{path}: made with camera {st['camera']!r}; give that camera")
-    try:
-        attrs = {k: _decode(v) for k, v in st["attributes"].items()}
-    except (KeyError, TypeError, ValueError, AttributeError, ImportError) as e:
-        raise MosaicError(f"{path}: unreadable solution state: {e}") from None
-    try:      # a fresh Solution for its private attributes (caches), then the saved state
-        sol = Solution(camera, attrs["tangent_point"], attrs["scale"], attrs["order"],
-                       attrs["phot_order"], attrs["phot_basis"])
-    except (KeyError, TypeError):
-        sol = Solution.__new__(Solution)
-        sol._wcs_cache = {}
-    sol.__dict__.update(attrs)
-    sol.camera = camera
-    for name, attr in (("detections.fits", "detections"), ("stars.fits", "stars")):
-        p = os.path.join(outdir, name)
-        if not os.path.exists(p):
-            raise MosaicError(f"{p}: not found (needed with solution.json)")
-        setattr(sol, attr, Table.read(p, hdu=1))
-    return sol
+def _from_v1(st, camera):
+    """A version-1 state: the attributes of mosaicfit 0.1's Solution."""
+    at = {k: _decode_v1(v) for k, v in st["attributes"].items()}
+    placement = CcdPlacement(camera, at.get("ccd_geom", {}))
+    astro = AstrometricModel(placement, Optics(camera, at["fa_scale"]),
+                             TractPlane(at["tangent_point"]), at["order"], at.get("astro", {})) \
+        if at.get("astro") else None
+    visit_info = {int(v): dict(i) for v, i in at.get("visit_info", {}).items()}
+    s = at.get("stats", {})
+    phot = {}
+    for f, terms in (at.get("ccd_mag_by_filter") or {"": {}}).items():
+        coefs = {v: c for v, c in at.get("phot", {}).items()
+                 if (visit_info.get(int(v), {}).get("filter") or "") == f or f == ""}
+        if coefs:
+            phot[f] = PhotometricModel(f, at["phot_order"], at["phot_basis"], at["scale"], coefs,
+                                       terms, s.get("absolute", True))
+    stats = RunStats(**{k: s[k] for k in ("n_detections", "n_stars", "n_ref_stars",
+                                          "n_ambiguous", "n_visits", "n_ccds", "band") if k in s})
+    stats.iterations = list(s.get("iterations", []))
+    stats.timing = dict(s.get("timing", {}))
+    stats.excluded = [tuple(e) for e in s.get("excluded", [])]
+    stats.no_products = [tuple(e) for e in s.get("no_products", [])]
+    if "astro_chi2" in s:
+        stats.astrometry = AstrometryStats(s.get("astro_order", at["order"]), s["astro_chi2"],
+                                           s["astro_ndof"], s["astro_rms_mas"],
+                                           s.get("astro_clipped", 0), s.get("astro_n_active", 0),
+                                           s.get("astro_ref_rejected", 0))
+    for f, p in s.get("phot_by_filter", {}).items():
+        stats.photometry[f] = PhotometryStats(f, p["order"], p["chi2"], p["ndof"], p["rms_mmag"],
+                                              0, 0, absolute=p["absolute"],
+                                              visits=list(p.get("visits", [])),
+                                              colour_terms=s.get("colour_terms", {}).get(f, ""))
+    return Solution(camera, placement, astro, phot, at.get("sip_order"),
+                    frozen={tuple(k): h for k, h in at.get("frozen", {}).items()},
+                    fluxmag0err={tuple(k): x for k, x in at.get("fluxmag0err", {}).items()},
+                    visit_info=visit_info, stats=stats)

@@ -218,21 +218,22 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
     sol = solve(exposures, hsc(), cfg, refcat, tangent_point=tangent_point, refcat_name=refcat_name)
     t2 = time.time()
     n, skipped = write_products(sol, repo, tract, out_refs)
-    sol.stats["no_products"] = skipped
+    sol.stats.no_products = skipped
     t_write = time.time() - t2
     if skipped:
         print(f"tract {tract}: no wcs-/fcr- for {len(skipped)} CCDs without usable stars: "
               f"{format_visit_ccds(skipped)}", file=sys.stderr)
     st = sol.stats
-    tm = st["timing"]
-    lines = [f"tract {tract}: {st['n_visits']} visits, {st['n_ccds']} CCDs, {st['n_stars']} stars "
-             f"({st['n_ref_stars']} reference), {st['n_detections']} detections"]
-    if "astro_ndof" in st:
-        lines.append(f"  astrometry: chi2/ndof {st['astro_chi2'] / max(st['astro_ndof'], 1):.3f}, "
-                     f"{st['astro_clipped']} clipped, order {st.get('astro_order')}")
-    for filt, p in st.get("phot_by_filter", {}).items():
-        lines.append(f"  photometry {filt}: chi2/ndof {p['chi2'] / max(p['ndof'], 1):.3f}, "
-                     f"order {p['order']}" + (" (absolute)" if p["absolute"] else " (relative)"))
+    tm = st.timing
+    lines = [f"tract {tract}: {st.n_visits} visits, {st.n_ccds} CCDs, {st.n_stars} stars "
+             f"({st.n_ref_stars} reference), {st.n_detections} detections"]
+    if st.astrometry is not None:
+        a = st.astrometry
+        lines.append(f"  astrometry: chi2/ndof {a.chi2_ndof:.3f}, {a.clipped} clipped, "
+                     f"order {a.order}")
+    for filt, p in st.photometry.items():
+        lines.append(f"  photometry {filt}: chi2/ndof {p.chi2_ndof:.3f}, order {p.order}"
+                     + (" (absolute)" if p.absolute else " (relative)"))
     if diag_dir:
         diagnostics.write_all(sol, diag_dir)
         lines.append(f"  diagnostics: {os.path.join(diag_dir, 'index.html')}")

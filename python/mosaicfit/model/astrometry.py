@@ -1,0 +1,169 @@
+"""The astrometric model as a chain of named maps (the gbdes way), each with its derivatives:
+
+    pixel (x, y) of CCD c  --CcdPlacement-->  focal plane (u, v)  [15 micron pixels]
+                           --Optics-------->  (a, b) = field angle / scale  [the camera's optics]
+                           --polynomial P_v->  (xi, eta) in the tract plane  [arcsec]
+                           --TractPlane---->  (ra, dec)  [degrees]
+
+* CcdPlacement: the camera's nominal placement of each CCD (centre offset and yaw) corrected
+  by a fitted offset (dx, dy) and rotation theta about the CCD's reference position, shared by
+  all visits: (u, v) = o + (dx, dy) + R(theta) ((u0, v0) - o), (u0, v0) the nominal position,
+  o the CCD's reference position.
+* Optics: the camera's focal plane -> field angle polynomial (HSC: order 9), scaled to about
+  [-1, 1]. Fitting on top of the known optics (rather than meas_mosaic's polynomial of the raw
+  focal plane) leaves the visit polynomial only the visit's own changes (scale, rotation,
+  refraction, flexure): the fit stays exact when sparse fields (narrow bands) force a lower
+  order.
+* P_v: per visit, a polynomial of total order N (fittingOrder, HSC: 9) in the Legendre basis
+  (:class:`~mosaicfit.model.basis.PolyBasis`), both coordinates.
+* TractPlane: the gnomonic projection about the tract's tangent point. Using the tract's plane
+  (rather than meas_mosaic's per-visit plane) keeps each star's parameters the same in every
+  visit, so that the star blocks of the normal equations are w * I and their elimination
+  reduces to one matrix product per pair of visits; the projective change between two tangent
+  planes 0.6 deg apart is represented by an order-9 polynomial to far below a micro-arcsecond.
+"""
+import numpy as np
+
+from ..units import ARCSEC_RAD
+from .basis import PolyBasis
+from .sky import sky_to_tangent, tangent_to_sky
+
+__all__ = ["CcdPlacement", "Optics", "TractPlane", "AstrometricModel"]
+
+
+class CcdPlacement:
+    """Where each CCD lies on the focal plane: nominal placement plus fitted offsets.
+
+    `offsets` maps a CCD to its (dx, dy, theta): focal-plane pixels and radians (0 for a CCD
+    not in it).
+    """
+
+    def __init__(self, camera, offsets=None):
+        self.camera = camera
+        self.offsets = {int(c): tuple(float(x) for x in o) for c, o in (offsets or {}).items()}
+        self._ps = camera.pixel_size_mm
+
+    def origin(self, ccd):
+        """(ox, oy): the CCD's reference position (its rotation centre), focal-plane pixels."""
+        return tuple(o / self._ps for o in self.camera[ccd].offset_mm)
+
+    def nominal(self, ccd, x, y):
+        """The nominal focal-plane position (u0, v0) of 0-based pixels of `ccd`."""
+        fx, fy = self.camera.pixel_to_focal_plane(ccd, x, y)
+        return fx / self._ps, fy / self._ps
+
+    @staticmethod
+    def place(ox, oy, dx, dy, theta, u0, v0):
+        """(u, v, ru, rv): nominal positions (u0, v0) of CCDs at origins (ox, oy) moved by
+        (dx, dy) and turned by theta about the origin; (ru, rv) the turned offset from the
+        origin (what the rotation derivative needs). All arguments broadcast."""
+        c, s = np.cos(theta), np.sin(theta)
+        ru0, rv0 = u0 - ox, v0 - oy
+        ru, rv = c * ru0 - s * rv0, s * ru0 + c * rv0
+        return ox + dx + ru, oy + dy + rv, ru, rv
+
+    @staticmethod
+    def derivatives(ru, rv, rotation=True):
+        """d(u, v)/d(dx, dy, theta) at turned offsets (ru, rv): an (n, 2, 3) array."""
+        G = np.zeros((len(ru), 2, 3))
+        G[:, 0, 0] = 1.0
+        G[:, 1, 1] = 1.0
+        if rotation:
+            G[:, 0, 2] = -rv
+            G[:, 1, 2] = ru
+        return G
+
+    def to_focal_plane(self, ccd, x, y):
+        """Fitted focal-plane position (u, v) of 0-based pixels of `ccd`."""
+        u0, v0 = self.nominal(ccd, x, y)
+        ox, oy = self.origin(ccd)
+        dx, dy, th = self.offsets.get(int(ccd), (0.0, 0.0, 0.0))
+        u, v, _, _ = self.place(ox, oy, dx, dy, th, u0, v0)
+        return u, v
+
+    def to_pixel(self, ccd, u, v):
+        """0-based pixel of `ccd` at focal-plane position (u, v) (may lie outside the CCD)."""
+        ox, oy = self.origin(ccd)
+        dx, dy, th = self.offsets.get(int(ccd), (0.0, 0.0, 0.0))
+        c, s = np.cos(th), np.sin(th)
+        ru, rv = np.asarray(u) - ox - dx, np.asarray(v) - oy - dy
+        return self.camera.focal_plane_to_pixel(ccd, (ox + c * ru + s * rv) * self._ps,
+                                                (oy - s * ru + c * rv) * self._ps)
+
+    def optical_axis_pixel(self, ccd):
+        """0-based pixel of `ccd` at the focal-plane origin (the optical axis)."""
+        return tuple(float(a) for a in self.to_pixel(ccd, 0.0, 0.0))
+
+
+class Optics:
+    """The camera's focal plane -> field angle, divided by `scale` (radians) for the visit
+    polynomials: (a, b) = field angle / scale."""
+
+    def __init__(self, camera, scale):
+        self.camera = camera
+        self.scale = float(scale)
+        self._ps = camera.pixel_size_mm
+
+    def __call__(self, u, v):
+        X, Y = self.camera.focal_plane_to_field_angle(np.asarray(u) * self._ps,
+                                                      np.asarray(v) * self._ps)
+        return X / self.scale, Y / self.scale
+
+    def jacobian(self, u, v):
+        """(da/du, da/dv, db/du, db/dv) per focal-plane pixel."""
+        ps = self._ps
+        return tuple(j * ps / self.scale
+                     for j in self.camera.field_angle_jacobian(np.asarray(u) * ps,
+                                                               np.asarray(v) * ps))
+
+
+class TractPlane:
+    """The gnomonic plane of a tract about `tangent_point` (ra, dec degrees), in arcsec."""
+
+    def __init__(self, tangent_point):
+        self.tangent_point = tuple(float(a) for a in tangent_point)
+
+    def to_sky(self, xi, eta):
+        return tangent_to_sky(np.asarray(xi) * ARCSEC_RAD, np.asarray(eta) * ARCSEC_RAD,
+                              *self.tangent_point)
+
+    def from_sky(self, ra, dec):
+        xi, eta = sky_to_tangent(ra, dec, *self.tangent_point)
+        return xi / ARCSEC_RAD, eta / ARCSEC_RAD
+
+
+class AstrometricModel:
+    """pixel -> sky through the chain of maps above; `coefficients` maps a visit to its
+    (2, n_terms) polynomial coefficients (arcsec in the tract plane)."""
+
+    def __init__(self, placement, optics, plane, order, coefficients=None):
+        self.placement = placement
+        self.optics = optics
+        self.plane = plane
+        self.order = int(order)
+        self.coefficients = {int(v): np.asarray(c, float) for v, c in (coefficients or {}).items()}
+
+    @property
+    def basis(self):
+        """The basis of the visit polynomials (Legendre, of the fitted order)."""
+        return PolyBasis(self.order, "legendre")
+
+    def has_visit(self, visit):
+        return int(visit) in self.coefficients
+
+    def pixel_to_tract(self, visit, ccd, x, y):
+        """Tract-plane (xi, eta) in arcsec of 0-based pixels."""
+        a, b = self.optics(*self.placement.to_focal_plane(ccd, np.ravel(x), np.ravel(y)))
+        xi, eta = self.basis.evaluate(self.coefficients[int(visit)], a, b)
+        return xi.reshape(np.shape(x)), eta.reshape(np.shape(x))
+
+    def pixel_to_sky(self, visit, ccd, x, y):
+        """(ra, dec) in degrees of 0-based pixels."""
+        return self.plane.to_sky(*self.pixel_to_tract(visit, ccd, x, y))
+
+    def axis_to_sky(self, visit):
+        """(ra, dec) in degrees of the visit's optical axis (the focal-plane origin)."""
+        a0, b0 = self.optics(np.array([0.0]), np.array([0.0]))
+        xi, eta = self.basis.evaluate(self.coefficients[int(visit)], a0, b0)
+        ra, dec = self.plane.to_sky(xi, eta)
+        return float(ra[0]), float(dec[0])

@@ -1,0 +1,104 @@
+"""What a fit reports, typed: each iteration, the astrometric and photometric fits, the run.
+
+A :class:`RunStats` travels with the :class:`~mosaicfit.model.solution.Solution` (and its
+file), and is read by the command's summary, the diagnostics and the benchmarks.
+"""
+from dataclasses import asdict, dataclass, field, fields
+
+__all__ = ["IterationSummary", "AstrometryStats", "PhotometryStats", "RunStats"]
+
+
+@dataclass
+class IterationSummary:
+    """One iteration of a fit. chi2 is that of the detections and ndof their number of
+    observations less the number of parameters (stars included): reference priors carry
+    little information at hscPipe's catRMS floor of 40 mas, and counting them as degrees of
+    freedom would bias chi2/ndof low."""
+    kind: str               # "astrometry" or "photometry"
+    iteration: int
+    chi2: float
+    ndof: int
+    rms: float              # mas (astrometry) or mmag (photometry), active detections
+    n_active: int
+    n_clipped: int
+    t_assemble: float       # seconds
+    t_solve: float
+
+    def line(self):
+        unit = "mas" if self.kind == "astrometry" else "mmag"
+        return (f"{self.kind} iteration {self.iteration}: chi2/ndof = {self.chi2:.1f}/{self.ndof} "
+                f"= {self.chi2 / max(self.ndof, 1):.3f}, rms {self.rms:.2f} {unit}, "
+                f"{self.n_active} detections, {self.n_clipped} clipped "
+                f"(assemble {self.t_assemble:.2f} s, solve {self.t_solve:.2f} s)")
+
+
+@dataclass
+class AstrometryStats:
+    """The astrometric fit's final state."""
+    order: int
+    chi2: float
+    ndof: int
+    rms_mas: float          # rms per coordinate of the active detections
+    clipped: int            # detections clipped
+    n_active: int
+    ref_rejected: int = 0   # reference associations the detections contradicted
+
+    @property
+    def chi2_ndof(self):
+        return self.chi2 / max(self.ndof, 1)
+
+
+@dataclass
+class PhotometryStats:
+    """The photometric fit of one filter, final state."""
+    filter: str
+    order: int
+    chi2: float
+    ndof: int
+    rms_mmag: float
+    clipped: int
+    n_active: int
+    variables: int = 0      # stars removed as inconsistent with a constant flux
+    absolute: bool = True   # zero points tied to the reference catalogue
+    visits: list = field(default_factory=list)
+    colour_terms: str = ""  # how the reference magnitudes were made (one line)
+
+    @property
+    def chi2_ndof(self):
+        return self.chi2 / max(self.ndof, 1)
+
+
+@dataclass
+class RunStats:
+    """The run: counts, iterations, timings and the fits' final states."""
+    n_detections: int = 0
+    n_stars: int = 0
+    n_ref_stars: int = 0
+    n_ambiguous: int = 0        # cross-identification groups dropped (two detections a visit)
+    n_visits: int = 0
+    n_ccds: int = 0
+    band: str = ""              # reference band of the run's first filter
+    excluded: list = field(default_factory=list)      # (visit, ccd) without usable stars
+    no_products: list = field(default_factory=list)   # (visit, ccd) left without wcs-/fcr-
+    iterations: list = field(default_factory=list)    # IterationSummary, both fits in order
+    timing: dict = field(default_factory=dict)        # phase -> seconds
+    astrometry: AstrometryStats = None
+    photometry: dict = field(default_factory=dict)    # filter -> PhotometryStats
+
+    def to_dict(self):
+        """Plain JSON-able values (tuples as lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        out = cls(**{k: v for k, v in d.items() if k in known and k not in
+                     ("iterations", "astrometry", "photometry", "excluded", "no_products")})
+        out.excluded = [tuple(int(x) for x in e) for e in d.get("excluded", [])]
+        out.no_products = [tuple(int(x) for x in e) for e in d.get("no_products", [])]
+        out.iterations = [IterationSummary(**it) for it in d.get("iterations", [])]
+        if d.get("astrometry"):
+            out.astrometry = AstrometryStats(**d["astrometry"])
+        out.photometry = {k: PhotometryStats(**v) for k, v in (d.get("photometry") or {}).items()}
+        return out
