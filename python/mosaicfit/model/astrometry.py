@@ -161,6 +161,19 @@ class AstrometricModel:
         """(ra, dec) in degrees of 0-based pixels."""
         return self.plane.to_sky(*self.pixel_to_tract(visit, ccd, x, y))
 
+    def axis_jacobian(self, visit, ccd, crval, step=1.0):
+        """d(xi, eta)/d(x, y) in degrees per pixel at the optical-axis pixel of `ccd`, in the
+        gnomonic plane about `crval` (ra, dec degrees): the CD matrix of a TAN-SIP product
+        about the axis (central differences of `step` pixels; the model's third derivatives
+        make that exact to ~1e-9)."""
+        ax, ay = self.placement.optical_axis_pixel(ccd)
+        x = np.array([ax + step, ax - step, ax, ax])
+        y = np.array([ay, ay, ay + step, ay - step])
+        xi, eta = (np.degrees(t) for t in sky_to_tangent(*self.pixel_to_sky(visit, ccd, x, y),
+                                                           *crval))
+        return np.array([[xi[0] - xi[1], xi[2] - xi[3]],
+                         [eta[0] - eta[1], eta[2] - eta[3]]]) / (2.0 * step)
+
     def axis_to_sky(self, visit):
         """(ra, dec) in degrees of the visit's optical axis (the focal-plane origin)."""
         a0, b0 = self.optics(np.array([0.0]), np.array([0.0]))

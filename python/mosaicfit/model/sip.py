@@ -27,7 +27,7 @@ __all__ = ["fit_tan_sip", "cards_text", "SipModel", "SipHeaderError", "sip_pixel
 
 
 def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
-                inverse_box=None, radesys="ICRS", as_cards=False):
+                inverse_box=None, radesys="ICRS", as_cards=False, cd=None):
     """Fit a TAN-SIP header to sample points of a pixel -> sky mapping.
 
     x, y: 0-based pixel positions (afw convention); ra_deg, dec_deg: the sky there.
@@ -35,6 +35,12 @@ def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
     order: SIP order of A/B (>= 1; 1 means a plain TAN). inverse_order: order of AP/BP
     (default order + 1); they are fitted on a grid over `inverse_box` = (xmin, xmax, ymin, ymax)
     in 0-based pixels (default: the range of x, y).
+    cd: the CD matrix (deg per pixel), when the mapping's derivative at CRPIX is known; only
+    A and B are fitted then. Give it whenever CRPIX lies far from the points (the mosaic's
+    products: CRPIX at the optical axis, up to 17000 px off an edge CCD): fitted there, CD is
+    an extrapolation that is off by 0.1-1 %, and with it the pixel area ratio J =
+    |det d(u + A, v + B)/d(u, v)|, which the calibration applies, though the positions are
+    right.
     Returns an astropy Header with CTYPE, CRPIX, CRVAL, CD, CUNIT, A/B/AP/BP, RADESYS, EQUINOX;
     with `as_cards`, ([(key, value)], SipModel) instead (text by :func:`cards_text` when it is
     written): the mosaic fits thousands of CCDs and evaluates most of them before writing.
@@ -45,14 +51,19 @@ def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
     xi, eta = np.degrees(xi).ravel(), np.degrees(eta).ravel()
     u = x + 1.0 - crpix[0]
     v = y + 1.0 - crpix[1]
-    # No constant term: CRPIX maps to CRVAL by definition of the two.
-    linear = PolyBasis(order, "monomial", min_order=1)
-    fwd = linear.fit(u, v, np.stack([xi, eta], axis=-1))            # (n_terms, 2)
-    cd = np.array([fwd[linear.index(1, 0)], fwd[linear.index(0, 1)]]).T
-    cdinv = np.linalg.inv(cd)
     higher = PolyBasis(order, "monomial", min_order=2)
     hterms = higher.terms
-    hi = cdinv @ fwd[len(linear.terms) - len(hterms):].T    # (2, n): A and B coefficients
+    if cd is None:
+        # No constant term: CRPIX maps to CRVAL by definition of the two.
+        linear = PolyBasis(order, "monomial", min_order=1)
+        fwd = linear.fit(u, v, np.stack([xi, eta], axis=-1))            # (n_terms, 2)
+        cd = np.array([fwd[linear.index(1, 0)], fwd[linear.index(0, 1)]]).T
+        hi = np.linalg.inv(cd) @ fwd[len(linear.terms) - len(hterms):].T   # (2, n): A, B
+    else:
+        cd = np.asarray(cd, float)
+        U, V = np.linalg.solve(cd, np.stack([xi, eta]))
+        hi = higher.fit(u, v, np.stack([U - u, V - v], axis=-1)).T if hterms else \
+            np.zeros((2, 0))
 
     cards = [("CTYPE1", "RA---TAN-SIP" if order >= 2 else "RA---TAN"),
              ("CTYPE2", "DEC--TAN-SIP" if order >= 2 else "DEC--TAN"),

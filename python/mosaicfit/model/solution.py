@@ -102,9 +102,9 @@ class Solution:
     # -- WCS products ----------------------------------------------------------------------------
     def wcs_header(self, visit, ccd):
         """TAN-SIP header of order N about the optical axis, fitted to the model over the CCD
-        (to < 1e-3 mas: over a CCD the model is an order-N polynomial in pixels to far below
-        that, up to the tiny projective change between the tract's and the visit's tangent
-        planes)."""
+        with CD the model's own derivative at the axis (so that its pixel area ratio J is the
+        model's): to < 1e-3 mas, since over a CCD the model is an order-N polynomial in
+        pixels to far below that."""
         return fits.Header.fromstring(cards_text(self.wcs_cards(visit, ccd)))
 
     def _wcs(self, visit, ccd):
@@ -130,7 +130,8 @@ class Solution:
             out = fit_tan_sip(gx.ravel(), gy.ravel(), ra, dec, (ax + 1.0, ay + 1.0), crval,
                               self.sip_order, inverse_order=self.sip_order,
                               inverse_box=(-0.5, d.width - 0.5, -0.5, d.height - 0.5),
-                              as_cards=True)
+                              as_cards=True,
+                              cd=self.astrometry.axis_jacobian(visit, ccd, crval))
         self._wcs_cache[key] = out
         return out
 
