@@ -107,6 +107,10 @@ OPTIONS = (
        minimum=1),
     _O("minNumMatch", int, 0, "a CCD with no more than this many reference matches is left "
        "out of the fit (and of the products), as meas_mosaic's; 0: none is", minimum=0),
+    _O("associationRounds", int, 3, "re-associate the detections (into stars and with the "
+       "reference catalogue) through the fitted astrometry, with radii that follow its "
+       "residuals, up to this many times until nothing changes; 0: once through the "
+       "single-frame WCS, as hscPipe did", minimum=0),
     _O("requireTractOverlap", bool, True, "write products only for the CCDs that overlap the "
        "tract"),
     # -- astrometry --
@@ -122,6 +126,9 @@ OPTIONS = (
        "position errors (propagated to the epoch)", minimum=0.0),
     _O("astromErrorFloor", float, 0.0, "arcsec added in quadrature to the centroid errors",
        minimum=0.0),
+    _O("fitErrorModel", bool, True, "fit the errors from the residuals: a scale per visit and "
+       "a floor for the detections, a scale for the reference catalogue (astrometry and "
+       "photometry)"),
     # -- photometry --
     _O("doSolveFlux", bool, True, "fit the photometry"),
     _O("fluxFitOrder", int, 7, "order of the per-visit flux polynomial", minimum=0),

@@ -12,6 +12,7 @@ from ..model.basis import n_terms
 from ..model.statistics import AstrometryStats, IterationSummary
 from .clipping import chance_clips, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
+from .errors import fit_error_model, leverage, reference_scale
 from .order import affordable_order
 from .state import AstrometryResult
 
@@ -103,10 +104,13 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
     placement = CcdPlacement(camera)
     model = AstrometricModel(placement, optics, plane, order)
 
-    # weights: centroid errors in arcsec (single-frame pixel scale) plus the floor
-    sig = det.sig_pix * det.pixscale
-    w = 1.0 / (sig ** 2 + cfg.astromErrorFloor ** 2)
+    # weights: centroid errors in arcsec (single-frame pixel scale) plus the floor, then the
+    # error model fitted from the residuals (fit.errors)
+    sig0_2 = (det.sig_pix * det.pixscale) ** 2 + cfg.astromErrorFloor ** 2
+    w = 1.0 / sig0_2
     y, prior, prior_w, has = _reference_priors(data, plane, cfg)
+    prior_var0 = np.where(prior_w > 0, 1.0 / np.where(prior_w > 0, prior_w, 1.0), np.inf)
+    errors, ref_scale = None, 1.0
     ref_prior = has.copy() if (data.ref is not None and has.any()) else np.zeros(nstar, bool)
     n_ref_rejected = 0
 
@@ -148,6 +152,26 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         # no clipping before the CCD placement is fitted (iteration 0): offsets of ~0.2 px
         # would look like outliers for the brightest stars
         nclip, nback, thr = update_active(chi, star, active, usable, it, cfg.clipSigma)
+        # once the clipping threshold is down, the errors follow the residuals: the weights
+        # of the next iteration, and its clipping threshold, are those of the error model
+        new_errors = None
+        if cfg.fitErrorModel and np.isfinite(thr) and thr <= cfg.clipSigma:
+            h = leverage(w, star, active, nstar, prior_w)
+            new_errors = fit_error_model(np.sum(res[active] ** 2, axis=1), sig0_2[active],
+                                         h[active], vidx[active], nv, 2)
+            if ref_prior.any() and data.ref is not None:
+                pr = ref_prior & np.all(np.isfinite(r.xstar), axis=1)
+                W = np.bincount(star[active], weights=w[active], minlength=nstar) + prior_w
+                ref_scale = max(1.0, reference_scale(
+                    np.sum((r.xstar[pr] - prior[pr]) ** 2, axis=1),
+                    prior_var0[pr] * ref_scale ** 2, prior_w[pr] / W[pr], 2) * ref_scale)
+                prior_w = np.where(ref_prior, 1.0 / (prior_var0 * ref_scale ** 2), prior_w)
+            w = 1.0 / new_errors.variance(sig0_2, vidx)
+        model_moved = new_errors is not None and (
+            errors is None or np.max(np.abs(new_errors.scale / errors.scale - 1)) > 0.01
+            or abs(new_errors.floor - errors.floor) > 0.01 * max(new_errors.floor, 1e-4))
+        if new_errors is not None:
+            errors = new_errors
         # a reference association the detections contradict (a neighbour within radXMatch,
         # a blend, a catalogue error) is dropped, not fought detection by detection: held at
         # the catalogue's mas-level errors, one such star 0.5" off bends the solution around
@@ -181,7 +205,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         stalled = it > 1 and abs(summ.chi2 - last_chi2) < 1e-6 * max(summ.chi2, 1.0)
         last_chi2 = summ.chi2
         if it > 0 and nclip <= chance_clips(int(active.sum()), thr, 2) and nback == 0 \
-                and thr <= cfg.clipSigma and (small or stalled):
+                and thr <= cfg.clipSigma and (small or stalled) and not model_moved:
             break
     if r.ndof <= 0:
         raise MosaicError(f"too few stars to determine the astrometric solution: "
@@ -194,10 +218,18 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
             model.coefficients[int(vv)] = coef[k]
     placement.offsets.update({int(c): tuple(float(x) for x in geom[k]) for k, c in enumerate(ccds)})
     if n_ref_rejected:
+        data.rejected_refs = np.union1d(data.rejected_refs, data.ref_of_star[has & ~ref_prior])
         data.ref_of_star = np.where(has & ~ref_prior, -1, data.ref_of_star)   # not theirs
         stats.n_ref_stars = int((data.ref_of_star >= 0).sum())
-    stats.astrometry = AstrometryStats(order=order, chi2=float(r.chi2_det), ndof=r.ndof,
-                                       rms_mas=rms, clipped=int((usable & ~active).sum()),
-                                       n_active=int(active.sum()), ref_rejected=n_ref_rejected)
+    if errors is not None:
+        log.info("astrometric errors: scale %.2f-%.2f (median %.2f) per visit, floor %.2f mas; "
+                 "reference catalogue errors x %.2f", np.min(errors.scale), np.max(errors.scale),
+                 np.median(errors.scale), errors.floor * 1000.0, ref_scale)
+    stats.astrometry = AstrometryStats(
+        order=order, chi2=float(r.chi2_det), ndof=r.ndof, rms_mas=rms,
+        clipped=int((usable & ~active).sum()), n_active=int(active.sum()),
+        ref_rejected=n_ref_rejected,
+        error_scale={int(v): float(x) for v, x in zip(visits, errors.scale)} if errors else {},
+        error_floor_mas=errors.floor * 1000.0 if errors else 0.0, ref_error_scale=ref_scale)
     data.astrometry = AstrometryResult(active=active, resid=res, w=w, xstar=r.xstar, y=y)
     return model, frozen

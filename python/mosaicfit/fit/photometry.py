@@ -13,6 +13,7 @@ from ..model.photometry import PhotometricModel
 from ..model.statistics import IterationSummary, PhotometryStats
 from .clipping import chance_clips, inconsistent_stars, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
+from .errors import fit_error_model, leverage, reference_scale
 from .order import affordable_order
 from .state import PhotometryResult
 
@@ -38,8 +39,9 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         J[m] = sol.sip_model(e.visit, e.ccd).area_ratio(det.x[m], det.y[m])
     m_inst = -2.5 * np.log10(det.flux)
     m_cor = m_inst - 2.5 * np.log10(J)
-    sig = 2.5 / np.log(10) * det.flux_err / det.flux
-    w = 1.0 / (sig ** 2 + cfg.photomErrorFloor ** 2)
+    sig0_2 = (2.5 / np.log(10) * det.flux_err / det.flux) ** 2 + cfg.photomErrorFloor ** 2
+    w = 1.0 / sig0_2
+    errors, ref_scale = None, 1.0
     prior = np.zeros((nstar, 1))
     prior_w = np.zeros(nstar)
     ref, ros = data.ref, data.ref_of_star
@@ -62,6 +64,8 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         if not ok.any():
             log.warning("no reference magnitudes in band %r: relative photometry", stats.band)
             absolute = False
+
+    prior_var0 = np.where(prior_w > 0, 1.0 / np.where(prior_w > 0, prior_w, 1.0), np.inf)
 
     # the flux polynomial order: reduced when stars are too few for it (narrow bands), judged
     # on the typical visit; a visit with far fewer stars than that (or without an astrometric
@@ -117,11 +121,33 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         chi = w * res ** 2
         rms = float(np.sqrt(np.mean(res[active] ** 2))) * 1000.0
         nclip, nback, thr = update_active(chi, star, active, usable, it + 1, cfg.clipSigma)
+        # once the threshold is down, the errors follow the residuals (fit.errors)
+        new_errors = None
+        if cfg.fitErrorModel and thr <= cfg.clipSigma:
+            h = leverage(w, star, active, nstar, prior_w)
+            new_errors = fit_error_model(res[active] ** 2, sig0_2[active], h[active],
+                                         vidx[active], nv, 1)
+            pr = prior_w > 0
+            if absolute and pr.any():
+                xs = r.xstar[:, 0]
+                pr &= np.isfinite(xs)
+                W = np.bincount(star[active], weights=w[active], minlength=nstar) + prior_w
+                ref_scale = max(1.0, reference_scale((xs[pr] - prior[pr, 0]) ** 2,
+                                                     prior_var0[pr] * ref_scale ** 2,
+                                                     prior_w[pr] / W[pr], 1) * ref_scale)
+                prior_w = np.where(prior_w > 0, 1.0 / (prior_var0 * ref_scale ** 2), 0.0)
+            w = 1.0 / new_errors.variance(sig0_2, vidx)
+        model_moved = new_errors is not None and (
+            errors is None or np.max(np.abs(new_errors.scale / errors.scale - 1)) > 0.01
+            or abs(new_errors.floor - errors.floor) > 0.01 * max(new_errors.floor, 1e-4))
+        if new_errors is not None:
+            errors = new_errors
         summ = IterationSummary("photometry", it + 1, float(r.chi2_det), r.ndof, rms,
                                 int(active.sum()), nclip, float(r.t_assemble), float(r.t_solve))
         stats.iterations.append(summ)
         log.info(summ.line())
-        if nclip <= chance_clips(int(active.sum()), thr, 1) and nback == 0 and thr <= cfg.clipSigma:
+        if nclip <= chance_clips(int(active.sum()), thr, 1) and nback == 0 \
+                and thr <= cfg.clipSigma and not model_moved:
             bad = inconsistent_stars(chi, star, active, nstar, prior_w > 0, 1) \
                 if cfg.rejectVariables and not variables_done else []
             variables_done = True
@@ -169,10 +195,16 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
             vals = [x for (v2, _), x in mag_err.items() if v2 == vv and np.isfinite(x)]
             err = float(np.median(vals)) if vals else 0.0
         fluxmag0err[(vv, c)] = 10.0 ** (0.4 * model.zero_point(vv, c)) * 0.4 * np.log(10) * err
+    if errors is not None:
+        log.info("photometric errors of %s: scale %.2f-%.2f (median %.2f) per visit, floor "
+                 "%.2f mmag; reference magnitude errors x %.2f", filt, np.min(errors.scale),
+                 np.max(errors.scale), np.median(errors.scale), errors.floor * 1000.0, ref_scale)
     stats.photometry[filt] = PhotometryStats(
         filter=filt, order=order, chi2=float(r.chi2_det), ndof=r.ndof, rms_mmag=rms,
         clipped=int((usable & ~active).sum()), n_active=int(active.sum()), variables=n_variable,
-        absolute=absolute, visits=[int(v) for v in visits], colour_terms=how)
+        absolute=absolute, visits=[int(v) for v in visits], colour_terms=how,
+        error_scale={int(v): float(x) for v, x in zip(visits, errors.scale)} if errors else {},
+        error_floor_mmag=errors.floor * 1000.0 if errors else 0.0, ref_error_scale=ref_scale)
     data.photometry = PhotometryResult(active=active, resid=res, w=w, xstar=xs, m_cor=m_cor,
                                        mag_ref=ref_mag_used[star])
     return model, fluxmag0err

@@ -42,6 +42,12 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
     selects its colour terms (e.g. ps1_pv3_3pi_20170110; config.photoCatName overrides it).
     Visits of several filters share one astrometric solution and get one photometric
     solution per filter. Returns a :class:`~mosaicfit.model.solution.Solution`.
+
+    The detections are associated (into stars, and with the reference catalogue) first
+    through the single-frame WCS within radXMatch, then again through each astrometric
+    solution with radii that follow its residuals, until the associations no longer change
+    (associationRounds): at the edge of the field the single-frame WCS can be as far off as
+    radXMatch, and the first association misses or mismatches the stars there.
     """
     cfg = (config or MosaicConfig()).validate()
     if not refcat_name and refcat is not None:
@@ -49,7 +55,11 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
     refcat_name = cfg.photoCatName or refcat_name
     t_start = time.time()
     stats = RunStats()
-    data = _associate(exposures, camera, cfg, refcat, stats)
+    inputs = _prepare(exposures, camera, cfg, refcat, stats)
+    tm = time.time()
+    data = _associate(inputs, inputs.det.ra, inputs.det.dec, cfg.radXMatch, cfg.radXMatch,
+                      exposures, camera, cfg, stats)
+    stats.timing["match"] = t_match = time.time() - tm
 
     if tangent_point is None:
         tp = mean_position(data.det.ra, data.det.dec, np.zeros(len(data), int), 1)
@@ -73,7 +83,37 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
         sol.astrometry, sol.frozen = fit_astrometry(data, camera, optics, plane, cfg, exposures,
                                                     stats)
         sol.placement = sol.astrometry.placement
-        stats.timing["astrometry"] = time.time() - ta
+        for rnd in range(1, cfg.associationRounds + 1):
+            tm = time.time()
+            ra, dec = _model_positions(sol, inputs.det)
+            r_int, r_ref = _association_radii(data, plane, cfg)
+            new = _associate(inputs, ra, dec, r_int, r_ref, exposures, camera, cfg, stats,
+                             quiet=True, exclude_refs=data.rejected_refs)
+            stats.timing["match"] += time.time() - tm
+            changed = _changed_detections(new, data)
+            if changed <= 1e-3 * len(data):
+                log.info("association through the solution (within %.2f\" between visits, "
+                         "%.2f\" of the reference catalogue): %s", r_int, r_ref,
+                         f"{changed} of {len(data)} detections changed (stable)" if changed
+                         else "unchanged")
+                break
+            log.info("association %d through the solution (within %.2f\" between visits, "
+                     "%.2f\" of the reference catalogue): %d stars (%d reference) from %d "
+                     "detections, was %d (%d)", rnd, r_int, r_ref, new.nstar,
+                     int((new.ref_of_star >= 0).sum()), len(new), data.nstar,
+                     int((data.ref_of_star >= 0).sum()))
+            new.rejected_refs = data.rejected_refs
+            data = new
+            stats.iterations.clear()
+            sol.astrometry, sol.frozen = fit_astrometry(data, camera, optics, plane, cfg,
+                                                        exposures, stats)
+            sol.placement = sol.astrometry.placement
+        else:
+            if cfg.associationRounds:
+                log.warning("the associations still changed after %d rounds through the "
+                            "solution (associationRounds): the last one is used",
+                            cfg.associationRounds)
+        stats.timing["astrometry"] = time.time() - ta - (stats.timing["match"] - t_match)
     else:
         sol.frozen = {(e.visit, e.ccd): e.wcs_header for e in exposures}
     if cfg.doSolveFlux:
@@ -98,9 +138,16 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
     return sol
 
 
-def _associate(exposures, camera, cfg, refcat, stats):
-    """Selection, cross-identification between visits and association with the reference
-    catalogue: the FitData both fits read."""
+class _Inputs:
+    """The selected detections of all exposures and what every association needs."""
+
+    def __init__(self, det, ref, t0, det_mjd, band, visits):
+        self.det, self.ref, self.t0, self.det_mjd = det, ref, t0, det_mjd
+        self.band, self.visits = band, visits
+
+
+def _prepare(exposures, camera, cfg, refcat, stats):
+    """Star selection of every CCD, the epochs, and the reference catalogue."""
     det, excluded = select_detections(exposures, camera, cfg)
     if excluded:
         log.warning("%d CCDs without usable stars excluded: %s", len(excluded),
@@ -113,30 +160,101 @@ def _associate(exposures, camera, cfg, refcat, stats):
         m = [e.mjd for e in exposures if e.visit == v and e.mjd is not None]
         vmjd.append(float(np.mean(m)) if m else np.nan)
     t0 = np.nanmean(vmjd) if np.any(np.isfinite(vmjd)) else np.nan
-    det_mjd = exp_mjd[det.exp]
+    band = cfg.refBand or default_band(next((e.filter for e in exposures if e.filter), "")) or ""
+    ref = Reference.from_table(refcat, band) if refcat is not None and len(refcat) else None
+    return _Inputs(det, ref, t0, exp_mjd[det.exp], band, visits)
 
-    tm = time.time()
-    star, nstar, namb = cross_match(det.ra, det.dec, det.visit, cfg.radXMatch, min_visits=1)
+
+def _model_positions(sol, det):
+    """(ra, dec) in degrees of the detections through the solution (the single-frame WCS of
+    CCDs kept at it)."""
+    ra, dec = det.ra.copy(), det.dec.copy()
+    key = det.visit.astype(np.int64) * 1000 + det.ccd
+    for k in np.unique(key):
+        m = key == k
+        v, c = int(k // 1000), int(k % 1000)
+        if sol.has_astrometry(v) and (v, c) not in sol.frozen:
+            ra[m], dec[m] = sol.astrometry.pixel_to_sky(v, c, det.x[m], det.y[m])
+    return ra, dec
+
+
+def _association_radii(data, plane, cfg):
+    """(between visits, to the reference catalogue) in arcsec: 5 sigma of the separations the
+    solution's residuals make (sigma from the 95th percentile of the detections' residuals,
+    Rayleigh-distributed; for the references with their scatter about the fitted stars),
+    bounded below (0.2", 0.5") and above by radXMatch."""
+    a = data.astrometry
+    r = np.hypot(a.resid[a.active, 0], a.resid[a.active, 1])
+    sigma = float(np.percentile(r, 95)) / np.sqrt(-2.0 * np.log(0.05)) if len(r) else np.inf
+    r_int = float(np.clip(5.0 * np.sqrt(2.0) * sigma, 0.2, cfg.radXMatch))
+    has = data.ref_of_star >= 0
+    r_ref = cfg.radXMatch
+    if has.any() and data.ref is not None:
+        ra0, dec0, _ = data.ref.take(data.ref_of_star[has]).at(data.t0)
+        xs = a.xstar[has]
+        ok = np.all(np.isfinite(xs), axis=1)
+        if ok.sum() > 10:
+            px, py = plane.from_sky(ra0[ok], dec0[ok])
+            d = np.hypot(xs[ok, 0] - px, xs[ok, 1] - py)
+            s_ref = float(np.percentile(d, 95)) / np.sqrt(-2.0 * np.log(0.05))
+            r_ref = float(np.clip(5.0 * np.hypot(sigma, s_ref), 0.5, cfg.radXMatch))
+    return r_int, r_ref
+
+
+def _changed_detections(a, b):
+    """How many detections two associations treat differently: present in one only, or in a
+    star whose other detections or reference differ."""
+    def labels(d):
+        # a detection is (exposure, x, y); its star is named by the star's first detection
+        key = np.rec.fromarrays([d.det.exp, d.det.x, d.det.y])
+        order = np.argsort(key, order=("f0", "f1", "f2"))
+        first = np.full(d.nstar, -1, np.int64)
+        first[d.star[order][::-1]] = order[::-1]
+        return {tuple(k): (int(first[s]), int(r)) for k, s, r in
+                zip(key.tolist(), d.star, d.ref_of_star[d.star])}, key
+    la, ka = labels(a)
+    lb, kb = labels(b)
+    # star names are row numbers of each association's own detections: map them to keys
+    name_a = {i: tuple(k) for i, k in enumerate(ka.tolist())}
+    name_b = {i: tuple(k) for i, k in enumerate(kb.tolist())}
+    changed = 0
+    for k in set(la) | set(lb):
+        if k not in la or k not in lb:
+            changed += 1
+            continue
+        (sa, ra), (sb, rb) = la[k], lb[k]
+        changed += name_a[sa] != name_b[sb] or ra != rb
+    return changed
+
+
+def _associate(inputs, ra, dec, r_int, r_ref, exposures, camera, cfg, stats, quiet=False,
+               exclude_refs=None):
+    """Cross-identification between visits (friends of friends within `r_int` arcsec of the
+    detections' sky positions `ra`, `dec`) and association with the reference catalogue
+    (within `r_ref`; the rows `exclude_refs` left out): the FitData both fits read."""
+    det, det_mjd, ref, t0 = inputs.det, inputs.det_mjd, inputs.ref, inputs.t0
+    star, nstar, namb = cross_match(ra, dec, det.visit, r_int, min_visits=1)
     keep = star >= 0
     det, star, det_mjd = det.take(keep), star[keep], det_mjd[keep]
-    sra, sdec = mean_position(det.ra, det.dec, star, nstar)
+    pra, pdec = ra[keep], dec[keep]
+    sra, sdec = mean_position(pra, pdec, star, nstar)
     nvis = np.bincount(star, minlength=nstar)
 
-    band = cfg.refBand or default_band(next((e.filter for e in exposures if e.filter), "")) or ""
-    ref = None
     ref_of_star = np.full(nstar, -1, np.int64)
-    if refcat is not None and len(refcat):
-        ref = Reference.from_table(refcat, band)
+    if ref is not None:
         given = associated_references(exposures, det, star, nstar)
         if given is not None:
             # hscPipe's match files (mosaicfit.pipeline.references): the associations they record
             ref_of_star = given
         else:
             rra, rdec, _ = ref.at(t0 if np.isfinite(t0) else np.nan)
-            ref_of_star = match_reference(sra, sdec, rra, rdec, cfg.radXMatch)
+            allowed = np.setdiff1d(np.arange(len(rra)), exclude_refs) \
+                if exclude_refs is not None and len(exclude_refs) else np.arange(len(rra))
+            got = match_reference(sra, sdec, rra[allowed], rdec[allowed], r_ref)
+            ref_of_star = np.where(got >= 0, allowed[np.maximum(got, 0)], -1)
     if cfg.minNumMatch > 0:
         det, star, det_mjd = _drop_ccds_with_few_matches(det, star, det_mjd, ref_of_star, cfg,
-                                                         stats)
+                                                         stats, quiet)
         nvis = np.bincount(star, minlength=nstar)
     use = ((nvis >= cfg.numSourceMerge) & cfg.internalFitting) | (ref_of_star >= 0)
     new = np.full(nstar, -1, np.int64)
@@ -148,11 +266,12 @@ def _associate(exposures, camera, cfg, refcat, stats):
     nstar = int(use.sum())
     n_ref = int((ref_of_star >= 0).sum())
     stats.n_detections, stats.n_stars, stats.n_ref_stars = len(det), nstar, n_ref
-    stats.n_ambiguous, stats.n_visits, stats.band = namb, len(visits), band
+    stats.n_ambiguous, stats.n_visits, stats.band = namb, len(inputs.visits), inputs.band
     stats.n_ccds = len(np.unique(det.ccd))
-    stats.timing["match"] = time.time() - tm
-    log.info("%d detections of %d stars (%d matched to the reference catalogue, %d ambiguous "
-             "groups dropped) in %d visits", len(det), nstar, n_ref, namb, len(visits))
+    if not quiet:
+        log.info("%d detections of %d stars (%d matched to the reference catalogue, %d "
+                 "ambiguous groups dropped) in %d visits", len(det), nstar, n_ref, namb,
+                 len(inputs.visits))
     if nstar == 0:
         raise MosaicError("no star is seen in two visits or matched to the reference catalogue")
     if n_ref == 0 and not cfg.relativeSolution:
@@ -175,7 +294,7 @@ def _associate(exposures, camera, cfg, refcat, stats):
                    ref_of_star=ref_of_star, t0=t0, det_mjd=det_mjd)
 
 
-def _drop_ccds_with_few_matches(det, star, det_mjd, ref_of_star, cfg, stats):
+def _drop_ccds_with_few_matches(det, star, det_mjd, ref_of_star, cfg, stats, quiet=False):
     """meas_mosaic's minNumMatch: the CCDs with no more than that many reference matches
     leave the fit (and get no products), said in the log."""
     matched = ref_of_star[star] >= 0
@@ -186,7 +305,7 @@ def _drop_ccds_with_few_matches(det, star, det_mjd, ref_of_star, cfg, stats):
     if not few.any():
         return det, star, det_mjd
     dropped = [(int(k // 1000), int(k % 1000)) for k in keys[few]]
-    log.warning("%d CCDs with no more than minNumMatch=%d reference matches left out: %s",
+    (log.info if quiet else log.warning)("%d CCDs with no more than minNumMatch=%d reference matches left out: %s",
                 len(dropped), cfg.minNumMatch, format_visit_ccds(dropped))
     stats.excluded = sorted(set(stats.excluded) | set(dropped))
     keep = ~few[inv]

@@ -1,6 +1,6 @@
 """The fit's typed state: the associated detections both fits read (:class:`FitData`) and what
 each fit leaves for the record (:class:`AstrometryResult`, :class:`PhotometryResult`)."""
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -58,6 +58,9 @@ class FitData:
     det_mjd: np.ndarray     # epoch of each detection
     rows: np.ndarray = None
     star_ids: np.ndarray = None
+    rejected_refs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # reference rows the astrometry found contradicted by their detections: kept out of the
+    # later associations
     astrometry: AstrometryResult = None
     photometry: PhotometryResult = None
 

@@ -42,6 +42,9 @@ class AstrometryStats:
     clipped: int            # detections clipped
     n_active: int
     ref_rejected: int = 0   # reference associations the detections contradicted
+    error_scale: dict = field(default_factory=dict)   # visit -> scale of the input errors
+    error_floor_mas: float = 0.0                        # the error model's floor
+    ref_error_scale: float = 1.0                        # scale of the reference errors
 
     @property
     def chi2_ndof(self):
@@ -62,6 +65,9 @@ class PhotometryStats:
     absolute: bool = True   # zero points tied to the reference catalogue
     visits: list = field(default_factory=list)
     colour_terms: str = ""  # how the reference magnitudes were made (one line)
+    error_scale: dict = field(default_factory=dict)   # visit -> scale of the input errors
+    error_floor_mmag: float = 0.0
+    ref_error_scale: float = 1.0
 
     @property
     def chi2_ndof(self):
@@ -99,6 +105,12 @@ class RunStats:
         out.no_products = [tuple(int(x) for x in e) for e in d.get("no_products", [])]
         out.iterations = [IterationSummary(**it) for it in d.get("iterations", [])]
         if d.get("astrometry"):
-            out.astrometry = AstrometryStats(**d["astrometry"])
-        out.photometry = {k: PhotometryStats(**v) for k, v in (d.get("photometry") or {}).items()}
+            a = dict(d["astrometry"])
+            a["error_scale"] = {int(k): v for k, v in a.get("error_scale", {}).items()}
+            out.astrometry = AstrometryStats(**a)
+        out.photometry = {}
+        for k, v in (d.get("photometry") or {}).items():
+            v = dict(v)
+            v["error_scale"] = {int(x): y for x, y in v.get("error_scale", {}).items()}
+            out.photometry[k] = PhotometryStats(**v)
         return out
