@@ -208,23 +208,20 @@ def _measure_ccd(cfg, rng, truth, v, ccd, stars, idx, px, py, group, sigma_psf, 
     return dict(visit=v["visit"], ccd=ccd, ids=ids, psf_used=psf_used, **rows)
 
 
-def _add_displacements(truth, stars, detections):
-    """The truth of the atmosphere's displacement of each detection of a source (effects dcr,
-    turbulence): columns dcr_dxi, dcr_deta, turb_dxi, turb_deta in mas (east, north in the
-    visit's tangent plane), from the truth model at the source's true position."""
-    row = {int(t): i for i, t in enumerate(np.asarray(stars["truth_id"]))}
-    tid = np.asarray(detections["truth_id"])
-    vis = np.asarray(detections["visit"])
-    cols = {c: np.zeros(len(detections)) for c in ("dcr_dxi", "dcr_deta", "turb_dxi", "turb_deta")}
-    for visit in np.unique(vis):
-        m = np.nonzero((vis == visit) & (tid > 0))[0]
-        s = stars[np.array([row[int(t)] for t in tid[m]], dtype=int)]
-        v = truth.visits[int(visit)]
-        cols["dcr_dxi"][m], cols["dcr_deta"][m] = truth.dcr_offset(visit, colour_gi(s))
+def _add_displacements(truth, stars, star_row, v, truth_rows):
+    """The truth of the atmosphere's displacement of each detection of a source in visit `v`
+    (effects dcr, turbulence): columns dcr_dxi, dcr_deta, turb_dxi, turb_deta in mas (east,
+    north in the visit's tangent plane; 0 for spurious detections), from the truth model at
+    the source's true position."""
+    for r in truth_rows:
+        tid = r["truth_id"]
+        m = np.nonzero(tid > 0)[0]
+        s = stars[np.array([star_row[int(t)] for t in tid[m]], dtype=int)]
+        for c in ("dcr_dxi", "dcr_deta", "turb_dxi", "turb_deta"):
+            r[c] = np.zeros(len(tid))
+        r["dcr_dxi"][m], r["dcr_deta"][m] = truth.dcr_offset(v["visit"], colour_gi(s))
         xi, eta = sky_to_tangent(*positions_at(s, v["mjd"]), v["ra"], v["dec"])
-        cols["turb_dxi"][m], cols["turb_deta"][m] = truth.turbulence_tangent(visit, xi, eta)
-    for c, a in cols.items():
-        detections[c] = a
+        r["turb_dxi"][m], r["turb_deta"][m] = truth.turbulence_tangent(v["visit"], xi, eta)
 
 
 # ------------------------------------------------------------------------------------------
@@ -377,15 +374,16 @@ def make_tract(config=None, **kw):
     live = [c for c in cfg.ccds if c not in cfg.dead_ccds]
     per_ccd = {}
     truth_rows = []
+    star_row = {int(t): i for i, t in enumerate(np.asarray(stars["truth_id"]))}
     for v in vis:
         dets, rows = _observe_visit(cfg, rng, truth, stars, v, live, erng)
+        if truth.displaces_images:
+            _add_displacements(truth, stars, star_row, v, rows)
         truth_rows += rows
         for det in dets:
             per_ccd[(v["visit"], det["ccd"])] = det
     detections = Table({k: np.concatenate([r[k] for r in truth_rows]) for k in truth_rows[0]}) \
         if truth_rows else Table()
-    if truth.displaces_images and len(detections):
-        _add_displacements(truth, stars, detections)
 
     wcs_headers, catalogs, fluxmag0 = {}, {}, {}
     for key, det in per_ccd.items():
