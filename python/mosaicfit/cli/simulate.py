@@ -32,9 +32,9 @@ EFFECTS_HELP = """\
 effects (--effects, none by default: without them the simulation is the default one, number
 for number; each is recorded in ROOT/truth/model.json with its parameters):
   edge-wcs         the CORR (single-frame) WCS of each visit is off by a smooth error of the
-                   visit's solution: ~0.05" at the centre, growing as the square of the field
-                   radius to ~1.5" rms at the edge (radial cubic + quadratic along a random
-                   direction), instead of a per-CCD 0.1-1" offset; the truth is unchanged
+                   visit's solution: ~0.05" at the centre, growing with the field radius to
+                   ~1.5" rms at the edge (radial cubic + quadratic along a random direction),
+                   instead of a per-CCD 0.1-1" offset; the truth is unchanged
   dcr              differential chromatic refraction: each night's visits at an hour angle
                    from Mauna Kea (airmass <= 1.8), every source displaced towards the zenith
                    by k tan(z) (g-i - 1.0), k = -22 (g), -11 (r), -6 (i), -1 (z), -0.8 (y)

@@ -7,8 +7,8 @@ name), so that switching one on leaves everything the others draw unchanged, and
 effect on the simulation is the default one, number for number.
 
 * ``edge-wcs``: the single-frame (CORR) WCS of a visit is off by a smooth error of the whole
-  visit's solution, ~0.05" at the centre growing as the square of the field radius to ~1.5" at
-  the edge (a radial cubic distortion error plus a quadratic one along a random direction),
+  visit's solution, ~0.05" at the centre growing with the field radius to ~1.5" rms at the
+  edge (a radial cubic distortion error plus a quadratic one along a random direction),
   instead of a per-CCD 0.1-1" offset. The truth does not change.
 * ``dcr``: differential chromatic refraction. Each night's visits are timed at an hour angle
   from Mauna Kea (airmass up to ``dcr_max_airmass``); every source is displaced towards the
