@@ -19,11 +19,45 @@ def _match_file_list(text):
     return tuple(kinds)
 
 
+def _effect_list(text):
+    from .. import MosaicError
+    from ..sim.effects import parse_effects
+    try:
+        return parse_effects(text)
+    except MosaicError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+EFFECTS_HELP = """\
+effects (--effects, none by default: without them the simulation is the default one, number
+for number; each is recorded in ROOT/truth/model.json with its parameters):
+  edge-wcs         the CORR (single-frame) WCS of each visit is off by a smooth error of the
+                   visit's solution: ~0.05" at the centre, growing with the field radius to
+                   ~1.5" rms at the edge (radial cubic + quadratic along a random direction),
+                   instead of a per-CCD 0.1-1" offset; the truth is unchanged
+  dcr              differential chromatic refraction: each night's visits at an hour angle
+                   from Mauna Kea (airmass <= 1.8), every source displaced towards the zenith
+                   by k tan(z) (g-i - 1.0), k = -22 (g), -11 (r), -6 (i), -1 (z), -0.8 (y)
+                   mas/mag from the dispersion of air; CORR headers gain AIRMASS, ZD,
+                   ALTITUDE, AZIMUTH, LST, HA, PARANG (parallactic angle), OUT-PRS, OUT-TMP
+  doubled          one visit (--doubled-visit, default the middle one) has doubled images:
+                   45% of its detections are measured 50-300 mas off along one direction;
+                   the truth flags them (outlier code 6, column doubled_mas)
+  centroid-errors  the SRC centroid errors are misestimated: photon-noise errors scaled by
+                   0.7-1.5 per visit and a 20% log-normal scatter, while the true scatter has
+                   a 3 mas floor; the truth keeps the true error (column x_err_true)
+  turbulence       a von Karman turbulent displacement field per visit, 5-15 mas rms per
+                   axis, outer scale 3-10', 90% E mode (Leget et al. 2021); truth columns
+                   turb_dxi, turb_deta (and dcr_dxi, dcr_deta) in mas
+"""
+
+
 def add(sub):
     p = sub.add_parser("simulate", help="write a simulated HSC data repository with its truth",
                        description="Simulate one field observed by Hyper Suprime-Cam and write "
                        "it as an hscPipe data repository (registry, CORR, SRC, reference "
-                       "catalogue) with the truth under ROOT/truth/.")
+                       "catalogue) with the truth under ROOT/truth/.",
+                       epilog=EFFECTS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", metavar="ROOT")
     p.add_argument("--rerun", default="sim", help="rerun to write CORR/SRC into (default: sim)")
     p.add_argument("--visits", type=int, default=10, help="number of visits (default: 10)")
@@ -42,6 +76,12 @@ def add(sub):
                    help="also write reference match files: comma-separated srcMatch "
                    "(SRCMATCH, normalized), srcMatchFull (SRCMATCHFULL), icMatch (MATCH, "
                    "normalized, with ICSRC), or all")
+    p.add_argument("--effects", type=_effect_list, default=(), metavar="EFFECTS",
+                   help="switch on effects of the real sky (see below): comma-separated "
+                   "edge-wcs, dcr, doubled, centroid-errors, turbulence, or all")
+    p.add_argument("--doubled-visit", type=int, default=0, metavar="VISIT",
+                   help="the visit with doubled images (effect doubled; default: the middle "
+                   "visit)")
     p.add_argument("-j", "--jobs", type=int, default=2, help="writer threads (default: 2)")
     p.set_defaults(func=run)
 
@@ -51,6 +91,8 @@ def run(args):
     sim = simulate_repository(args.root, rerun=args.rerun, jobs=args.jobs, visits=args.visits,
                               ccds=args.ccds, filter=args.filter, seed=args.seed, ra=args.ra,
                               dec=args.dec, images=args.images, schema=args.schema,
-                              match_files=tuple(args.match_files or ()))
+                              match_files=tuple(args.match_files or ()),
+                              effects=tuple(args.effects or ()),
+                              doubled_visit=args.doubled_visit)
     print("\n".join(sim.summary_lines(args.root)))
     return 0

@@ -20,18 +20,48 @@ the physics of the real data rather than the model we fit:
   single-frame TAN-SIP WCS that is 0.1-1" off and a FLUXMAG0 a few per cent off, a registry, and
   a Gaia-like reference catalog (epoch 2016.0, proper motions, errors).
 
+Effects of the real sky, each switchable (``SimConfig.effects``, ``mosaicfit simulate
+--effects``; none by default, and without them the simulation is the default one number for
+number), each with its truth (:mod:`~mosaicfit.sim.effects`):
+
+* ``edge-wcs``: the single-frame WCS of a visit is off by a smooth error of the visit's
+  solution, ~0.05" at the centre and ~1.5" rms at the field edge (as real single-frame
+  solutions are: ~0.05" to 1.0-1.3" beyond |v| = 14000 px), instead of the per-CCD 0.1-1"
+  offset. The truth is unchanged; :meth:`TruthModel.single_frame_wcs_error` gives the error.
+* ``dcr``: each night's visits are timed at an hour angle from Mauna Kea (airmass <= 1.8);
+  each source is displaced towards the zenith by k tan(z) (g-i - 1.0), k from the dispersion
+  of air over the filter (-22, -11, -6, -1.0, -0.8 mas/mag in g, r, i, z, y). The CORR
+  headers carry AIRMASS, ZD, ALTITUDE, AZIMUTH, LST, HA and PARANG (the parallactic angle);
+  :meth:`TruthModel.dcr_offset` gives the displacement of any colour in any visit.
+* ``doubled``: one visit has doubled images (a tracking fault): 45% of its detections are
+  measured 50-300 mas off along one direction; outlier code DOUBLED, truth column
+  ``doubled_mas``.
+* ``centroid-errors``: the SRC's centroid errors are the photon-noise ones scaled per visit
+  (0.7-1.5) with a 20% log-normal scatter per detection, while the true scatter has a 3 mas
+  floor: bright stars scatter more than they claim; truth column ``x_err_true`` (px).
+* ``turbulence``: a von Karman turbulent displacement field per visit (5-15 mas rms per axis,
+  outer scale 3-10', 90% E mode, as Leget et al. 2021 on HSC-SSP), a Gaussian random field
+  drawn on an FFT grid; :meth:`TruthModel.turbulence_offset` evaluates it anywhere.
+
 The truth goes to ``ROOT/truth/``: ``stars.fits`` (truth_id, ra, dec at the mean epoch of the
 visits, pm, mag), ``detections.fits`` (visit, ccd, id, truth_id, noise-free x_true, y_true,
-instFlux_true, outlier code) and ``model.json``, from which :class:`TruthModel` evaluates the true
-pixel -> sky mapping and photometric calibration of any (visit, ccd, x, y).
+instFlux_true, outlier code; with effects also dcr_dxi, dcr_deta, turb_dxi, turb_deta [mas],
+doubled_mas, x_err_true [px]) and ``model.json``, from which :class:`TruthModel` evaluates the
+true pixel -> sky mapping and photometric calibration of any (visit, ccd, x, y). ``x_true,
+y_true`` are where the image truly lies (DCR and turbulence included): the smooth mapping
+:meth:`TruthModel.pixel_to_sky` is that of a source of the reference colour without
+turbulence, :meth:`TruthModel.star_pixel_to_sky` that of a given source, and
+:meth:`Truth.astrometric_error` measures a calibration against the stars (``against="star"``),
+the reference colour or the smooth mapping.
 
 Modules: :mod:`~mosaicfit.sim.config` (settings), :mod:`~mosaicfit.sim.sky` (the sources and
 the reference catalogue), :mod:`~mosaicfit.sim.truth` (the true model, its evaluation),
-:mod:`~mosaicfit.sim.observe` (the detections of each visit and CCD),
-:mod:`~mosaicfit.sim.repository` (the files).
+:mod:`~mosaicfit.sim.effects` (the effects' physics), :mod:`~mosaicfit.sim.observe` (the
+detections of each visit and CCD), :mod:`~mosaicfit.sim.repository` (the files).
 """
-from .config import (BLEND, CLEAN, COSMIC_RAY, DISPLACED, MOVING, REF_EPOCH_MJD, REFCAT_NAME,
-                     SATURATED, SimConfig)
+from .config import (BLEND, CLEAN, COSMIC_RAY, DISPLACED, DOUBLED, MOVING, REF_EPOCH_MJD,
+                     REFCAT_NAME, SATURATED, SimConfig)
+from .effects import EFFECTS, parse_effects
 from .observe import SimulatedTract, make_tract
 from .repository import MATCH_FILES, SCHEMAS, simulate_repository, write_repository
 from .sky import positions_at
@@ -40,4 +70,5 @@ from .truth import Truth, TruthModel, evaluate_inputs, evaluate_outputs
 __all__ = ["SimConfig", "SimulatedTract", "make_tract", "simulate_repository",
            "write_repository", "Truth", "TruthModel", "evaluate_inputs", "evaluate_outputs",
            "positions_at", "MATCH_FILES", "SCHEMAS", "REFCAT_NAME", "REF_EPOCH_MJD", "CLEAN",
-           "BLEND", "DISPLACED", "COSMIC_RAY", "MOVING", "SATURATED"]
+           "BLEND", "DISPLACED", "COSMIC_RAY", "MOVING", "SATURATED", "DOUBLED", "EFFECTS",
+           "parse_effects"]

@@ -2,14 +2,14 @@
 import dataclasses
 
 __all__ = ["SimConfig", "REF_EPOCH_MJD", "REFCAT_NAME", "PIXEL_ARCSEC", "SATURATION_ADU",
-           "CLEAN", "BLEND", "DISPLACED", "COSMIC_RAY", "MOVING", "SATURATED"]
+           "CLEAN", "BLEND", "DISPLACED", "COSMIC_RAY", "MOVING", "SATURATED", "DOUBLED"]
 
 
 REF_EPOCH_MJD = 57388.0     # J2016.0, Gaia DR3's epoch
 
 
-# Outlier codes in truth/detections.fits
-CLEAN, BLEND, DISPLACED, COSMIC_RAY, MOVING, SATURATED = range(6)
+# Outlier codes in truth/detections.fits (DOUBLED: only with the ``doubled`` effect)
+CLEAN, BLEND, DISPLACED, COSMIC_RAY, MOVING, SATURATED, DOUBLED = range(7)
 
 
 # A PS1-named catalogue: HSC production calibrated against Pan-STARRS1 through colour terms,
@@ -44,6 +44,36 @@ class SimConfig:
     field: str = "SSP_WIDE"
     schema: str = "lsst"         # SRC column names: "lsst" (base_*) or "hsc3" (hscPipe 3.x)
     match_files: tuple = ()      # also write: "srcMatch", "srcMatchFull", "icMatch" (+ ICSRC)
+
+    # -- effects of the real sky (sim.effects; none by default: the default simulation) -------
+    effects: tuple = ()          # any of "edge-wcs", "dcr", "doubled", "centroid-errors",
+    #                              "turbulence"
+    # edge-wcs: the single-frame WCS error of a visit, at the centre and (rms) at the edge
+    wcs_centre_arcsec: float = 0.05
+    wcs_edge_arcsec: float = 1.5
+    # dcr: visits at |hour angle| <= max, airmass <= max; the site's air; the colour (PS1 g-i)
+    # of a source that refraction leaves where the smooth truth mapping puts it
+    dcr_max_hour_angle_h: float = 3.5
+    dcr_max_airmass: float = 1.8
+    dcr_colour_ref: float = 1.0
+    site_pressure_hpa: float = 616.0
+    site_temperature_k: float = 275.0
+    # doubled: the visit (0: the middle one), the fraction of its detections, the shift range
+    doubled_visit: int = 0
+    doubled_fraction: float = 0.45
+    doubled_shift_mas: tuple = (50.0, 300.0)
+    # centroid-errors: reported = true photon-noise error x visit scale x lognormal(scatter);
+    # the true error also has a floor the reported one lacks
+    centroid_err_scale: tuple = (0.7, 1.5)
+    centroid_err_scatter: float = 0.2
+    centroid_floor_mas: float = 3.0
+    # turbulence: per visit rms per axis (uniform) and outer scale (log-uniform); B-mode share;
+    # the FFT grid (512 x 0.25' = 128' about the boresight)
+    turbulence_rms_mas: tuple = (5.0, 15.0)
+    turbulence_outer_scale_arcmin: tuple = (3.0, 10.0)
+    turbulence_b_fraction: float = 0.1
+    turbulence_step_arcmin: float = 0.25
+    turbulence_grid: int = 512
 
 
 # ------------------------------------------------------------------------------------------

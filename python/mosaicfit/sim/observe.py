@@ -13,22 +13,28 @@ from ..model.camera import hsc
 from ..model.colorterms import DEFAULT_BAND_FOR_FILTER
 from ..model.sip import fit_tan_sip, sip_pixel_to_sky
 from ..model.sky import sky_to_tangent, tangent_to_sky
-from .config import (BLEND, CLEAN, COSMIC_RAY, DISPLACED, MOVING, PIXEL_ARCSEC, SATURATED,
-                     SATURATION_ADU, SimConfig)
-from .sky import draw_sky, make_refcat, positions_at
+from ..units import MAS_RAD
+from .config import (BLEND, CLEAN, COSMIC_RAY, DISPLACED, DOUBLED, MOVING, PIXEL_ARCSEC,
+                     SATURATED, SATURATION_ADU, SimConfig)
+from .effects import draw_effects, effect_rng, parse_effects, wcs_error_tangent
+from .sky import colour_gi, draw_sky, make_refcat, positions_at
 from .truth import TruthModel, draw_params
 
 __all__ = ["SimulatedTract", "make_tract", "src_table"]
 
 
-def _observe_visit(cfg, rng, truth, stars, v, ccd_list):
+def _observe_visit(cfg, rng, truth, stars, v, ccd_list, erng=None):
     """Return a list of per-CCD source dicts and truth rows for visit `v`."""
     camera = truth.camera
     ra, dec = positions_at(stars, v["mjd"])
     xi, eta = sky_to_tangent(ra, dec, v["ra"], v["dec"])
     near = np.hypot(xi, eta) < np.radians(0.8)          # the FoV is 0.75 deg in radius
     idx_near = np.nonzero(near)[0]
-    X, Y = camera.tangent_plane_to_field_angle(xi[near], eta[near], v["sky_angle"])
+    xi, eta = xi[near], eta[near]
+    if truth.displaces_images:
+        # the atmosphere moves each image: refraction by colour (dcr), turbulence
+        xi, eta = truth.apparent_tangent(v["visit"], xi, eta, colour_gi(stars[idx_near]))
+    X, Y = camera.tangent_plane_to_field_angle(xi, eta, v["sky_angle"])
     X, Y = truth._unperturb(v, X, Y)
     fx, fy = camera.field_angle_to_focal_plane(X, Y)
 
@@ -37,7 +43,7 @@ def _observe_visit(cfg, rng, truth, stars, v, ccd_list):
     sky_var = v["sky_adu"] / v["gain"]                       # ADU^2 per pixel
 
     # unresolved blends: objects closer than ~0.8 FWHM merge into one detection
-    tan_arcsec = np.stack([xi[near], eta[near]], axis=-1) * (180 / np.pi * 3600)
+    tan_arcsec = np.stack([xi, eta], axis=-1) * (180 / np.pi * 3600)
     group = friends_of_friends(tan_arcsec, 0.8 * v["seeing_fwhm"])
 
     out = []
@@ -48,12 +54,42 @@ def _observe_visit(cfg, rng, truth, stars, v, ccd_list):
         on = (px >= -0.5) & (px < d.width - 0.5) & (py >= -0.5) & (py < d.height - 0.5)
         sel = np.nonzero(on)[0]
         out.append(_measure_ccd(cfg, rng, truth, v, ccd, stars, idx_near[sel], px[sel], py[sel],
-                                group[sel], sigma_psf, n_eff, sky_var, truth_rows))
+                                group[sel], sigma_psf, n_eff, sky_var, truth_rows, erng))
     return out, truth_rows
 
 
+def _misestimated_errors(truth, erng, v, perr):
+    """centroid-errors: the true centroid scatter has a floor (PSF-model and pixel-response
+    errors) of a few mas that the reported errors lack; these are the photon-noise errors
+    scaled per visit and by a log-normal factor per detection. Returns (true, reported)."""
+    e = truth.effects["centroid-errors"]
+    floor_px = e["floor_mas"] / 1000.0 / PIXEL_ARCSEC
+    true = np.sqrt(perr ** 2 + floor_px ** 2)
+    reported = perr * v["centroid_err_scale"] * np.exp(erng.normal(0, e["scatter"], len(perr)))
+    return true, reported
+
+
+def _doubled_images(truth, erng, v, ccd, x, y, candidates):
+    """doubled: a tracking fault doubles the images of the visit: a fraction of its
+    detections is measured 50-300 mas away along one direction on the sky. Returns the
+    shift in pixels (dx, dy) and its size in mas (0 where none)."""
+    e = truth.effects["doubled"]
+    n = len(x)
+    hit = candidates & (erng.uniform(size=n) < e["fraction"])
+    mas = np.where(hit, erng.uniform(*e["shift_mas"], n), 0.0)
+    pa = np.radians(e["direction_deg"])
+    dxi, deta = mas * np.sin(pa) * MAS_RAD, mas * np.cos(pa) * MAS_RAD
+    # pixels from the tangent-plane shift through the local Jacobian of the true mapping
+    x0, y0 = truth.pixel_to_tangent(v["visit"], ccd, x, y)
+    ax, ay = truth.pixel_to_tangent(v["visit"], ccd, x + 1.0, y)
+    bx, by = truth.pixel_to_tangent(v["visit"], ccd, x, y + 1.0)
+    a, b, c, d = ax - x0, bx - x0, ay - y0, by - y0
+    det = a * d - b * c
+    return (d * dxi - b * deta) / det, (-c * dxi + a * deta) / det, mas
+
+
 def _measure_ccd(cfg, rng, truth, v, ccd, stars, idx, px, py, group, sigma_psf, n_eff, sky_var,
-                 truth_rows):
+                 truth_rows, erng=None):
     visit = v["visit"]
     zp = truth.zeropoint(visit, ccd, px, py) if len(idx) else np.zeros(0)
     mag = np.asarray(stars["mag"])[idx]
@@ -92,8 +128,11 @@ def _measure_ccd(cfg, rng, truth, v, ccd, stars, idx, px, py, group, sigma_psf, 
     size_eff = np.sqrt(sigma_psf ** 2 + size_px ** 2)
     # centroid error: sqrt(2) sigma / SNR for a background-limited Gaussian, plus a floor
     perr = np.sqrt((np.sqrt(2) * size_eff / np.maximum(snr, 1e-3)) ** 2 + 0.003 ** 2)
-    x_meas = x_meas_true + rng.normal(0, 1, len(idx)) * perr
-    y_meas = y_meas_true + rng.normal(0, 1, len(idx)) * perr
+    perr_true = perr_reported = perr
+    if truth.has("centroid-errors"):
+        perr_true, perr_reported = _misestimated_errors(truth, erng["centroid-errors"], v, perr)
+    x_meas = x_meas_true + rng.normal(0, 1, len(idx)) * perr_true
+    y_meas = y_meas_true + rng.normal(0, 1, len(idx)) * perr_true
     f_meas = f_meas_true + rng.normal(0, 1, len(idx)) * ferr
 
     # saturation: the peak over the limit; the flux is lost into bleed trails, centroid biased
@@ -110,6 +149,14 @@ def _measure_ccd(cfg, rng, truth, v, ccd, stars, idx, px, py, group, sigma_psf, 
     x_meas[disp] += dist * np.cos(ang)
     y_meas[disp] += dist * np.sin(ang)
     outlier[disp] = DISPLACED
+    if truth.has("doubled") and visit == truth.effects["doubled"]["visit"]:
+        ddx, ddy, doubled_mas = _doubled_images(truth, erng["doubled"], v, ccd, x_meas_true,
+                                                y_meas_true, detected)
+        x_meas += ddx
+        y_meas += ddy
+        outlier[(doubled_mas > 0) & (outlier == CLEAN)] = DOUBLED
+    else:
+        doubled_mas = np.zeros(len(idx))
 
     # star/galaxy separation: fails for faint compact objects
     m_obs = -2.5 * np.log10(np.maximum(f_meas, 1e-3)) + zp
@@ -131,11 +178,12 @@ def _measure_ccd(cfg, rng, truth, v, ccd, stars, idx, px, py, group, sigma_psf, 
                  10 ** (-0.4 * (rng.uniform(20, 24, n_mov) - (v["zp"])))]
     ex_ferr = np.sqrt(ex_f / v["gain"] + n_eff * sky_var)
     ex_perr = np.sqrt(2) * sigma_psf / (ex_f / ex_ferr)
+    ex_perr_reported = ex_perr * v.get("centroid_err_scale", 1.0)
 
     n = n_det + n_extra
     rows = {
         "x": np.r_[x_meas[sel], ex_x], "y": np.r_[y_meas[sel], ex_y],
-        "x_err": np.r_[perr[sel], ex_perr], "flux": np.r_[f_meas[sel], ex_f],
+        "x_err": np.r_[perr_reported[sel], ex_perr_reported], "flux": np.r_[f_meas[sel], ex_f],
         "flux_err": np.r_[ferr[sel], ex_ferr],
         "ext": np.r_[ext[sel], (rng.uniform(size=n_extra) < 0.3).astype(float)],
         "sat": np.r_[sat[sel], np.zeros(n_extra, bool)],
@@ -146,13 +194,34 @@ def _measure_ccd(cfg, rng, truth, v, ccd, stars, idx, px, py, group, sigma_psf, 
     psf_used[rng.permutation(cand)[:30]] = True
 
     ids = ((v["visit"] * 200 + ccd) << 32) + np.arange(1, n + 1, dtype=np.int64)
-    truth_rows.append(dict(
+    truth_row = dict(
         visit=np.full(n, v["visit"], np.int32), ccd=np.full(n, ccd, np.int16), id=ids,
         truth_id=np.r_[np.asarray(stars["truth_id"])[idx[sel]], np.full(n_extra, -1)],
         x_true=np.r_[px[sel], ex_x], y_true=np.r_[py[sel], ex_y],
         instFlux_true=np.r_[flux_true[sel], ex_f],
-        outlier=np.r_[outlier[sel], np.full(n_cr, COSMIC_RAY), np.full(n_mov, MOVING)].astype(np.int16)))
+        outlier=np.r_[outlier[sel], np.full(n_cr, COSMIC_RAY), np.full(n_mov, MOVING)].astype(np.int16))
+    if truth.has("centroid-errors"):
+        truth_row["x_err_true"] = np.r_[perr_true[sel], ex_perr]      # px, on both axes
+    if truth.has("doubled"):
+        truth_row["doubled_mas"] = np.r_[doubled_mas[sel], np.zeros(n_extra)]
+    truth_rows.append(truth_row)
     return dict(visit=v["visit"], ccd=ccd, ids=ids, psf_used=psf_used, **rows)
+
+
+def _add_displacements(truth, stars, star_row, v, truth_rows):
+    """The truth of the atmosphere's displacement of each detection of a source in visit `v`
+    (effects dcr, turbulence): columns dcr_dxi, dcr_deta, turb_dxi, turb_deta in mas (east,
+    north in the visit's tangent plane; 0 for spurious detections), from the truth model at
+    the source's true position."""
+    for r in truth_rows:
+        tid = r["truth_id"]
+        m = np.nonzero(tid > 0)[0]
+        s = stars[np.array([star_row[int(t)] for t in tid[m]], dtype=int)]
+        for c in ("dcr_dxi", "dcr_deta", "turb_dxi", "turb_deta"):
+            r[c] = np.zeros(len(tid))
+        r["dcr_dxi"][m], r["dcr_deta"][m] = truth.dcr_offset(v["visit"], colour_gi(s))
+        xi, eta = sky_to_tangent(*positions_at(s, v["mjd"]), v["ra"], v["dec"])
+        r["turb_dxi"][m], r["turb_deta"][m] = truth.turbulence_tangent(v["visit"], xi, eta)
 
 
 # ------------------------------------------------------------------------------------------
@@ -160,7 +229,9 @@ def _measure_ccd(cfg, rng, truth, v, ccd, stars, idx, px, py, group, sigma_psf, 
 # ------------------------------------------------------------------------------------------
 def _single_frame_wcs(truth, rng, visit, ccd):
     """A TAN-SIP of order 4 fitted to the truth, then disturbed by a typical single-frame
-    astrometric error: 0.1-1" offset, ~0.5" rotation across the CCD, ~1e-5 scale error."""
+    astrometric error: 0.1-1" offset, ~0.5" rotation across the CCD, ~1e-5 scale error; with
+    the edge-wcs effect, the error of a whole visit's solution (~0.05" at the centre, ~1.5" at
+    the edge) instead of the offset."""
     d = truth.camera[ccd]
     gx, gy = np.meshgrid(np.linspace(0, d.width - 1, 9), np.linspace(0, d.height - 1, 17))
     gx, gy = gx.ravel(), gy.ravel()
@@ -170,8 +241,13 @@ def _single_frame_wcs(truth, rng, visit, ccd):
     rot = rng.normal(0, 2e-5)
     scl = rng.normal(0, 1e-5)
     cx, cy = np.mean(xi), np.mean(eta)
-    xi2 = cx + (xi - cx) * (1 + scl) - (eta - cy) * rot + off * np.cos(ang)
-    eta2 = cy + (eta - cy) * (1 + scl) + (xi - cx) * rot + off * np.sin(ang)
+    if truth.has("edge-wcs"):
+        exi, eeta = wcs_error_tangent(truth.visits[visit]["wcs_error"], xi, eta)
+        xi2 = cx + (xi - cx) * (1 + scl) - (eta - cy) * rot + exi
+        eta2 = cy + (eta - cy) * (1 + scl) + (xi - cx) * rot + eeta
+    else:
+        xi2 = cx + (xi - cx) * (1 + scl) - (eta - cy) * rot + off * np.cos(ang)
+        eta2 = cy + (eta - cy) * (1 + scl) + (xi - cx) * rot + off * np.sin(ang)
     v = truth.visits[visit]
     ra, dec = tangent_to_sky(xi2, eta2, v["ra"], v["dec"])
     crpix = ((d.width + 1) / 2.0, (d.height + 1) / 2.0)
@@ -246,7 +322,31 @@ class SimulatedTract:
         if self.missing:
             lines.append(f"  missing on purpose (dead or failed CCDs): {len(self.missing)} "
                          "(visit, ccd) inputs")
+        if cfg.effects:
+            lines.append("  effects: " + ", ".join(self._effect_summary()))
         return lines
+
+    def _effect_summary(self):
+        t = self.truth
+        vis = [t.visits[v] for v in self.visits]
+        out = []
+        for e in self.config.effects:
+            if e == "edge-wcs":
+                out.append(f"edge-wcs (~{self.config.wcs_edge_arcsec:g}\" at the edge)")
+            elif e == "dcr":
+                x = [v["observing"]["airmass"] for v in vis]
+                out.append(f"dcr (k = {t.effects['dcr']['k_mas_per_mag']:.1f} mas/mag g-i, "
+                           f"airmass {min(x):.2f}-{max(x):.2f})")
+            elif e == "doubled":
+                n = int(np.sum(np.asarray(self.detections["outlier"]) == DOUBLED))
+                out.append(f"doubled (visit {t.effects['doubled']['visit']}, {n} detections)")
+            elif e == "centroid-errors":
+                s = [v["centroid_err_scale"] for v in vis]
+                out.append(f"centroid-errors (scale {min(s):.2f}-{max(s):.2f})")
+            elif e == "turbulence":
+                r = [v["turbulence"]["rms_mas"] for v in vis]
+                out.append(f"turbulence ({min(r):.0f}-{max(r):.0f} mas rms)")
+        return out
 
 
 def make_tract(config=None, **kw):
@@ -261,8 +361,12 @@ def make_tract(config=None, **kw):
     bad = [c for c in cfg.ccds if c not in camera.science_ccds]
     if bad:
         raise MosaicError(f"no science CCD {bad[0]} in {camera.name} (0..103)")
+    effects = cfg.effects if not isinstance(cfg.effects, str) else (cfg.effects,)
+    effects = parse_effects(",".join(effects)) if effects else ()
+    cfg = dataclasses.replace(cfg, effects=effects)
     rng = np.random.default_rng(cfg.seed)
-    truth = TruthModel(draw_params(cfg, rng, camera), camera)
+    truth = TruthModel(draw_effects(cfg, draw_params(cfg, rng, camera)), camera)
+    erng = {e: effect_rng(cfg.seed, e) for e in effects}   # observation-time draws per effect
     vis = [truth.visits[v] for v in sorted(truth.visits)]
     mean_mjd = float(np.mean([v["mjd"] for v in vis]))
     stars = draw_sky(cfg, rng, mean_mjd)
@@ -270,8 +374,11 @@ def make_tract(config=None, **kw):
     live = [c for c in cfg.ccds if c not in cfg.dead_ccds]
     per_ccd = {}
     truth_rows = []
+    star_row = {int(t): i for i, t in enumerate(np.asarray(stars["truth_id"]))}
     for v in vis:
-        dets, rows = _observe_visit(cfg, rng, truth, stars, v, live)
+        dets, rows = _observe_visit(cfg, rng, truth, stars, v, live, erng)
+        if truth.displaces_images:
+            _add_displacements(truth, stars, star_row, v, rows)
         truth_rows += rows
         for det in dets:
             per_ccd[(v["visit"], det["ccd"])] = det

@@ -66,7 +66,25 @@ def _corr_primary(sim, visit, ccd):
     h["OBJECT"] = sim.config.field
     h["POINTING"] = sim.config.pointing
     h["INSTRUME"] = "Hyper Suprime-Cam"
+    if "observing" in v:          # the dcr effect: where the telescope pointed, and the air
+        o = v["observing"]
+        d = sim.truth.effects["dcr"]
+        h["AIRMASS"] = (round(o["airmass"], 6), "sec(ZD) at mid-exposure")
+        h["ZD"] = (o["zenith_distance_deg"], "[deg] zenith distance at mid-exposure")
+        h["ALTITUDE"] = (o["altitude_deg"], "[deg] altitude of telescope pointing")
+        h["AZIMUTH"] = (o["azimuth_deg"], "[deg] azimuth of pointing, north through east")
+        h["LST"] = (_sexagesimal(o["lst_deg"] / 15.0, 3), "local sidereal time, mid-exposure")
+        h["HA"] = (o["hour_angle_deg"], "[deg] hour angle at mid-exposure (west > 0)")
+        h["PARANG"] = (o["parallactic_deg"], "[deg] parallactic angle: PA of the zenith, N->E")
+        h["OUT-PRS"] = (d["pressure_hpa"], "[hPa] atmospheric pressure outside the dome")
+        h["OUT-TMP"] = (d["temperature_k"], "[K] temperature outside the dome")
     return h
+
+
+def _sexagesimal(hours, digits):
+    """'HH:MM:SS.sss' of `hours` in [0, 24)."""
+    s = round((hours % 24.0) * 3600.0, digits) % 86400.0
+    return f"{int(s // 3600):02d}:{int(s % 3600 // 60):02d}:{s % 60:0{3 + digits}.{digits}f}"
 
 
 def _render_ccd(sim, visit, ccd, rng):

@@ -8,7 +8,8 @@ from ..model.sky import tangent_to_sky
 from ..units import DAYS_PER_YEAR, DEG_MAS, MAS_RAD
 from .config import REF_EPOCH_MJD, REFCAT_NAME
 
-__all__ = ["draw_counts", "draw_sky", "ps1_mags", "filter_mag", "positions_at", "make_refcat"]
+__all__ = ["draw_counts", "draw_sky", "ps1_mags", "colour_gi", "filter_mag", "positions_at",
+           "make_refcat"]
 
 
 def draw_counts(rng, n_mean, mlo, mhi, slope):
@@ -57,6 +58,12 @@ def ps1_mags(stars):
     ri = np.asarray(stars["ri"])
     return {"g": m + 1.2 * ri + 0.25, "r": m + ri, "i": m + 0.0, "z": m - 0.45 * ri,
             "y": m - 0.6 * ri}
+
+
+def colour_gi(stars):
+    """PS1 g-i of the sources: the colour of their differential chromatic refraction."""
+    bands = ps1_mags(stars)
+    return np.asarray(bands["g"] - bands["i"], float)
 
 
 def filter_mag(stars, filter_name):

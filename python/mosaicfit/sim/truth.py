@@ -15,8 +15,10 @@ from ..model.camera import hsc
 from ..model.fluxcorr import read_fcr
 from ..model.sip import SipModel
 from ..model.sky import sky_to_tangent, tangent_to_sky
+from ..units import MAS_RAD, RAD_MAS
 from .config import CLEAN, REF_EPOCH_MJD
-from .sky import positions_at
+from .effects import bilinear, von_karman_field, wcs_error_tangent
+from .sky import colour_gi, positions_at
 
 __all__ = ["TruthModel", "Truth", "draw_params", "evaluate_inputs", "evaluate_outputs",
            "FIELD_SCALE"]
@@ -33,6 +35,14 @@ class TruthModel:
     shear, quadratic terms) -> gnomonic plane about the boresight (sky-angle convention of the
     camera) -> (ra, dec).
 
+    This mapping (:meth:`pixel_to_sky`) is the smooth one a calibration can recover: that of a
+    source of the reference colour through an atmosphere without turbulence. With the effects
+    ``dcr`` and ``turbulence`` (``params['effects']``), the image of a source is displaced
+    from it in the visit's tangent plane by :meth:`dcr_offset` (its colour) and
+    :meth:`turbulence_offset` (its position): :meth:`star_sky_to_pixel` is where a source's
+    image truly lands, :meth:`star_pixel_to_sky` its inverse. Displacements are (dxi, deta)
+    in mas, east and north in the visit's tangent plane (RA cos Dec and Dec to 1e-4).
+
     Photometry: m_true = -2.5 log10(instFlux) + zeropoint(visit, ccd, x, y) with
     zeropoint = zp[visit] - cloud_visit(X, Y) - illum(X, Y) - dmag[ccd] - 2.5 log10 J(x, y),
     J the true pixel area relative to that at the optical axis.
@@ -43,6 +53,16 @@ class TruthModel:
         self.camera = camera or hsc()
         self.visits = {int(v["visit"]): v for v in params["visits"]}
         self.ccds = {int(c): v for c, v in params["ccds"].items()}
+        self.effects = params.get("effects", {})
+        self._turbulence = {}    # visit -> (dxi, deta) grids, the last few visits
+
+    def has(self, effect):
+        """Whether the simulation has `effect` (one of sim.effects.EFFECTS) switched on."""
+        return effect in self.effects
+
+    @property
+    def displaces_images(self):
+        return self.has("dcr") or self.has("turbulence")
 
     # -- persistence ---------------------------------------------------------------------------
     def to_json(self):
@@ -113,6 +133,93 @@ class TruthModel:
         X, Y = self.camera.tangent_plane_to_field_angle(xi, eta, v["sky_angle"])
         X, Y = self._unperturb(v, X, Y)
         return self._fp_to_ccd(ccd, *self.camera.field_angle_to_focal_plane(X, Y))
+
+    # -- the atmosphere and the single-frame WCS (effects) ---------------------------------------
+    def dcr_offset(self, visit, colour):
+        """(dxi, deta) mas: differential chromatic refraction of a source of PS1 g-i `colour`
+        in `visit`, k tan(z) (colour - colour_ref) towards the zenith (k < 0: blue sources
+        move towards it); zero without the dcr effect."""
+        colour = np.asarray(colour, float)
+        if not self.has("dcr"):
+            return np.zeros_like(colour), np.zeros_like(colour)
+        d = self.effects["dcr"]
+        o = self.visits[int(visit)]["observing"]
+        shift = d["k_mas_per_mag"] * np.tan(np.radians(o["zenith_distance_deg"])) * \
+            (colour - d["colour_ref"])
+        q = np.radians(o["parallactic_deg"])
+        return shift * np.sin(q), shift * np.cos(q)
+
+    def _turbulence_grids(self, visit):
+        if visit not in self._turbulence:
+            t = self.visits[visit]["turbulence"]
+            g = self.effects["turbulence"]
+            if len(self._turbulence) >= 4:
+                self._turbulence.pop(next(iter(self._turbulence)))
+            self._turbulence[visit] = von_karman_field(
+                t["seed"], t["rms_mas"], t["outer_scale_arcmin"], t["b_fraction"],
+                g["step_arcmin"], g["grid"])
+        return self._turbulence[visit]
+
+    def turbulence_tangent(self, visit, xi, eta):
+        """(dxi, deta) mas of the turbulent field of `visit` at tangent-plane position (xi,
+        eta) radians about the boresight; zero without the turbulence effect."""
+        xi, eta = np.asarray(xi, float), np.asarray(eta, float)
+        if not self.has("turbulence"):
+            return np.zeros_like(xi), np.zeros_like(eta)
+        gx, gy = self._turbulence_grids(int(visit))
+        step = self.effects["turbulence"]["step_arcmin"]
+        u, w = np.degrees(xi) * 60.0, np.degrees(eta) * 60.0
+        return (bilinear(gx, step, u, w).astype(float), bilinear(gy, step, u, w).astype(float))
+
+    def turbulence_offset(self, visit, ra, dec):
+        """(dxi, deta) mas of the turbulent field of `visit` at sky position (ra, dec) deg."""
+        v = self.visits[int(visit)]
+        return self.turbulence_tangent(visit, *sky_to_tangent(ra, dec, v["ra"], v["dec"]))
+
+    def apparent_tangent(self, visit, xi, eta, colour):
+        """Where the atmosphere puts the image of a source of `colour` at true tangent-plane
+        position (xi, eta) radians: the position plus its DCR and turbulence offsets."""
+        a, b = self.dcr_offset(visit, colour)
+        c, d = self.turbulence_tangent(visit, xi, eta)
+        return xi + (a + c) * MAS_RAD, eta + (b + d) * MAS_RAD
+
+    def star_sky_to_pixel(self, visit, ccd, ra, dec, colour=None):
+        """The true pixel position of the image of a source at (ra, dec) deg of g-i `colour`
+        (None: the reference colour), DCR and turbulence included."""
+        v = self.visits[int(visit)]
+        colour = self._colour(colour, ra)
+        xi, eta = self.apparent_tangent(visit, *sky_to_tangent(ra, dec, v["ra"], v["dec"]),
+                                        colour)
+        return self.sky_to_pixel(visit, ccd, *tangent_to_sky(xi, eta, v["ra"], v["dec"]))
+
+    def star_pixel_to_sky(self, visit, ccd, x, y, colour=None, turbulence=True):
+        """The true (ra, dec) deg of a source of g-i `colour` (None: the reference colour)
+        whose image is at pixel (x, y): the smooth mapping less the source's DCR offset and
+        (`turbulence`) the turbulent one."""
+        v = self.visits[int(visit)]
+        xi_a, eta_a = self.pixel_to_tangent(visit, ccd, x, y)
+        a, b = self.dcr_offset(visit, self._colour(colour, xi_a))
+        xi, eta = xi_a - a * MAS_RAD, eta_a - b * MAS_RAD
+        if turbulence and self.has("turbulence"):
+            x0, e0 = xi, eta
+            for _ in range(3):       # the field is evaluated at the true position
+                c, d = self.turbulence_tangent(visit, xi, eta)
+                xi, eta = x0 - c * MAS_RAD, e0 - d * MAS_RAD
+        return tangent_to_sky(xi, eta, v["ra"], v["dec"])
+
+    def _colour(self, colour, like):
+        if colour is None:
+            return np.full(np.shape(like), self.effects.get("dcr", {}).get("colour_ref", 0.0))
+        return np.broadcast_to(np.asarray(colour, float), np.shape(like))
+
+    def single_frame_wcs_error(self, visit, ccd, x, y):
+        """(dxi, deta) mas: the error the edge-wcs effect gives the single-frame (CORR) WCS at
+        pixel (x, y), before its TAN-SIP fit; zero without the effect."""
+        xi, eta = self.pixel_to_tangent(visit, ccd, x, y)
+        if not self.has("edge-wcs"):
+            return np.zeros_like(xi), np.zeros_like(eta)
+        a, b = wcs_error_tangent(self.visits[int(visit)]["wcs_error"], xi, eta)
+        return a * RAD_MAS, b * RAD_MAS
 
     def area_ratio(self, visit, ccd, x, y, h=1.0):
         """J: true pixel area at (x, y) over the pixel area at the optical axis."""
@@ -245,17 +352,42 @@ class Truth:
         stars = stars[np.asarray(stars["is_star"], bool)]
         ra, dec = positions_at(stars, self.model.visits[visit]["mjd"])
         sub["ra"], sub["dec"], sub["mag"] = ra, dec, np.asarray(stars["mag"])
+        sub["colour"] = colour_gi(stars)
         return sub
 
-    def astrometric_error(self, visit, ccd, pixel_to_sky):
+    AGAINST = ("star", "reference-colour", "smooth")
+
+    def astrometric_error(self, visit, ccd, pixel_to_sky, against="star"):
         """(dRA cos Dec, dDec) in mas of `pixel_to_sky(x, y) -> (ra, dec) deg` at the
-        noise-free positions of the clean stars of (visit, ccd)."""
+        noise-free image positions of the clean stars of (visit, ccd), against:
+
+        * ``"star"``: the stars' true positions; the DCR and turbulence displacements of their
+          images (effects dcr, turbulence) count as errors of `pixel_to_sky`;
+        * ``"reference-colour"``: the true position of a source of the reference colour whose
+          image lies there (the star's position displaced by its DCR): what a WCS for the
+          reference colour should give; turbulence counts as an error;
+        * ``"smooth"``: the smooth true mapping (:meth:`TruthModel.pixel_to_sky`): neither
+          counts.
+
+        Without those effects the three agree.
+        """
+        if against not in self.AGAINST:
+            raise MosaicError(f"unknown truth {against!r}; known: {', '.join(self.AGAINST)}")
         s = self.clean_stars(visit, ccd)
         if s is None or len(s) == 0:
             return np.zeros(0), np.zeros(0)
-        ra, dec = pixel_to_sky(np.asarray(s["x_true"]), np.asarray(s["y_true"]))
-        dra = ((ra - s["ra"] + 180.0) % 360.0 - 180.0) * np.cos(np.radians(s["dec"]))
-        return np.asarray(dra) * 3.6e6, np.asarray(dec - s["dec"]) * 3.6e6
+        x, y = np.asarray(s["x_true"]), np.asarray(s["y_true"])
+        ra, dec = pixel_to_sky(x, y)
+        ra0, dec0 = np.asarray(s["ra"]), np.asarray(s["dec"])
+        if against == "smooth":
+            ra0, dec0 = self.model.pixel_to_sky(visit, ccd, x, y)
+        elif against == "reference-colour" and self.model.has("dcr"):
+            v = self.model.visits[visit]
+            xi, eta = sky_to_tangent(ra0, dec0, v["ra"], v["dec"])
+            a, b = self.model.dcr_offset(visit, s["colour"])
+            ra0, dec0 = tangent_to_sky(xi + a * MAS_RAD, eta + b * MAS_RAD, v["ra"], v["dec"])
+        dra = ((ra - ra0 + 180.0) % 360.0 - 180.0) * np.cos(np.radians(dec0))
+        return np.asarray(dra) * 3.6e6, np.asarray(dec - dec0) * 3.6e6
 
     def photometric_error(self, visit, ccd, calibrated_mag):
         """mmag of `calibrated_mag(x, y, instFlux) -> mag` for the noise-free fluxes of the
@@ -268,9 +400,10 @@ class Truth:
         return (np.asarray(m) - np.asarray(s["mag"])) * 1000.0
 
 
-def evaluate_inputs(root, rerun, refs):
-    """Errors of the single-frame inputs (CORR WCS and FLUXMAG0) of `refs` against the truth:
-    dict(wcs_rms_mas=(ra, dec), zp_rms_mmag, zp_range_mmag, n_stars)."""
+def evaluate_inputs(root, rerun, refs, against="star"):
+    """Errors of the single-frame inputs (CORR WCS and FLUXMAG0) of `refs` against the truth
+    (`against`: see :meth:`Truth.astrometric_error`): dict(wcs_rms_mas=(ra, dec), zp_rms_mmag,
+    zp_range_mmag, n_stars)."""
     truth = Truth(root)
     repo = Repository(root, rerun)
     dra, ddec, dmag, zps = [], [], [], []
@@ -280,7 +413,8 @@ def evaluate_inputs(root, rerun, refs):
             continue
         exp = read_corr(path, metadata_only=True)
         a, b = truth.astrometric_error(ref.visit, ref.ccd,
-                                       SipModel.from_header(exp.wcs_header).pixel_to_sky)
+                                       SipModel.from_header(exp.wcs_header).pixel_to_sky,
+                                       against)
         dra.append(a)
         ddec.append(b)
         f0 = exp.fluxmag0
@@ -299,9 +433,10 @@ def evaluate_inputs(root, rerun, refs):
                 n_stars=int(len(dra)))
 
 
-def evaluate_outputs(root, rerun, refs, tract):
-    """Errors of the mosaic's wcs-/fcr- files of `refs` against the truth: dict(wcs_rms_mas=
-    (ra, dec), zp_rms_mmag, n_stars, n_ccds). The calibrated magnitude is hscPipe's:
+def evaluate_outputs(root, rerun, refs, tract, against="star"):
+    """Errors of the mosaic's wcs-/fcr- files of `refs` against the truth (`against`: see
+    :meth:`Truth.astrometric_error`): dict(wcs_rms_mas=(ra, dec), zp_rms_mmag, n_stars,
+    n_ccds). The calibrated magnitude is hscPipe's:
     -2.5 log10(flux 10^(-0.4 P) J / FLUXMAG0), J the pixel area of the wcs- file."""
     truth = Truth(root)
     repo = Repository(root, rerun)
@@ -315,7 +450,7 @@ def evaluate_outputs(root, rerun, refs, tract):
         n_ccds += 1
         sip = SipModel.from_header(read_wcs_header(wp), wp)
         fc = read_fcr(fp, hsc()[ref.ccd].nquarter)
-        a, b = truth.astrometric_error(ref.visit, ref.ccd, sip.pixel_to_sky)
+        a, b = truth.astrometric_error(ref.visit, ref.ccd, sip.pixel_to_sky, against)
         dra.append(a)
         ddec.append(b)
         dmag.append(truth.photometric_error(ref.visit, ref.ccd, lambda x, y, f: -2.5 * np.log10(
