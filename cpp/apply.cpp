@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string>
 
+#include "basis.hpp"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -61,13 +63,6 @@ MOSAICFIT_INLINE v4d exp2_v(const v4d& e) {
 
 MOSAICFIT_INLINE v4d abs_v(const v4d& a) {
     return (v4d)((v4l)a & 0x7fffffffffffffffLL);
-}
-
-// B_0(z) .. B_n(z): monomials or Chebyshev polynomials.
-inline void basis_values(bool cheb, int n, double z, double* out) {
-    out[0] = 1.0;
-    if (n >= 1) out[1] = z;
-    for (int k = 2; k <= n; ++k) out[k] = cheb ? 2.0 * z * out[k - 1] - out[k - 2] : out[k - 1] * z;
 }
 
 // sum_k q_k B_k(t) for one t.
@@ -260,7 +255,7 @@ private:
 
     // q_m = sum_l C B_l(c) over the constant coordinate c, for each power m of the varying one
     void collapse(double c, double* q) {
-        basis_values(p_.chebyshev, no_, c, bv_.data());
+        basis_1d(p_.chebyshev ? Basis::Chebyshev : Basis::Monomial, no_, c, bv_.data(), nullptr);
         const int n1 = no_ + 1;
         for (int m = 0; m <= no_; ++m) {
             double acc = 0.0;

@@ -7,6 +7,7 @@
 #include "apply.hpp"
 #include "fit.hpp"
 #include "kdtree.hpp"
+#include "lstsq.hpp"
 
 namespace py = pybind11;
 using namespace mosaicfit;
@@ -40,9 +41,7 @@ py::tuple nearest_impl(const CArray& tree_pts, const CArray& query, double radiu
     {
         py::gil_scoped_release nogil;
         KdTree<D> tree(tree_pts.data(), tree_pts.shape(0));
-        const double* q = query.data();
-#pragma omp parallel for schedule(static) if (nq > 20000)
-        for (std::int64_t i = 0; i < nq; ++i) idx[i] = tree.nearest(q + i * D, radius, &dist[i]);
+        nearest_many(tree, query.data(), nq, radius, idx.data(), dist.data());
     }
     return py::make_tuple(to_numpy(std::move(idx)), to_numpy(std::move(dist)));
 }
@@ -131,26 +130,15 @@ py::dict fit_mosaic(py::object star, py::object visit, py::object ccd, py::objec
     return out;
 }
 
-// Least squares min |M x - B| for small dense problems (SIP and fcr fits: ~1000 x 55),
-// column-scaled Householder QR with pivoting: single-threaded and as accurate as LAPACK's,
-// without BLAS threads that stall when the cores are shared.
-py::array_t<double> lstsq(const py::array_t<double, py::array::c_style | py::array::forcecast>& M,
-                          const py::array_t<double, py::array::c_style | py::array::forcecast>& B) {
+py::array_t<double> lstsq_array(const CArray& M, const CArray& B) {
     if (M.ndim() != 2 || B.ndim() != 2 || M.shape(0) != B.shape(0))
         throw py::value_error("lstsq: M (n, p) and B (n, k) with the same n");
-    const Eigen::Index n = M.shape(0), p = M.shape(1), k = B.shape(1);
-    py::array_t<double> X({static_cast<py::ssize_t>(p), static_cast<py::ssize_t>(k)});
+    const py::ssize_t n = M.shape(0), p = M.shape(1), k = B.shape(1);
+    py::array_t<double> X({p, k});
+    double* x = X.mutable_data();
     {
         py::gil_scoped_release nogil;
-        using RM = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-        Eigen::Map<const RM> Mm(M.data(), n, p);
-        Eigen::Map<const RM> Bm(B.data(), n, k);
-        Eigen::VectorXd sc = Mm.colwise().norm().transpose();
-        for (Eigen::Index j = 0; j < p; ++j) sc[j] = sc[j] > 0 ? 1.0 / sc[j] : 1.0;
-        Eigen::MatrixXd Ms = Mm * sc.asDiagonal();
-        Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(Ms);
-        Eigen::MatrixXd sol = sc.asDiagonal() * qr.solve(Eigen::MatrixXd(Bm));
-        Eigen::Map<RM>(X.mutable_data(), p, k) = sol;
+        lstsq(M.data(), B.data(), n, p, k, x);
     }
     return X;
 }
@@ -162,15 +150,9 @@ py::tuple basis_eval(const CArray& u, const CArray& v, int order, int basis, boo
     double* pv = val.mutable_data();
     double* pu = derivatives ? du.mutable_data() : nullptr;
     double* pd = derivatives ? dv.mutable_data() : nullptr;
-    const double* a = u.data();
-    const double* b = v.data();
     {
         py::gil_scoped_release nogil;
-        // threads only pay off for large inputs (waking them costs ~1 ms)
-#pragma omp parallel for schedule(static) if (n > 50000)
-        for (py::ssize_t i = 0; i < n; ++i)
-            basis_with_derivatives(static_cast<Basis>(basis), order, a[i], b[i], pv + i * T,
-                                   pu ? pu + i * T : nullptr, pd ? pd + i * T : nullptr);
+        basis_matrix(static_cast<Basis>(basis), order, u.data(), v.data(), n, pv, pu, pd);
     }
     if (derivatives) return py::make_tuple(val, du, dv);
     return py::make_tuple(val);
@@ -245,7 +227,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("prior"), py::arg("prior_w"), py::arg("coef_prior"), py::arg("coef_prior_w"),
           py::arg("ccd_fixed"), py::arg("nvisit"), py::arg("nccd"), py::arg("nstar"), py::arg("D"),
           py::arg("K"), py::arg("order"), py::arg("basis"), py::arg("ccd_sum_zero"));
-    m.def("lstsq", &lstsq, py::arg("M"), py::arg("B"));
+    m.def("lstsq", &lstsq_array, py::arg("M"), py::arg("B"));
     m.def("basis", &basis_eval, py::arg("u"), py::arg("v"), py::arg("order"), py::arg("basis"),
           py::arg("derivatives") = false);
     m.def("friends_of_friends", [](const CArray& p, double r) {

@@ -16,16 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "basis.hpp"
+
 namespace mosaicfit {
-
-enum class Basis { Legendre = 0, Chebyshev = 1, Monomial = 2 };
-
-int n_terms(int order);
-// Basis values B_t(u, v), t = 0..n_terms-1, ordered by total degree then decreasing power of u.
-void basis_values(Basis b, int order, double u, double v, double* out);
-// Values and first derivatives (d/du, d/dv).
-void basis_with_derivatives(Basis b, int order, double u, double v, double* val, double* du,
-                            double* dv);
 
 struct FitProblem {
     int D = 2;            // output dimensions
