@@ -63,6 +63,7 @@ struct FitResult {
     double t_assemble = 0.0, t_solve = 0.0;
 };
 
+// The phases (normal_equations.hpp, factor.hpp), then the stars and residuals.
 FitResult solve_mosaic(const FitProblem& p);
 
 }  // namespace mosaicfit
