@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <string>
 
 #include "basis.hpp"
 
@@ -354,25 +353,6 @@ void for_rows(const FluxPoly& p, const SipArea& s, int nx, int ny, const ApplyOp
 }
 
 }  // namespace
-
-const char* check_params(const FluxPoly& p, const SipArea& s) {
-    if (p.order < 0 || p.order > 30) return "flux polynomial order out of range";
-    if (p.c.size() != static_cast<std::size_t>((p.order + 1) * (p.order + 1)))
-        return "flux polynomial coefficients: expected (order+1)^2 values";
-    if (p.nq < 0 || p.nq > 3) return "nq must be 0..3";
-    if (!(p.u_max != 0.0) || !(p.v_max != 0.0)) return "u_max and v_max must be non-zero";
-    if (p.width < 1 || p.height < 1) return "CCD box must be at least 1 x 1";
-    if (s.order < 0 || s.order > 30) return "SIP order out of range";
-    const std::size_t ns = static_cast<std::size_t>((s.order + 1) * (s.order + 1));
-    if (s.a.size() != ns || s.b.size() != ns) return "SIP A/B: expected (order+1)^2 values";
-    for (double v : p.c) if (!std::isfinite(v)) return "non-finite flux polynomial coefficient";
-    for (double v : s.a) if (!std::isfinite(v)) return "non-finite SIP coefficient";
-    for (double v : s.b) if (!std::isfinite(v)) return "non-finite SIP coefficient";
-    if (!std::isfinite(p.x0) || !std::isfinite(p.y0) || !std::isfinite(p.u_max) ||
-        !std::isfinite(p.v_max) || !std::isfinite(s.crpix1) || !std::isfinite(s.crpix2))
-        return "non-finite X0/Y0/U_MAX/V_MAX/CRPIX";
-    return "";
-}
 
 void correction_image(const FluxPoly& p, const SipArea& s, int nx, int ny, double* out,
                       const ApplyOptions& opt) {

@@ -116,6 +116,8 @@ FitResult solve_mosaic(const FitProblem& p) {
     hold_fixed_parameters(sys, p);
 
     FitResult r;
+    r.D = D; r.nterms = T; r.nvisit = p.nvisit; r.nccd = p.nccd; r.K = K; r.nstar = p.nstar;
+    r.n = p.n;
     const double t1 = now();
     r.t_assemble = t1 - t0;
 

@@ -49,6 +49,9 @@ struct FitProblem {
 };
 
 struct FitResult {
+    // shapes of the arrays below
+    int D = 0, nterms = 0, nvisit = 0, nccd = 0, K = 0, nstar = 0;
+    std::int64_t n = 0;
     std::vector<double> coef;       // nvisit x D x nterms
     std::vector<double> dccd;       // nccd x K
     std::vector<double> xstar;      // nstar x D (NaN for stars without data)
@@ -63,7 +66,8 @@ struct FitResult {
     double t_assemble = 0.0, t_solve = 0.0;
 };
 
-// The phases (normal_equations.hpp, factor.hpp), then the stars and residuals.
+// The phases (normal_equations.hpp, factor.hpp), then the stars and residuals. The problem is
+// trusted (mosaicfit.fit.core checks it): indices in range, arrays of the sizes above.
 FitResult solve_mosaic(const FitProblem& p);
 
 }  // namespace mosaicfit
