@@ -4,7 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <string>
+
+#include "basis.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -61,13 +62,6 @@ MOSAICFIT_INLINE v4d exp2_v(const v4d& e) {
 
 MOSAICFIT_INLINE v4d abs_v(const v4d& a) {
     return (v4d)((v4l)a & 0x7fffffffffffffffLL);
-}
-
-// B_0(z) .. B_n(z): monomials or Chebyshev polynomials.
-inline void basis_values(bool cheb, int n, double z, double* out) {
-    out[0] = 1.0;
-    if (n >= 1) out[1] = z;
-    for (int k = 2; k <= n; ++k) out[k] = cheb ? 2.0 * z * out[k - 1] - out[k - 2] : out[k - 1] * z;
 }
 
 // sum_k q_k B_k(t) for one t.
@@ -260,7 +254,7 @@ private:
 
     // q_m = sum_l C B_l(c) over the constant coordinate c, for each power m of the varying one
     void collapse(double c, double* q) {
-        basis_values(p_.chebyshev, no_, c, bv_.data());
+        basis_1d(p_.chebyshev ? Basis::Chebyshev : Basis::Monomial, no_, c, bv_.data(), nullptr);
         const int n1 = no_ + 1;
         for (int m = 0; m <= no_; ++m) {
             double acc = 0.0;
@@ -359,25 +353,6 @@ void for_rows(const FluxPoly& p, const SipArea& s, int nx, int ny, const ApplyOp
 }
 
 }  // namespace
-
-const char* check_params(const FluxPoly& p, const SipArea& s) {
-    if (p.order < 0 || p.order > 30) return "flux polynomial order out of range";
-    if (p.c.size() != static_cast<std::size_t>((p.order + 1) * (p.order + 1)))
-        return "flux polynomial coefficients: expected (order+1)^2 values";
-    if (p.nq < 0 || p.nq > 3) return "nq must be 0..3";
-    if (!(p.u_max != 0.0) || !(p.v_max != 0.0)) return "u_max and v_max must be non-zero";
-    if (p.width < 1 || p.height < 1) return "CCD box must be at least 1 x 1";
-    if (s.order < 0 || s.order > 30) return "SIP order out of range";
-    const std::size_t ns = static_cast<std::size_t>((s.order + 1) * (s.order + 1));
-    if (s.a.size() != ns || s.b.size() != ns) return "SIP A/B: expected (order+1)^2 values";
-    for (double v : p.c) if (!std::isfinite(v)) return "non-finite flux polynomial coefficient";
-    for (double v : s.a) if (!std::isfinite(v)) return "non-finite SIP coefficient";
-    for (double v : s.b) if (!std::isfinite(v)) return "non-finite SIP coefficient";
-    if (!std::isfinite(p.x0) || !std::isfinite(p.y0) || !std::isfinite(p.u_max) ||
-        !std::isfinite(p.v_max) || !std::isfinite(s.crpix1) || !std::isfinite(s.crpix2))
-        return "non-finite X0/Y0/U_MAX/V_MAX/CRPIX";
-    return "";
-}
 
 void correction_image(const FluxPoly& p, const SipArea& s, int nx, int ny, double* out,
                       const ApplyOptions& opt) {

@@ -12,6 +12,10 @@
 // with x, and v of J is constant: each row collapses the 2-D polynomials into 1-D ones in x
 // (O(order^2) per row), evaluated per pixel by Horner / Clenshaw (O(order) per pixel), and
 // 10^(-0.4 P) by a branch-free exp2 that the compiler vectorises. Rows run on OpenMP threads.
+//
+// The parameters are trusted (mosaicfit.pipeline.apply checks them): orders 0..30 with
+// (order+1)^2 coefficients, nq 0..3, U_MAX and V_MAX non-zero, a box of at least 1 x 1, all
+// values finite.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -51,8 +55,5 @@ void apply_correction(const FluxPoly& p, const SipArea& s, int nx, int ny, float
 // f at n arbitrary 0-based positions (exact evaluation).
 void correction_points(const FluxPoly& p, const SipArea& s, const double* x, const double* y,
                        std::int64_t n, double* out, int threads);
-
-// Checks the parameters; returns an empty string or what is wrong.
-const char* check_params(const FluxPoly& p, const SipArea& s);
 
 }  // namespace mosaicfit

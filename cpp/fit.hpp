@@ -16,16 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "basis.hpp"
+
 namespace mosaicfit {
-
-enum class Basis { Legendre = 0, Chebyshev = 1, Monomial = 2 };
-
-int n_terms(int order);
-// Basis values B_t(u, v), t = 0..n_terms-1, ordered by total degree then decreasing power of u.
-void basis_values(Basis b, int order, double u, double v, double* out);
-// Values and first derivatives (d/du, d/dv).
-void basis_with_derivatives(Basis b, int order, double u, double v, double* val, double* du,
-                            double* dv);
 
 struct FitProblem {
     int D = 2;            // output dimensions
@@ -56,6 +49,9 @@ struct FitProblem {
 };
 
 struct FitResult {
+    // shapes of the arrays below
+    int D = 0, nterms = 0, nvisit = 0, nccd = 0, K = 0, nstar = 0;
+    std::int64_t n = 0;
     std::vector<double> coef;       // nvisit x D x nterms
     std::vector<double> dccd;       // nccd x K
     std::vector<double> xstar;      // nstar x D (NaN for stars without data)
@@ -70,6 +66,8 @@ struct FitResult {
     double t_assemble = 0.0, t_solve = 0.0;
 };
 
+// The phases (normal_equations.hpp, factor.hpp), then the stars and residuals. The problem is
+// trusted (mosaicfit.fit.core checks it): indices in range, arrays of the sizes above.
 FitResult solve_mosaic(const FitProblem& p);
 
 }  // namespace mosaicfit

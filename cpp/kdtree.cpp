@@ -121,6 +121,13 @@ void KdTree<D>::within(const double* q, double radius, std::vector<std::int64_t>
 }
 
 template <int D>
+void nearest_many(const KdTree<D>& tree, const double* query, std::int64_t nq, double radius,
+                  std::int64_t* idx, double* dist) {
+#pragma omp parallel for schedule(static) if (nq > 20000)
+    for (std::int64_t i = 0; i < nq; ++i) idx[i] = tree.nearest(query + i * D, radius, &dist[i]);
+}
+
+template <int D>
 void pairs_within(const KdTree<D>& tree, const double* query, std::int64_t nq, double radius,
                   std::vector<std::int64_t>& iq, std::vector<std::int64_t>& it) {
     // Each thread collects its own pairs; they are concatenated in query order afterwards,
@@ -186,6 +193,10 @@ std::vector<std::int64_t> friends_of_friends(const double* pts, std::int64_t n, 
 
 template class KdTree<2>;
 template class KdTree<3>;
+template void nearest_many<2>(const KdTree<2>&, const double*, std::int64_t, double,
+                              std::int64_t*, double*);
+template void nearest_many<3>(const KdTree<3>&, const double*, std::int64_t, double,
+                              std::int64_t*, double*);
 template void pairs_within<2>(const KdTree<2>&, const double*, std::int64_t, double,
                               std::vector<std::int64_t>&, std::vector<std::int64_t>&);
 template void pairs_within<3>(const KdTree<3>&, const double*, std::int64_t, double,

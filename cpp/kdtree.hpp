@@ -38,6 +38,12 @@ private:
     std::vector<Node> nodes_;
 };
 
+// For each of the nq query points (row-major, nq x D): the index of the nearest tree point
+// within `radius` or -1 (idx), and its distance or NaN (dist). On OpenMP threads for large nq.
+template <int D>
+void nearest_many(const KdTree<D>& tree, const double* query, std::int64_t nq, double radius,
+                  std::int64_t* idx, double* dist);
+
 // All (i_query, i_tree) pairs closer than `radius`.
 template <int D>
 void pairs_within(const KdTree<D>& tree, const double* query, std::int64_t nq, double radius,

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mosaicfit import _core
+from mosaicfit.fit.core import LeastSquaresProblem, solve_least_squares
 
 
 def _problem(D, K, order=2, nvisit=4, nccd=3, nstar=60, seed=0, noise=0.0, prior_frac=0.3):
@@ -41,11 +42,12 @@ def _problem(D, K, order=2, nvisit=4, nccd=3, nstar=60, seed=0, noise=0.0, prior
 
 def _run(p, active=None, coef_prior=None, coef_prior_w=None):
     n = len(p["star"])
-    return _core.fit_mosaic(p["star"], p["visit"], p["ccd"],
-                            np.ones(n, np.uint8) if active is None else active, p["u"], p["v"],
-                            p["y"], p["w"], p["G"], p["prior"], p["prior_w"], coef_prior,
-                            coef_prior_w, None, p["nvisit"], p["nccd"], p["nstar"], p["D"],
-                            p["K"], p["order"], 0, True)
+    return solve_least_squares(LeastSquaresProblem(
+        star=p["star"], visit=p["visit"], ccd=p["ccd"],
+        active=np.ones(n, np.uint8) if active is None else active, u=p["u"], v=p["v"],
+        y=p["y"], w=p["w"], nvisit=p["nvisit"], nccd=p["nccd"], nstar=p["nstar"],
+        order=p["order"], basis="legendre", G=p["G"], prior=p["prior"], prior_w=p["prior_w"],
+        coef_prior=coef_prior, coef_prior_w=coef_prior_w))
 
 
 def _dense(p, active, coef_prior=None, coef_prior_w=None):
@@ -95,15 +97,15 @@ def test_schur_equals_dense_solve(D, K):
     active = np.ones(len(p["star"]), np.uint8)
     active[::7] = 0
     r = _run(p, active)
-    assert r["status"] == "ok"
+    assert r.status == "ok"
     coef, dccd, xs = _dense(p, active)
-    assert np.allclose(r["coef"], coef, atol=1e-8)
+    assert np.allclose(r.coef, coef, atol=1e-8)
     if K:
-        assert np.allclose(r["dccd"], dccd, atol=1e-8)
-    used = np.isfinite(r["xstar"][:, 0])
-    assert np.allclose(r["xstar"][used], xs[used], atol=1e-8)
+        assert np.allclose(r.dccd, dccd, atol=1e-8)
+    used = np.isfinite(r.xstar[:, 0])
+    assert np.allclose(r.xstar[used], xs[used], atol=1e-8)
     # chi2 from the residuals, degrees of freedom
-    assert np.isclose(r["chi2_det"], np.sum(p["w"][active == 1] * np.sum(r["resid"][active == 1] ** 2, 1)))
+    assert np.isclose(r.chi2_det, np.sum(p["w"][active == 1] * np.sum(r.resid[active == 1] ** 2, 1)))
 
 
 @pytest.mark.parametrize("D,K", [(2, 2), (1, 1), (2, 0)])
@@ -120,28 +122,28 @@ def test_schur_with_coefficient_priors_equals_dense_solve(D, K):
     #                                      on a constant term would fight the CCD gauge)
     active = np.ones(len(p["star"]), np.uint8)
     r = _run(p, active, cp, cw)
-    assert r["status"] == "ok"
+    assert r.status == "ok"
     coef, dccd, xs = _dense(p, active, cp, cw)
-    assert np.allclose(r["coef"], coef, atol=1e-7)
+    assert np.allclose(r.coef, coef, atol=1e-7)
     if K:
-        assert np.allclose(r["dccd"], dccd, atol=1e-7)
-    assert np.abs(r["coef"][1, :, 1:]).max() < 1e-9
+        assert np.allclose(r.dccd, dccd, atol=1e-7)
+    assert np.abs(r.coef[1, :, 1:]).max() < 1e-9
 
 
 def test_noise_free_problem_recovers_truth():
     p = _problem(2, 2, noise=0.0, prior_frac=0.5)
     r = _run(p)
-    assert np.allclose(r["coef"], p["coef"], atol=1e-9)
-    assert np.allclose(r["dccd"], p["dccd"], atol=1e-9)
-    assert np.allclose(r["xstar"], p["xs"], atol=1e-9)
-    assert r["chi2"] < 1e-15
+    assert np.allclose(r.coef, p["coef"], atol=1e-9)
+    assert np.allclose(r.dccd, p["dccd"], atol=1e-9)
+    assert np.allclose(r.xstar, p["xs"], atol=1e-9)
+    assert r.chi2 < 1e-15
 
 
 def test_chi2_per_dof_is_one_for_correct_noise():
     p = _problem(1, 1, order=3, nvisit=6, nccd=4, nstar=3000, noise=1.0, seed=5)
     r = _run(p)
-    ndof = r["nobs"] - r["nparam"]
-    assert abs(r["chi2"] / ndof - 1) < 5 * np.sqrt(2 / ndof)
+    ndof = r.nobs - r.nparam
+    assert abs(r.chi2 / ndof - 1) < 5 * np.sqrt(2 / ndof)
 
 
 def test_basis_derivatives_match_finite_differences():

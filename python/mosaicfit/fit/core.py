@@ -11,8 +11,9 @@ offset. The star parameters are eliminated (Schur complement) before a dense Cho
 of the visit and CCD parameters, then recovered; :func:`solve_least_squares` returns all of
 them with the residuals and the chi2.
 
-Arrays are checked here (shapes, index ranges) and passed on without copies where their types
-already fit; the C++ side trusts them.
+Arrays are checked here (shapes, index ranges, the order, the coefficient prior weights) and
+passed on without copies where their types already fit; the C++ side trusts them. The arrays of
+the solution are views of the C++ result (``_core.FitResult``), which they keep alive.
 """
 from dataclasses import dataclass
 
@@ -96,6 +97,8 @@ def solve_least_squares(p):
     D, K, T = p.D, p.K, n_terms(p.order)
     if p.basis not in KINDS:
         raise ValueError(f"least squares: unknown basis {p.basis!r}")
+    if not 0 <= p.order <= 30:
+        raise ValueError(f"least squares: polynomial order {p.order} is out of range 0..30")
     args = dict(
         star=_array(p.star, np.int32, (n,), "star"),
         visit=_array(p.visit, np.int32, (n,), "visit"),
@@ -117,18 +120,22 @@ def solve_least_squares(p):
         raise ValueError("least squares: prior and prior_w go together")
     if K > 0 and args["G"] is None:
         raise ValueError("least squares: G is required with CCD parameters")
+    cw = args["coef_prior_w"]
+    if (args["coef_prior"] is None) != (cw is None):
+        raise ValueError("least squares: coef_prior and coef_prior_w go together")
+    if cw is not None and np.any(cw != cw[:, :1]):
+        raise ValueError("least squares: coefficient prior weights must be the same in every "
+                         "dimension")
     r = _core.fit_mosaic(args["star"], args["visit"], args["ccd"], args["active"], args["u"],
                          args["v"], args["y"], args["w"], args["G"], args["prior"],
                          args["prior_w"], args["coef_prior"], args["coef_prior_w"],
                          args["ccd_fixed"], int(p.nvisit), int(p.nccd), int(p.nstar), D, K,
                          int(p.order), KINDS[p.basis], bool(p.ccd_sum_zero))
     return LeastSquaresSolution(
-        coef=r["coef"], dccd=r["dccd"], xstar=r["xstar"], resid=r["resid"],
-        chi2=float(r["chi2"]), chi2_det=float(r["chi2_det"]), nobs=int(r["nobs"]),
-        nobs_det=int(r["nobs_det"]), nparam=int(r["nparam"]),
-        status="ok" if r["status"] in ("ok", "ldlt") else str(r["status"]),
-        rcond=float(r["rcond"]), t_assemble=float(r["t_assemble"]),
-        t_solve=float(r["t_solve"]))
+        coef=r.coef, dccd=r.dccd, xstar=r.xstar, resid=r.resid, chi2=r.chi2,
+        chi2_det=r.chi2_det, nobs=r.nobs, nobs_det=r.nobs_det, nparam=r.nparam,
+        status="ok" if r.status in ("ok", "ldlt") else r.status, rcond=r.rcond,
+        t_assemble=r.t_assemble, t_solve=r.t_solve)
 
 
 def require_solution(sol, what):

@@ -32,20 +32,26 @@ def _points(a, name):
     return a
 
 
+def _tree_and_query(tree_points, query_points):
+    t, q = _points(tree_points, "tree_points"), _points(query_points, "query_points")
+    if t.shape[1] != q.shape[1]:
+        raise ValueError(f"tree_points and query_points differ in dimension: {t.shape[1]} and "
+                         f"{q.shape[1]}")
+    return t, q
+
+
 def pairs_within(tree_points, query_points, radius):
     """All pairs closer than `radius` (same units as the points).
 
     Returns (i_query, i_tree), sorted by query then tree index.
     """
-    return _core.pairs_within(_points(tree_points, "tree_points"),
-                              _points(query_points, "query_points"), float(radius))
+    return _core.pairs_within(*_tree_and_query(tree_points, query_points), float(radius))
 
 
 def nearest(tree_points, query_points, radius):
     """For each query point, the index of the nearest tree point within `radius` (-1 if none)
     and its distance (NaN if none)."""
-    return _core.nearest(_points(tree_points, "tree_points"),
-                         _points(query_points, "query_points"), float(radius))
+    return _core.nearest(*_tree_and_query(tree_points, query_points), float(radius))
 
 
 def friends_of_friends(points, radius):

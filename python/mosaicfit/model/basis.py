@@ -81,12 +81,12 @@ class PolyBasis:
 
     def values(self, u, v):
         """Basis values at the points: (n, n_terms)."""
-        u, v = _flat(u), _flat(v)
+        u, v = _points(u, v)
         return _core.basis(u, v, self.order, KINDS[self.kind])[0][:, self._first:]
 
     def values_and_gradients(self, u, v):
         """(B, dB/du, dB/dv), each (n, n_terms)."""
-        u, v = _flat(u), _flat(v)
+        u, v = _points(u, v)
         return tuple(b[:, self._first:] for b in
                      _core.basis(u, v, self.order, KINDS[self.kind], True))
 
@@ -102,7 +102,7 @@ class PolyBasis:
     def _evaluate(self, coef, u, v, gradients):
         coef = np.asarray(coef, float)
         shape = np.shape(u)
-        u, v = _flat(u), _flat(v)
+        u, v = _points(u, v)
         lead = coef.shape[:-1]
         c = coef.reshape(-1, coef.shape[-1])
         nout = 3 if gradients else 1
@@ -124,7 +124,7 @@ class PolyBasis:
         so they are fitted in these monomials directly: re-expanding a fit made about the data's
         centre loses all precision for CCDs far from the origin.
         """
-        u, v = _flat(u), _flat(v)
+        u, v = _points(u, v)
         vals = np.asarray(values, float)
         one = vals.ndim == 1
         vals = vals.reshape(len(u), -1)
@@ -144,5 +144,10 @@ class PolyBasis:
         return coef[:, 0] if one else coef
 
 
-def _flat(a):
-    return np.ascontiguousarray(a, dtype=float).ravel()
+def _points(u, v):
+    """u, v as flat contiguous float arrays of the same length (as _core.basis takes them)."""
+    u = np.ascontiguousarray(u, dtype=float).ravel()
+    v = np.ascontiguousarray(v, dtype=float).ravel()
+    if len(u) != len(v):
+        raise ValueError(f"u and v differ in length: {len(u)} and {len(v)}")
+    return u, v

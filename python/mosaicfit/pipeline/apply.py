@@ -51,7 +51,8 @@ INTERP_LENGTH = 100
 # ------------------------------------------------------------------------------------------
 
 def _kernel_params(wcs_header, fcr, source="WCS header"):
-    """The dicts the C++ kernel takes (cpp/bindings.cpp: flux_poly_from, sip_area_from)."""
+    """The C++ kernel's parameters of one CCD (``_core.FluxPoly``, ``_core.SipArea``, checked
+    here: the kernel trusts them), built once and passed to every kernel call."""
     if fcr is None:
         poly = dict(coeffs=np.zeros((1, 1)), x0=0.0, y0=0.0, u_max=1.0, v_max=1.0,
                     chebyshev=False, nq=0, width=1, height=1)
@@ -67,8 +68,33 @@ def _kernel_params(wcs_header, fcr, source="WCS header"):
             raise MosaicError(f"{source}: no WCS (CTYPE/CRVAL/CRPIX/CD cards) in the header")
         model = SipModel.from_header(wcs_header, source)
         a, b = model.arrays()
-        sip = dict(a=a, b=b, crpix1=float(model.crpix[0]), crpix2=float(model.crpix[1]))
-    return poly, sip
+        sip = dict(a=np.ascontiguousarray(a, dtype=float), b=np.ascontiguousarray(b, dtype=float),
+                   crpix1=float(model.crpix[0]), crpix2=float(model.crpix[1]))
+    _check_kernel_params(poly, sip)
+    return _core.FluxPoly(**poly), _core.SipArea(**sip)
+
+
+def _check_kernel_params(poly, sip):
+    """What cpp/apply.hpp takes: square coefficient arrays of order 0..30, nq 0..3, U_MAX and
+    V_MAX non-zero, a box of at least 1 x 1, finite values (ValueError otherwise)."""
+    c, a, b = poly["coeffs"], sip["a"], sip["b"]
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or not 1 <= c.shape[0] <= 31:
+        raise ValueError(f"fcr coeffs must be a square 2-D array of order 0..30, not {c.shape}")
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape != b.shape or not 1 <= a.shape[0] <= 31:
+        raise ValueError("SIP a and b must be square 2-D arrays of the same size, order 0..30")
+    if poly["nq"] not in (0, 1, 2, 3):
+        raise ValueError("nq must be 0..3")
+    if not (poly["u_max"] != 0.0 and poly["v_max"] != 0.0):
+        raise ValueError("u_max and v_max must be non-zero")
+    if poly["width"] < 1 or poly["height"] < 1:
+        raise ValueError("CCD box must be at least 1 x 1")
+    if not np.all(np.isfinite(c)):
+        raise ValueError("non-finite flux polynomial coefficient")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("non-finite SIP coefficient")
+    if not np.all(np.isfinite([poly["x0"], poly["y0"], poly["u_max"], poly["v_max"],
+                               sip["crpix1"], sip["crpix2"]])):
+        raise ValueError("non-finite X0/Y0/U_MAX/V_MAX/CRPIX")
 
 
 def correction_factor(wcs_header, fcr, x, y, threads=0):
@@ -89,6 +115,8 @@ def correction_factor(wcs_header, fcr, x, y, threads=0):
 def correction_image(wcs_header, fcr, width, height, interpolate=False, threads=0):
     """f over a `width` x `height` image (float64 array indexed [y, x])."""
     poly, sip = _kernel_params(wcs_header, fcr)
+    if width < 0 or height < 0:
+        raise ValueError(f"negative image size {width} x {height}")
     if interpolate:
         _check_full_box(fcr, width, height)
     return _core.flux_correction_image(poly, sip, int(width), int(height), bool(interpolate),
@@ -189,6 +217,9 @@ def calibrate_exposure(exposure, wcs_header, fcr, interpolate=False, threads=0, 
     variance = pixels(exposure.variance)
     ref = image if image is not None else variance
     if ref is not None:
+        if ref.ndim != 2 or (image is not None and variance is not None
+                             and image.shape != variance.shape):
+            raise ValueError(f"{source}: image and variance must be 2-D arrays of one shape")
         if interpolate:
             _check_full_box(fcr, ref.shape[1], ref.shape[0])
         t0 = time.perf_counter()

@@ -1,0 +1,257 @@
+#include "normal_equations.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+#include <utility>
+
+namespace mosaicfit {
+
+using Eigen::Index;
+
+StarSums star_sums(const FitProblem& p) {
+    const int D = p.D;
+    StarSums st;
+    std::vector<double>& W = st.W;
+    std::vector<double>& Q = st.Q;
+    W.assign(p.nstar, 0.0);
+    Q.assign(static_cast<std::size_t>(p.nstar) * D, 0.0);
+    for (int s = 0; s < p.nstar; ++s) {
+        const double pw = p.prior_w ? p.prior_w[s] : 0.0;
+        W[s] = pw;
+        for (int d = 0; d < D; ++d) Q[s * D + d] = pw > 0 ? pw * p.prior[s * D + d] : 0.0;
+    }
+    for (std::int64_t j = 0; j < p.n; ++j) {
+        if (!p.active[j]) continue;
+        const int s = p.star[j];
+        W[s] += p.w[j];
+        for (int d = 0; d < D; ++d) Q[s * D + d] -= p.w[j] * p.y[j * D + d];
+    }
+    return st;
+}
+
+VisitRows visit_rows(const FitProblem& p) {
+    const int T = n_terms(p.order);
+    VisitRows vr;
+    auto& dets = vr.dets;
+    auto& B = vr.B;
+    dets.resize(p.nvisit);
+    for (std::int64_t j = 0; j < p.n; ++j)
+        if (p.active[j]) dets[p.visit[j]].push_back(j);
+    B.resize(p.nvisit);
+#pragma omp parallel for schedule(dynamic)
+    for (int v = 0; v < p.nvisit; ++v) {
+        auto& L = dets[v];
+        std::stable_sort(L.begin(), L.end(), [&](std::int64_t a, std::int64_t b) { return p.star[a] < p.star[b]; });
+        B[v].resize(static_cast<Index>(L.size()), T);
+        for (std::size_t k = 0; k < L.size(); ++k)
+            basis_values(p.basis, p.order, p.u[L[k]], p.v[L[k]], B[v].row(static_cast<Index>(k)).data());
+    }
+    return vr;
+}
+
+ReducedSystem zero_system(const FitProblem& p) {
+    ReducedSystem sys;
+    sys.D = p.D;
+    sys.T = n_terms(p.order);
+    sys.K = p.K;
+    sys.NV1 = static_cast<Index>(p.nvisit) * sys.T;
+    sys.NC = static_cast<Index>(p.nccd) * p.K;
+    sys.A = Mat::Zero(sys.NV1, sys.NV1);
+    sys.C.assign(p.D, Mat::Zero(sys.NV1, sys.NC));
+    sys.E = Mat::Zero(sys.NC, sys.NC);
+    sys.gv.assign(p.D, Eigen::VectorXd::Zero(sys.NV1));
+    sys.gc = Eigen::VectorXd::Zero(sys.NC);
+    return sys;
+}
+
+void add_visit_blocks(ReducedSystem& sys, const FitProblem& p, const StarSums& st,
+                      const VisitRows& vr) {
+    const int T = sys.T;
+    const auto& dets = vr.dets;
+    const auto& B = vr.B;
+    const auto& W = st.W;
+    Mat& A = sys.A;
+    // the direct term minus the eliminated stars, one GEMM per pair
+    std::vector<std::pair<int, int>> pairs;
+    for (int a = 0; a < p.nvisit; ++a)
+        for (int b = a; b < p.nvisit; ++b) pairs.emplace_back(a, b);
+#pragma omp parallel for schedule(dynamic)
+    for (std::int64_t k = 0; k < static_cast<std::int64_t>(pairs.size()); ++k) {
+        const int a = pairs[k].first, b = pairs[k].second;
+        const auto& La = dets[a];
+        const auto& Lb = dets[b];
+        std::vector<Index> ia, ib;
+        std::size_t i = 0, m = 0;
+        while (i < La.size() && m < Lb.size()) {  // merge: stars seen in both visits
+            const int sa = p.star[La[i]], sb = p.star[Lb[m]];
+            if (sa < sb) ++i;
+            else if (sb < sa) ++m;
+            else { ia.push_back(static_cast<Index>(i)); ib.push_back(static_cast<Index>(m)); ++i; ++m; }
+        }
+        if (ia.empty() && a != b) continue;
+        RowMat X(static_cast<Index>(ia.size()), T), Y(static_cast<Index>(ib.size()), T);
+        for (std::size_t q = 0; q < ia.size(); ++q) {
+            const std::int64_t ja = La[ia[q]], jb = Lb[ib[q]];
+            const double c = p.w[ja] * p.w[jb] / W[p.star[ja]];
+            X.row(static_cast<Index>(q)) = c * B[a].row(ia[q]);
+            Y.row(static_cast<Index>(q)) = B[b].row(ib[q]);
+        }
+        Mat blk = -(X.transpose() * Y);
+        if (a == b) {
+            Eigen::VectorXd wv(static_cast<Index>(La.size()));
+            for (std::size_t q = 0; q < La.size(); ++q) wv[static_cast<Index>(q)] = p.w[La[q]];
+            blk.noalias() += B[a].transpose() * wv.asDiagonal() * B[a];
+        }
+        A.block(sys.visit_row(a), sys.visit_row(b), T, T) = blk;
+        if (a != b) A.block(sys.visit_row(b), sys.visit_row(a), T, T) = blk.transpose();
+    }
+}
+
+void add_ccd_terms(ReducedSystem& sys, const FitProblem& p, const StarSums& st,
+                   const VisitRows& vr) {
+    const int D = sys.D, K = sys.K, T = sys.T;
+    if (K <= 0) return;
+    const auto& dets = vr.dets;
+    const auto& B = vr.B;
+    const auto& W = st.W;
+    std::vector<Mat>& C = sys.C;
+    Mat& E = sys.E;
+    // per star: S_sc = sum over its detections on CCD c of w_j G_j  (D x K)
+    std::vector<std::vector<std::pair<int, std::vector<double>>>> S(p.nstar);
+    for (std::int64_t j = 0; j < p.n; ++j) {
+        if (!p.active[j]) continue;
+        auto& lst = S[p.star[j]];
+        const int c = p.ccd[j];
+        auto it = std::find_if(lst.begin(), lst.end(), [c](const auto& e) { return e.first == c; });
+        if (it == lst.end()) { lst.emplace_back(c, std::vector<double>(D * K, 0.0)); it = lst.end() - 1; }
+        for (int q = 0; q < D * K; ++q) it->second[q] += p.w[j] * p.G[j * D * K + q];
+    }
+    // visit x CCD rows, one visit per task (each writes only its own rows)
+#pragma omp parallel for schedule(dynamic)
+    for (int v = 0; v < p.nvisit; ++v) {
+        const auto& L = dets[v];
+        for (std::size_t k = 0; k < L.size(); ++k) {
+            const std::int64_t j = L[k];
+            const int s = p.star[j];
+            const auto brow = B[v].row(static_cast<Index>(k));
+            const double* Gj = p.G + j * D * K;
+            for (int d = 0; d < D; ++d) {
+                for (int q = 0; q < K; ++q)
+                    C[d].block(sys.visit_row(v), sys.ccd_row(p.ccd[j]) + q, T, 1) += (p.w[j] * Gj[d * K + q]) * brow.transpose();
+                for (const auto& e : S[s])
+                    for (int q = 0; q < K; ++q)
+                        C[d].block(sys.visit_row(v), sys.ccd_row(e.first) + q, T, 1) -= (p.w[j] / W[s] * e.second[d * K + q]) * brow.transpose();
+            }
+        }
+    }
+    // CCD x CCD
+    for (std::int64_t j = 0; j < p.n; ++j) {
+        if (!p.active[j]) continue;
+        Eigen::Map<const RowMat> Gj(p.G + j * D * K, D, K);
+        E.block(sys.ccd_row(p.ccd[j]), sys.ccd_row(p.ccd[j]), K, K).noalias() += p.w[j] * Gj.transpose() * Gj;
+    }
+    for (int s = 0; s < p.nstar; ++s) {
+        if (W[s] <= 0) continue;
+        for (const auto& e1 : S[s]) {
+            Eigen::Map<const RowMat> S1(e1.second.data(), D, K);
+            for (const auto& e2 : S[s]) {
+                Eigen::Map<const RowMat> S2(e2.second.data(), D, K);
+                E.block(sys.ccd_row(e1.first), sys.ccd_row(e2.first), K, K).noalias() -= S1.transpose() * S2 / W[s];
+            }
+        }
+    }
+}
+
+void add_right_hand_side(ReducedSystem& sys, const FitProblem& p, const StarSums& st,
+                         const VisitRows& vr) {
+    const int D = sys.D, K = sys.K, T = sys.T;
+    const auto& dets = vr.dets;
+    const auto& B = vr.B;
+    const auto& W = st.W;
+    const auto& Q = st.Q;
+    auto& gv = sys.gv;
+    auto& gc = sys.gc;
+#pragma omp parallel for schedule(dynamic)
+    for (int v = 0; v < p.nvisit; ++v) {
+        const auto& L = dets[v];
+        for (std::size_t k = 0; k < L.size(); ++k) {
+            const std::int64_t j = L[k];
+            const int s = p.star[j];
+            for (int d = 0; d < D; ++d) {
+                const double e = p.w[j] * (p.y[j * D + d] + Q[s * D + d] / W[s]);
+                gv[d].segment(sys.visit_row(v), T) += e * B[v].row(static_cast<Index>(k)).transpose();
+            }
+        }
+    }
+    if (K > 0)
+        for (std::int64_t j = 0; j < p.n; ++j) {
+            if (!p.active[j]) continue;
+            const int s = p.star[j];
+            for (int d = 0; d < D; ++d) {
+                const double e = p.w[j] * (p.y[j * D + d] + Q[s * D + d] / W[s]);
+                for (int q = 0; q < K; ++q) gc[sys.ccd_row(p.ccd[j]) + q] += e * p.G[j * D * K + d * K + q];
+            }
+        }
+}
+
+void add_coefficient_priors(ReducedSystem& sys, const FitProblem& p) {
+    if (!p.coef_prior_w) return;
+    const int D = sys.D, T = sys.T;
+    // coef_prior[v, d, t] of the (nvisit, D, T) arrays
+    auto vidx = [&](int v, int d) -> Index { return static_cast<Index>(v) * D * T + d * T; };
+    for (int v = 0; v < p.nvisit; ++v)
+        for (int t = 0; t < T; ++t) {
+            const double pw = p.coef_prior_w[vidx(v, 0) + t];
+            for (int d = 1; d < D; ++d)
+                if (p.coef_prior_w[vidx(v, d) + t] != pw)
+                    throw std::invalid_argument("coefficient prior weights must be the same in every dimension");
+            if (pw <= 0) continue;
+            sys.A(sys.visit_row(v) + t, sys.visit_row(v) + t) += pw;
+            for (int d = 0; d < D; ++d) sys.gv[d][sys.visit_row(v) + t] += pw * p.coef_prior[vidx(v, d) + t];
+        }
+}
+
+void add_ccd_gauge(ReducedSystem& sys, const FitProblem& p) {
+    const int K = sys.K;
+    if (!(K > 0 && p.ccd_sum_zero)) return;
+    Mat& E = sys.E;
+    auto eidx = [&](int c) { return sys.ccd_row(c); };
+    for (int q = 0; q < K; ++q) {
+        double lam = 0.0;
+        int nfree = 0;
+        for (int c = 0; c < p.nccd; ++c)
+            if (!(p.ccd_fixed && p.ccd_fixed[c]) && E(eidx(c) + q, eidx(c) + q) > 0) { lam += E(eidx(c) + q, eidx(c) + q); ++nfree; }
+        if (nfree < 2) continue;
+        lam /= nfree;   // any positive weight selects the sum-zero member of an exact null space
+        for (int c1 = 0; c1 < p.nccd; ++c1) {
+            if ((p.ccd_fixed && p.ccd_fixed[c1]) || E(eidx(c1) + q, eidx(c1) + q) <= 0) continue;
+            for (int c2 = 0; c2 < p.nccd; ++c2) {
+                if ((p.ccd_fixed && p.ccd_fixed[c2]) || E(eidx(c2) + q, eidx(c2) + q) <= 0) continue;
+                E(eidx(c1) + q, eidx(c2) + q) += lam;
+            }
+        }
+        ++sys.ngauge;
+    }
+}
+
+void hold_fixed_parameters(ReducedSystem& sys, const FitProblem& p) {
+    const int D = sys.D, K = sys.K;
+    Mat& A = sys.A;
+    Mat& E = sys.E;
+    for (Index i = 0; i < sys.NV1; ++i)
+        if (A(i, i) <= 0) {
+            A.row(i).setZero(); A.col(i).setZero(); A(i, i) = 1.0;
+            for (int d = 0; d < D; ++d) { sys.C[d].row(i).setZero(); sys.gv[d][i] = 0.0; }
+            sys.nfixed += D;
+        }
+    for (Index i = 0; i < sys.NC; ++i) {
+        const bool held = p.ccd_fixed && p.ccd_fixed[i / K];
+        if (held || E(i, i) <= 0) {
+            E.row(i).setZero(); E.col(i).setZero(); E(i, i) = 1.0; sys.gc[i] = 0.0;
+            for (int d = 0; d < D; ++d) sys.C[d].col(i).setZero();
+            ++sys.nfixed;
+        }
+    }
+}
+
+}  // namespace mosaicfit
