@@ -16,6 +16,7 @@ import functools
 import io
 import os
 import re
+import threading
 import warnings
 
 import numpy as np
@@ -31,6 +32,12 @@ __all__ = ["read_afw_table", "afw_table_hdu", "afw_table_parts"]
 _COLKEY = re.compile(r"^(TTYPE|TFORM|TDOC|TUNIT|TCCLS|TFLAG|TFDOC|TDIM|TZERO|TSCAL|TNULL|TDISP)"
                      r"(\d+)$")
 
+
+# CPython 3.11's ast.parse is not thread-safe (gh-106905: "AST constructor recursion depth
+# mismatch"), and numpy parses array dtypes such as '2f8' with it while astropy builds table
+# columns; warnings.catch_warnings is process-global too. The simulator writes catalogues from
+# threads, so the astropy part of building a table runs under this lock.
+_ASTROPY_LOCK = threading.RLock()
 
 _TABLE_KEYS = re.compile(r"^(FLAGCOL|AFW_TABLE_VERSION|AFW_TYPE|AR_HDU|EXTTYPE|EXTNAME)$")
 
@@ -294,7 +301,7 @@ def afw_table_hdu(table, docs=None, units=None, classes=None, afw_type=None, ext
     """
     header, data = afw_table_parts(table, docs, units, classes, afw_type, extra_cards, version,
                                    path)
-    with warnings.catch_warnings():
+    with _ASTROPY_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return fits.BinTableHDU.fromstring(header.tostring().encode("ascii") + pad_block(data))
 
@@ -327,31 +334,32 @@ def afw_table_parts(table, docs=None, units=None, classes=None, afw_type=None,
             data_names.append(name)
         arrays[name] = arr
 
-    # columns other than the flags: let astropy choose the FITS formats
-    plain = Table([arrays[n] for n in data_names], names=data_names, copy=False) \
-        if data_names else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        coldefs = list(fits.table_to_hdu(plain).columns) if plain is not None else []
-    flag_col = None
-    if flag_names:
-        bits = np.column_stack([arrays[n] for n in flag_names]) if nrows else \
-            np.zeros((0, len(flag_names)), dtype=bool)
-        flag_col = fits.Column(name="flags", format=f"{len(flag_names)}X", array=bits)
-        coldefs = [flag_col] + coldefs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        base = fits.BinTableHDU.from_columns(coldefs, nrows=nrows)
-        # astropy rewrites the column keywords of a new table HDU in its own order when it is
-        # written; to keep afw's order (TFLAGn between the columns, TDOCn after TFORMn...) the
-        # HDU is rebuilt from its serialised data with our header (astropy keeps the header of
-        # an HDU read from bytes as it is).
-        buf = io.BytesIO()
-        fits.HDUList([fits.PrimaryHDU(), base]).writeto(buf)
-        raw = buf.getvalue()
-        with fits.open(io.BytesIO(raw)) as probe:
-            loc = probe[1].fileinfo()["datLoc"]
-            data_bytes = raw[loc:loc + probe[1].header["NAXIS1"] * nrows]
+    with _ASTROPY_LOCK:
+        # columns other than the flags: let astropy choose the FITS formats
+        plain = Table([arrays[n] for n in data_names], names=data_names, copy=False) \
+            if data_names else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            coldefs = list(fits.table_to_hdu(plain).columns) if plain is not None else []
+        flag_col = None
+        if flag_names:
+            bits = np.column_stack([arrays[n] for n in flag_names]) if nrows else \
+                np.zeros((0, len(flag_names)), dtype=bool)
+            flag_col = fits.Column(name="flags", format=f"{len(flag_names)}X", array=bits)
+            coldefs = [flag_col] + coldefs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            base = fits.BinTableHDU.from_columns(coldefs, nrows=nrows)
+            # astropy rewrites the column keywords of a new table HDU in its own order when it is
+            # written; to keep afw's order (TFLAGn between the columns, TDOCn after TFORMn...) the
+            # HDU is rebuilt from its serialised data with our header (astropy keeps the header of
+            # an HDU read from bytes as it is).
+            buf = io.BytesIO()
+            fits.HDUList([fits.PrimaryHDU(), base]).writeto(buf)
+            raw = buf.getvalue()
+            with fits.open(io.BytesIO(raw)) as probe:
+                loc = probe[1].fileinfo()["datLoc"]
+                data_bytes = raw[loc:loc + probe[1].header["NAXIS1"] * nrows]
     bh = base.header
 
     def doc_of(name):
