@@ -14,7 +14,6 @@ from astropy.table import Table
 
 from mosaicfit import MosaicError, cli
 from mosaicfit.pipeline.apply import CORR_COLUMN, calibrate_catalog, calibrate_exposure, correction_factor, correction_image, flux_columns
-from mosaicfit.io.corr import write_corr
 from mosaicfit.pipeline.calibrate import Progress
 from mosaicfit.config import CatalogConfig, ExposureConfig
 from mosaicfit.model.camera import hsc

@@ -8,7 +8,6 @@ from astropy.io import fits
 from astropy.table import Table
 
 import mosaicfit.io.fits as rawfits
-import mosaicfit.io.src as catalog
 from mosaicfit.io.afwtable import read_afw_table
 from mosaicfit.io.src import write_src
 from mosaicfit.io.corr import read_corr_header

@@ -4,7 +4,6 @@ meas_mosaic outputs. The only outcomes allowed: a valid result, or a one-line Mo
 import os
 import tempfile
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

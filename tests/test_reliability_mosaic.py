@@ -404,7 +404,7 @@ def test_debug_shows_the_traceback(repo):
 def test_output_write_fails(repo, capsys, failing_replace, code, after):
     """os.replace (the commit of each atomic write) fails after `after` files: a one-line error
     naming the file and the reason, whole files or none, no temporary file left."""
-    count = failing_replace(("wcs-", "fcr-"), code, after)
+    failing_replace(("wcs-", "fcr-"), code, after)
     before = snapshot(repo)
     rc, err = run(repo, capsys, *ID)
     assert rc == 1

@@ -2,7 +2,6 @@
 ccdScale.dat, coeffs.dat, dmag.dat, dpos.dat and catalog.fits (the module doc of
 :mod:`mosaicfit.diagnostics` says what each holds)."""
 import numpy as np
-from astropy.io import fits
 from astropy.table import Table
 
 from ..io.atomic import write_table, write_text

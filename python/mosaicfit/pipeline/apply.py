@@ -29,7 +29,6 @@ import time
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import Table
 
 from .. import MosaicError, _core
 from ..io.corr import Exposure
