@@ -61,7 +61,7 @@ struct FitResult {
     std::int64_t nobs = 0;          // scalar observations (detections x D + priors x D)
     std::int64_t nobs_det = 0;      // scalar observations of detections (detections x D)
     std::int64_t nparam = 0;        // free parameters (model + stars - gauge)
-    std::string status;             // "ok", "ldlt" (LLT failed, LDLT used) or an error
+    std::string status;             // "ok" (LLT, or LDLT where the LLT fails) or "singular"
     double min_pivot = 0.0;         // smallest D_ii / max D_ii of the LDLT (conditioning)
     double t_assemble = 0.0, t_solve = 0.0;
 };

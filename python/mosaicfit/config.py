@@ -129,6 +129,21 @@ OPTIONS = (
     _O("fitErrorModel", bool, True, "fit the errors from the residuals: a scale per visit and "
        "a floor for the detections, a scale for the reference catalogue (astrometry and "
        "photometry)"),
+    _O("fitDcr", bool, True, "fit the chromatic term: a DCR vector per visit times the "
+       "star's colour minus dcrReferenceColor (free effective colours where the catalogue "
+       "has none)"),
+    _O("dcrColor", str, "g-i", "colour of the chromatic term: two reference-catalogue bands"),
+    _O("dcrReferenceColor", float, 1.0, "mag: the colour the written WCS is for"),
+    _O("dcrMaxColorError", float, 0.3, "a star without a catalogue colour gets an effective "
+       "colour of its own where its visits determine it to this (mag)", minimum=0.0),
+    _O("fitTurbulence", bool, True, "fit each visit's turbulent displacement field (a "
+       "Gaussian process with a von Karman kernel on the residuals) and remove it from the "
+       "products where the reserved stars confirm it"),
+    _O("fitReserveFraction", float, 0.1, "fraction of the stars held out of the fit to "
+       "validate the turbulence fields (they join the final solution)", minimum=0.0,
+       maximum=0.5),
+    _O("turbulenceGridStep", float, 30.0, "arcsec: grid step of the turbulence fields",
+       minimum=1.0),
     # -- photometry --
     _O("doSolveFlux", bool, True, "fit the photometry"),
     _O("fluxFitOrder", int, 7, "order of the per-visit flux polynomial", minimum=0),

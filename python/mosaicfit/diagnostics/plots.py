@@ -625,6 +625,33 @@ def plot_mdm(d, path):
     _save(fig, path)
 
 
+def plot_turbulence(sol, path):
+    """Turbulence.png: each visit's residual correlation function xi_+(r) before (solid) and
+    after (dashed) its turbulence field was removed (fit.turbulence); visits whose field was
+    not used in grey."""
+    info = sol.stats.turbulence or {}
+    fig = _figure(8.0, 5.5)
+    ax = fig.add_axes([0.11, 0.11, 0.85, 0.8])
+    for k, v in enumerate(sorted(info)):
+        t = info[v]
+        r = np.asarray(t.get("r_arcmin") or [], float)
+        if len(r) == 0:
+            continue
+        col = f"C{k % 10}" if t.get("used") else GREY
+        ax.plot(r, t.get("xi_before_mas2"), "-", color=col, lw=1.0, label=f"{v}")
+        if t.get("xi_after_mas2"):
+            ax.plot(r, t["xi_after_mas2"], "--", color=col, lw=1.0)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("separation (arcmin)")
+    ax.set_ylabel("ξ₊ (mas²)")
+    ax.set_title("residual correlation per visit: before (solid) and after (dashed) the "
+                 "turbulence field", fontsize=9)
+    if info:
+        ax.legend(fontsize=6, ncol=4, loc="upper right")
+    _save(fig, path)
+
+
 def _grid_means(u, v, val, w, lim, cell):
     """Weighted means of `val` in square cells over [-lim, lim]^2 (masked below 3 detections)
     and the errors of those means from the weights."""

@@ -19,8 +19,9 @@ from ..model.solution import Solution, plain
 from .files import (write_catalog, write_ccd_dat, write_ccd_scale, write_coeffs, write_dmag,
                     write_dpos)
 from .plots import (FocalPlane, plot_dflux2d, plot_fcont, plot_jcont, plot_mdm, plot_pos_dpos,
-                    plot_res_flux, plot_res_pos_arrow, plot_res_pos_scatter, single_thread_blas,
-                    visit_sip)
+                    plot_res_flux, plot_res_pos_arrow, plot_res_pos_scatter, plot_turbulence,
+                    single_thread_blas, visit_sip)
+from .quality import write_turbulence, write_visit_quality
 from .stats import column, summarize, visit_table
 
 log = logging.getLogger("mosaicfit.diagnostics")
@@ -46,6 +47,7 @@ th{background:#f0f0f0} td.l,th.l{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:8px} .grid figure{margin:0;flex:1 1 30%;min-width:320px}
 figure img{width:100%;border:1px solid #ddd} figcaption{font-size:.85em;color:#444}
 .cols{display:flex;flex-wrap:wrap;gap:2em} .note{color:#555;font-size:.9em}
+tr.bad td{background:#fde8e8}
 """
 
 
@@ -54,7 +56,7 @@ def _img(name, caption, cls=""):
             f'alt="{html.escape(name)}" loading="lazy"></a><figcaption>{caption}</figcaption></figure>')
 
 
-def write_index(sol, outdir, summ, visits, jinfo, files, t_diag):
+def write_index(sol, outdir, summ, visits, jinfo, files, t_diag, quality=()):
     st = sol.stats
     tm = st.timing
     e = html.escape
@@ -136,6 +138,38 @@ def write_index(sol, outdir, summ, visits, jinfo, files, t_diag):
                    f"<td>{r['astro_rej']}</td><td>{_f(r['phot_rms'])}</td><td>{r['phot_rej']}</td>"
                    f"<td>{_f(r['zp'], '{:.4f}')}</td><td>{jc}</td><td>{jn}</td></tr>")
     out.append("</table>")
+    if quality:
+        out.append("<h2>Visit quality</h2><p class='note'>Robust residual σ per axis, clipped "
+                   "and excluded fractions, the error model's scale; flags: noisy (σ above 2× "
+                   "the median visit's), trailed (elongated residuals), doubled (coherent "
+                   "displaced images, excluded), excluded (too little left: no products). "
+                   "<a href='visit_quality.csv'>visit_quality.csv</a></p><table><tr>"
+                   "<th>visit</th><th>flag</th><th>σ (mas)</th><th>axis ratio</th>"
+                   "<th>error scale</th><th>clipped</th><th>excluded</th><th class='l'>note</th></tr>")
+        for q in quality:
+            cls = "" if q["flag"] == "ok" else " class='bad'"
+            out.append(f"<tr{cls}><td>{q['visit']}</td><td>{e(q['flag'])}</td>"
+                       f"<td>{_f(q['sigma_mas'])}</td><td>{_f(q['axis_ratio'])}</td>"
+                       f"<td>{_f(q['error_scale'])}</td><td>{100 * q['clipped_fraction']:.1f}%</td>"
+                       f"<td>{100 * q['excluded_fraction']:.1f}%</td><td class='l'>{e(q['note'])}</td></tr>")
+        out.append("</table>")
+    turb = sol.stats.turbulence or {}
+    if turb:
+        out.append("<h2>Turbulence</h2><p class='note'>Per visit: the von Kármán kernel fitted "
+                   "to the residuals (rms per axis, length), and the scatter of the reserved "
+                   "stars (held out of the fit) without and with the visit's field; a field "
+                   "that does not lower it is not used. <a href='turbulence.csv'>turbulence.csv"
+                   "</a>, <a href='Turbulence.png'>Turbulence.png</a></p><table><tr>"
+                   "<th>visit</th><th>used</th><th>σ (mas)</th><th>length (')</th>"
+                   "<th>reserved</th><th>before (mas)</th><th>after (mas)</th></tr>")
+        for v in sorted(turb):
+            t = turb[v]
+            cls = "" if t.get("used") else " class='bad'"
+            out.append(f"<tr{cls}><td>{v}</td><td>{'yes' if t.get('used') else 'no'}</td>"
+                       f"<td>{_f(t.get('sigma_mas'))}</td><td>{_f(t.get('length_arcmin'))}</td>"
+                       f"<td>{t.get('reserved_n', 0)}</td><td>{_f(t.get('reserved_before_mas'))}"
+                       f"</td><td>{_f(t.get('reserved_after_mas'))}</td></tr>")
+        out.append("</table>")
     for r in visits:
         v = r["visit"]
         out.append(f"<h3 id='v{v}'>visit {v}</h3><div class='grid'>")
@@ -307,6 +341,12 @@ def _write_all(sol, outdir, save, jobs):
     if has_astro:
         write_dpos(d, os.path.join(outdir, "dpos.dat"))
         files.append("dpos.dat")
+    quality = write_visit_quality(sol, os.path.join(outdir, "visit_quality.csv"))
+    files.append("visit_quality.csv")
+    has_turb = bool(sol.stats.turbulence)
+    if has_turb:
+        write_turbulence(sol, os.path.join(outdir, "turbulence.csv"))
+        files.append("turbulence.csv")
     if has_phot:
         write_ccd_scale(sol, fp, os.path.join(outdir, "ccdScale.dat"))
         write_dmag(d, os.path.join(outdir, "dmag.dat"))
@@ -317,6 +357,9 @@ def _write_all(sol, outdir, save, jobs):
         plot_res_pos_scatter(d, os.path.join(outdir, "ResPosScatter.png"))
         plot_pos_dpos(d, os.path.join(outdir, "PosDPos.png"))
         files += ["ResPosScatter.png", "PosDPos.png"]
+        if has_turb:
+            plot_turbulence(sol, os.path.join(outdir, "Turbulence.png"))
+            files.append("Turbulence.png")
     if has_phot:
         plot_mdm(d, os.path.join(outdir, "MdM.png"))
         plot_res_flux(sol, d, fp, os.path.join(outdir, "ResFlux.png"))
@@ -337,7 +380,8 @@ def _write_all(sol, outdir, save, jobs):
     summ["jcont"] = {int(v): jinfo[v] for v in sorted(jinfo)}
     write_text(json.dumps(plain(summ), indent=1) + "\n", os.path.join(outdir, "summary.json"))
     files.append("summary.json")
-    write_index(sol, outdir, summ, visit_table(sol), jinfo, set(files), time.time() - t0)
+    write_index(sol, outdir, summ, visit_table(sol), jinfo, set(files), time.time() - t0,
+                quality)
     files.append("index.html")
     log.info("diagnostics: %d files in %s (%.1f s, files %.1f s, %d process%s)", len(files),
              outdir, time.time() - t0, t_files, jobs, "es" if jobs > 1 else "")

@@ -12,8 +12,11 @@ from ..model.basis import n_terms
 from ..model.statistics import AstrometryStats, IterationSummary
 from .clipping import chance_clips, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
-from .errors import fit_error_model, leverage, reference_scale
+from .errors import MAX_REFITS, fit_error_model, leverage, reference_scale
 from .order import affordable_order
+from .chromatic import DcrFit, star_colours, visit_refraction
+from .quality import assess_visits
+from .turbulence import reserved_scatter, reserved_stars, visit_field, visit_kernel
 from .state import AstrometryResult
 
 log = logging.getLogger("mosaicfit.fit")
@@ -89,8 +92,10 @@ def _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, rotation):
 def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
     """Fit the astrometry of `data` (a :class:`~mosaicfit.fit.state.FitData`).
 
-    Returns (AstrometricModel, frozen) with `frozen` the {(visit, ccd): single-frame header} of
-    the visits with too few stars for their polynomial; sets ``data.astrometry`` and, where
+    Returns (AstrometricModel, frozen, finish) with `frozen` the {(visit, ccd): single-frame
+    header} of the visits with too few stars for their polynomial and `finish` the turbulence
+    phase to run once the associations are final (None with fitTurbulence off); sets
+    ``data.astrometry`` and, where
     reference associations were dropped, ``data.ref_of_star``; appends the iterations and
     the final state to `stats`.
     """
@@ -119,6 +124,40 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
     geom = np.zeros((nc, 3))
     half_diag = np.array([0.5 * np.hypot(camera[int(c)].width, camera[int(c)].height)
                           for c in ccds])
+
+    def refit_errors(r, act):
+        """The error model of the residuals of solution `r` (detections `act`): the weights
+        and the reference catalogue's error scale follow it (fit.errors)."""
+        nonlocal w, prior_w, ref_scale
+        h = leverage(w, star, act, nstar, prior_w)
+        e = fit_error_model(np.sum(r.resid[act] ** 2, axis=1), sig0_2[act], h[act], vidx[act],
+                            nv, 2)
+        if ref_prior.any() and data.ref is not None:
+            pr = ref_prior & np.all(np.isfinite(r.xstar), axis=1)
+            W = np.bincount(star[act], weights=w[act], minlength=nstar) + prior_w
+            ref_scale = max(1.0, reference_scale(
+                np.sum((r.xstar[pr] - prior[pr]) ** 2, axis=1),
+                prior_var0[pr] * ref_scale ** 2, prior_w[pr] / W[pr], 2) * ref_scale)
+            prior_w = np.where(ref_prior, 1.0 / (prior_var0 * ref_scale ** 2), prior_w)
+        w = 1.0 / e.variance(sig0_2, vidx)
+        return e
+
+    # the chromatic term (fit.chromatic): a known displacement of each detection, refitted
+    # after every solve
+    dcr, y_dcr = None, np.zeros((n, 2))
+    if cfg.fitDcr:
+        colours, where = star_colours(data, exposures, cfg.dcrColor)
+        dec_v = np.array([np.mean(det.dec[vidx == k]) for k in range(nv)])
+        dcr = DcrFit(colours, visit_refraction(exposures, visits, dec_v), star, vidx, visits, cfg)
+        if dcr.active:
+            log.info("chromatic term: %s colours (%s); vectors of %d visits from the colours, "
+                     "%d from the headers", cfg.dcrColor, where, int(dcr.from_colours.sum()),
+                     int(dcr.from_headers.sum()))
+        else:
+            log.info("chromatic term: not fitted (no star with a %s colour, no AIRMASS and "
+                     "PARANG in the headers)", cfg.dcrColor)
+            dcr = None
+
     active = np.ones(n, bool)
     # frozen visits / CCDs: too few stars for their parameters
     per_visit = np.bincount(vidx, minlength=nv)
@@ -128,8 +167,20 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
                     "single-frame WCS", visits[k], per_visit[k], T)
     active &= ~frozen_v[vidx]
     usable = active.copy()
+    # stars held out of the whole fit to validate the turbulence fields (fit.turbulence):
+    # only stars with two detections or more say anything about them
+    reserved = np.zeros(n, bool)
+    if cfg.fitTurbulence and cfg.fitReserveFraction > 0:
+        multi = np.bincount(star, minlength=nstar) >= 2
+        reserved = (reserved_stars(det, star, nstar, cfg.fitReserveFraction) & multi)[star] & usable
+        active &= ~reserved
+        usable &= ~reserved
     coef = np.zeros((nv, 2, T))
     last_chi2 = np.inf
+    excluded = np.zeros(n, bool)      # displaced images of damaged visits (fit.quality)
+    returned = np.zeros(n, bool)      # reinstated once (fit.clipping.update_active)
+    n_refits = 0                      # of the error model (fit.errors.MAX_REFITS)
+    passes, at_floor, converged = 0, False, False    # the damaged-visit check (fit.quality)
     for it in range(cfg.maxIter):
         g = geom[cidx]
         u, v, ru, rv = placement.place(ox, oy, g[:, 0], g[:, 1], g[:, 2], data.u0, data.v0)
@@ -142,43 +193,44 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         else:
             G = np.zeros((n, 2, 3))
         r = require_solution(solve_least_squares(LeastSquaresProblem(
-            star=star, visit=vidx, ccd=cidx, active=active, u=a, v=b, y=y, w=w, G=G,
+            star=star, visit=vidx, ccd=cidx, active=active, u=a, v=b, y=y + y_dcr, w=w, G=G,
             prior=prior, prior_w=prior_w, ccd_fixed=ccd_fixed, nvisit=nv, nccd=nc,
             nstar=nstar, order=order, basis="legendre")), "astrometric")
         coef = r.coef
         res = r.resid
+        dcr_step = 0.0
+        if dcr is not None:
+            dcr_step = dcr.update(res, w, active)
+            y_dcr = dcr.offsets()
         chi = w * np.sum(res ** 2, axis=1)
         rms = float(np.sqrt(np.mean(np.sum(res[active] ** 2, axis=1) / 2))) * 1000.0
         # no clipping before the CCD placement is fitted (iteration 0): offsets of ~0.2 px
         # would look like outliers for the brightest stars
-        nclip, nback, thr = update_active(chi, star, active, usable, it, cfg.clipSigma)
+        nclip, nback, thr = update_active(chi, star, active, usable, it, cfg.clipSigma, returned)
         # once the clipping threshold is down, the errors follow the residuals: the weights
         # of the next iteration, and its clipping threshold, are those of the error model
         new_errors = None
-        if cfg.fitErrorModel and np.isfinite(thr) and thr <= cfg.clipSigma:
-            h = leverage(w, star, active, nstar, prior_w)
-            new_errors = fit_error_model(np.sum(res[active] ** 2, axis=1), sig0_2[active],
-                                         h[active], vidx[active], nv, 2)
-            if ref_prior.any() and data.ref is not None:
-                pr = ref_prior & np.all(np.isfinite(r.xstar), axis=1)
-                W = np.bincount(star[active], weights=w[active], minlength=nstar) + prior_w
-                ref_scale = max(1.0, reference_scale(
-                    np.sum((r.xstar[pr] - prior[pr]) ** 2, axis=1),
-                    prior_var0[pr] * ref_scale ** 2, prior_w[pr] / W[pr], 2) * ref_scale)
-                prior_w = np.where(ref_prior, 1.0 / (prior_var0 * ref_scale ** 2), prior_w)
-            w = 1.0 / new_errors.variance(sig0_2, vidx)
+        if cfg.fitErrorModel and np.isfinite(thr) and thr <= cfg.clipSigma \
+                and n_refits < MAX_REFITS:
+            new_errors = refit_errors(r, active)
+            n_refits += 1
         model_moved = new_errors is not None and (
             errors is None or np.max(np.abs(new_errors.scale / errors.scale - 1)) > 0.01
             or abs(new_errors.floor - errors.floor) > 0.01 * max(new_errors.floor, 1e-4))
+        # the chromatic term still moving a detection by more than 0.1 mas
+        model_moved = model_moved or dcr_step > 1e-4
         if new_errors is not None:
             errors = new_errors
         # a reference association the detections contradict (a neighbour within radXMatch,
         # a blend, a catalogue error) is dropped, not fought detection by detection: held at
         # the catalogue's mas-level errors, one such star 0.5" off bends the solution around
         # it by several mas
+        # (only where two detections or more say so: one detection against the catalogue
+        # is a conflict the detection's clipping settles, e.g. a damaged visit's image)
         if np.isfinite(thr) and ref_prior.any():
             pchi = prior_w * np.sum((r.xstar - prior) ** 2, axis=1)
-            wrong = ref_prior & np.isfinite(pchi) & (pchi > thr ** 2)
+            n_on = np.bincount(star[active], minlength=nstar)
+            wrong = ref_prior & np.isfinite(pchi) & (pchi > thr ** 2) & (n_on >= 2)
             if wrong.any():
                 prior_w[wrong] = 0.0
                 ref_prior &= ~wrong
@@ -204,12 +256,50 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         # not vanish but no longer change chi2
         stalled = it > 1 and abs(summ.chi2 - last_chi2) < 1e-6 * max(summ.chi2, 1.0)
         last_chi2 = summ.chi2
-        if it > 0 and nclip <= chance_clips(int(active.sum()), thr, 2) and nback == 0 \
-                and thr <= cfg.clipSigma and (small or stalled) and not model_moved:
+        done = it > 0 and nclip <= chance_clips(int(active.sum()), thr, 2) and nback == 0 \
+            and thr <= cfg.clipSigma and (small or stalled) and not model_moved
+        # damaged visits (fit.quality): looked for as soon as the clipping is down to its
+        # floor (a damaged visit can keep the fit from converging) and again at convergence;
+        # their displaced images out, their clean part back in (a visit already known only
+        # when its clean part moved enough to show 1% more)
+        if (done or (thr <= cfg.clipSigma and not at_floor)) and passes < 3:
+            at_floor = True
+            passes += 1
+            known = dict(data.damaged)
+            quality, new_excl = assess_visits(visits, res, w, star, active, usable, vidx,
+                                              nstar, prior_w, errors, excluded, known)
+            new_excl &= ~excluded
+            grew = [k for k in range(nv) if (new_excl & (vidx == k)).sum()
+                    > (0.01 * per_visit[k] if int(visits[k]) in known else 0)]
+            for k in grew:
+                q = quality[k]
+                m = vidx == k
+                excluded |= new_excl & m
+                usable &= ~excluded
+                active[m] = usable[m]
+                if q.visit not in data.damaged:
+                    log.warning("visit %d looks damaged (doubled images?): %s", q.visit, q.note)
+                data.damaged[q.visit] = q.shift_direction_deg
+            active &= ~excluded
+            if grew:
+                continue
+        if done:
+            converged = True
             break
     if r.ndof <= 0:
         raise MosaicError(f"too few stars to determine the astrometric solution: "
                           f"{r.nobs_det} measurements for {r.nparam} parameters")
+    y = y + y_dcr                         # the chromatic term, as fitted, from here on
+    if dcr is not None:
+        model.chromatic = dcr.term()
+        if dcr.free.any():
+            log.info("chromatic term: effective colours fitted for %d stars without a "
+                     "catalogue colour", int(dcr.free.sum()))
+    if not converged:
+        log.warning("astrometry: not converged after maxIter=%d iterations (last: %d clipped, "
+                    "CCD step %.2g px)", cfg.maxIter, nclip, move)
+    quality, _ = assess_visits(visits, res, w, star, active, usable, vidx, nstar, prior_w,
+                               errors, excluded, data.damaged)
     frozen = {}
     for k, vv in enumerate(visits):
         if frozen_v[k]:
@@ -230,6 +320,170 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         clipped=int((usable & ~active).sum()), n_active=int(active.sum()),
         ref_rejected=n_ref_rejected,
         error_scale={int(v): float(x) for v, x in zip(visits, errors.scale)} if errors else {},
-        error_floor_mas=errors.floor * 1000.0 if errors else 0.0, ref_error_scale=ref_scale)
+        error_floor_mas=errors.floor * 1000.0 if errors else 0.0, ref_error_scale=ref_scale,
+        converged=converged, visit_quality=[q.as_row() for q in quality])
+    for q in quality:
+        if q.flag in ("trailed", "noisy"):
+            log.warning("visit %d looks %s: %s (down-weighted by its error scale %.2f)",
+                        q.visit, q.flag, q.note, q.error_scale)
     data.astrometry = AstrometryResult(active=active, resid=res, w=w, xstar=r.xstar, y=y)
-    return model, frozen
+    if not cfg.fitTurbulence:
+        return model, frozen, None
+
+    def solve_at(y_extra, act):
+        # the polynomials and stars again, with the CCD placement as fitted
+        g = geom[cidx]
+        pu, pv, _, _ = placement.place(ox, oy, g[:, 0], g[:, 1], g[:, 2], data.u0, data.v0)
+        pa, pb = optics(pu, pv)
+        return require_solution(solve_least_squares(LeastSquaresProblem(
+            star=star, visit=vidx, ccd=cidx, active=act, u=pa, v=pb, y=y + y_extra, w=w,
+            G=np.zeros((n, 2, 3)), prior=prior, prior_w=prior_w, ccd_fixed=np.ones(nc, bool),
+            nvisit=nv, nccd=nc, nstar=nstar, order=order, basis="legendre")), "astrometric")
+
+    def noise(r, turb_var):
+        """The measurements' own variances: the error model of the residuals of `r` with
+        the turbulence's variance `turb_var` known (fit.errors)."""
+        h = leverage(w, star, active, nstar, prior_w)
+        e = fit_error_model(np.sum(r.resid[active] ** 2, axis=1), sig0_2[active], h[active],
+                            vidx[active], nv, 2, extra=turb_var[active])
+        return e.variance(sig0_2, vidx)
+
+    def refit_refs(r):
+        """The reference errors' scale again, the stars freed of the turbulence."""
+        nonlocal prior_w, ref_scale
+        if ref_prior.any() and data.ref is not None and cfg.fitErrorModel:
+            pr = ref_prior & np.all(np.isfinite(r.xstar), axis=1)
+            W = np.bincount(star[active], weights=w[active], minlength=nstar) + prior_w
+            ref_scale = max(1.0, reference_scale(
+                np.sum((r.xstar[pr] - prior[pr]) ** 2, axis=1),
+                prior_var0[pr] * ref_scale ** 2, prior_w[pr] / W[pr], 2) * ref_scale)
+            prior_w = np.where(ref_prior, 1.0 / (prior_var0 * ref_scale ** 2), prior_w)
+
+    def finish():
+        """The turbulence phase, once the associations are final (fit.turbulence): the
+        fields, the polynomials and stars solved again without them, the reserved stars
+        back in; updates the model, ``data.astrometry`` and the statistics."""
+        skip = frozen_v | np.isin(visits, [q.visit for q in quality
+                                           if q.flag in ("doubled", "excluded")])
+        r2, y_turb, model.turbulence, info, act = _fit_turbulence(
+            solve_at, noise, refit_refs, r, y, star, vidx, visits, active,
+            reserved & ~excluded, w, skip, thr if np.isfinite(thr) else cfg.clipSigma, cfg)
+        for k, vv in enumerate(visits):
+            if not frozen_v[k]:
+                model.coefficients[int(vv)] = r2.coef[k]
+        stats.turbulence = info
+        a = stats.astrometry
+        a.chi2, a.ndof, a.n_active = float(r2.chi2_det), r2.ndof, int(act.sum())
+        a.rms_mas = float(np.sqrt(np.mean(np.sum(r2.resid[act] ** 2, axis=1) / 2))) * 1000.0
+        a.clipped = int(((usable | reserved) & ~excluded & ~act).sum())
+        data.astrometry = AstrometryResult(active=act, resid=r2.resid, w=w, xstar=r2.xstar,
+                                           y=y + y_turb)
+    return model, frozen, finish
+
+
+def _fit_turbulence(solve_at, noise, refit_refs, r, y, star, vidx, visits, active, reserved, w,
+                    frozen_v, thr, cfg, rounds=3):
+    """The turbulence field of every visit (fit.turbulence), fitted to the residuals of the
+    active detections, then the polynomials and stars solved again with it removed and the
+    reference errors' scale refitted (`refit_refs(r)`: the stars, no longer carrying their
+    mean turbulence, agree with the reference catalogue better, which then ties them
+    again); `rounds` times, so that the stars' positions (means over the visits) lose their
+    share of each field too. The GP's noise is the measurements' own (`noise(r, turb_var)`),
+    fitted once, before any field is removed. A visit's field is kept only if the reserved
+    stars' scatter goes down with it. Finally the reserved stars join the fit (their
+    detections within `thr` sigma of their own mean). Returns (last solution, the fields'
+    displacement of each detection (n, 2) arcsec, {visit: TurbulenceField}, {visit: info},
+    the detections now active)."""
+    n, nv = len(star), len(visits)
+    y_turb = np.zeros((n, 2))
+    fields, info, noise_var = {}, {}, None
+
+    def positions(rr):
+        """Each detection's model position in the tract plane (P_v), arcsec."""
+        xs = np.nan_to_num(rr.xstar[star], nan=0.0)
+        return rr.resid + xs + y + y_turb
+
+    for _ in range(rounds):
+        pos = positions(r)
+        target = r.resid + y_turb              # what the field must explain
+        kernels, info = {}, {}
+        for k, v in enumerate(visits):
+            m = (vidx == k) & active
+            if frozen_v[k]:
+                continue
+            s2, ell, info[int(v)] = visit_kernel(pos[m], target[m])
+            if s2 > 0:
+                kernels[int(v)] = (s2, ell)
+        if noise_var is None:
+            turb_var = np.zeros(n)
+            for k, v in enumerate(visits):
+                if int(v) in kernels:
+                    turb_var[vidx == k] = kernels[int(v)][0]
+            noise_var = noise(r, turb_var) if cfg.fitErrorModel else 1.0 / w
+        fields = {}
+        y_turb = np.zeros((n, 2))
+        for k, v in enumerate(visits):
+            if int(v) not in kernels:
+                continue
+            m = (vidx == k) & active
+            f = visit_field(pos[m], target[m], noise_var[m], *kernels[int(v)], cfg.turbulenceGridStep,
+                            info[int(v)])
+            fields[int(v)] = f
+            mv = vidx == k
+            y_turb[mv] = np.stack(f(pos[mv, 0], pos[mv, 1]), axis=1)
+        r = solve_at(y_turb, active)
+        refit_refs(r)
+    # validation on the reserved stars: their scatter about their own mean, without and with
+    pos = positions(r)
+    rows = np.nonzero(reserved)[0]
+    if len(rows):
+        before, nres = reserved_scatter(pos - y, w, star, vidx, nv, rows, thr)
+        after, _ = reserved_scatter(pos - y - y_turb, w, star, vidx, nv, rows, thr)
+    else:
+        before = after = np.full(nv, np.nan)
+        nres = np.zeros(nv, int)
+    dropped = []
+    for k, v in enumerate(visits):
+        inf = info.get(int(v))
+        if inf is None:
+            continue
+        inf.update(reserved_before_mas=float(before[k] * 1000.0),
+                   reserved_after_mas=float(after[k] * 1000.0), reserved_n=int(nres[k]))
+        if int(v) in fields:
+            worse = np.isfinite(after[k]) and np.isfinite(before[k]) and after[k] >= before[k]
+            inf["used"] = not worse
+            if worse:
+                dropped.append(int(v))
+                del fields[int(v)]
+        else:
+            inf["used"] = False
+    if fields:
+        log.info("turbulence: fields of %d visits (rms %.1f-%.1f mas, outer scale %.1f-%.1f'); "
+                 "reserved stars %.2f -> %.2f mas (median per visit)", len(fields),
+                 min(info[v]["sigma_mas"] for v in fields), max(info[v]["sigma_mas"] for v in fields),
+                 min(2 * np.pi * info[v]["length_arcmin"] for v in fields),
+                 max(2 * np.pi * info[v]["length_arcmin"] for v in fields),
+                 np.nanmedian([info[v]["reserved_before_mas"] for v in fields]),
+                 np.nanmedian([info[v]["reserved_after_mas"] for v in fields]))
+    elif info:
+        log.info("turbulence: no visit has a significant correlated residual")
+    if dropped:
+        log.warning("turbulence: the fields of %d visits did not reduce the reserved stars' "
+                    "scatter and are not used: %s", len(dropped), ", ".join(map(str, dropped)))
+    y_turb = np.zeros((n, 2))
+    for k, v in enumerate(visits):
+        if int(v) in fields:
+            m = vidx == k
+            y_turb[m] = np.stack(fields[int(v)](pos[m, 0], pos[m, 1]), axis=1)
+    act = active.copy()
+    if len(rows):
+        p = pos[rows] - y[rows] - y_turb[rows]
+        s, ww = star[rows], w[rows]
+        W = np.bincount(s, weights=ww, minlength=len(r.xstar))
+        mean = np.stack([np.bincount(s, weights=ww * p[:, d], minlength=len(W)) for d in (0, 1)],
+                        axis=1) / np.maximum(W, 1e-300)[:, None]
+        chi = ww * np.sum((p - mean[s]) ** 2, axis=1)
+        act[rows] = np.isfinite(chi) & (chi < thr ** 2)
+    r = solve_at(y_turb, act)
+    return r, y_turb, fields, info, act
+

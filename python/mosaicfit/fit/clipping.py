@@ -63,13 +63,21 @@ def chance_clips(n_active, thr, dims):
     return int(expected + 2.0 * sqrt(expected) + 1.0)
 
 
-def update_active(chi, star, active, usable, it, clip_sigma):
+def update_active(chi, star, active, usable, it, clip_sigma, returned=None):
     """Clip the worst detection per star beyond this iteration's threshold and reinstate
     clipped detections that now fit well (0.8 of the threshold). Returns (clipped,
-    reinstated, threshold)."""
+    reinstated, threshold).
+
+    `returned` (bool per detection, updated) marks the detections reinstated once: they are
+    not reinstated again. Without it a few detections whose clipping moves the solution
+    enough to make them fit (bright stars on a sparse CCD, whose placement they pull) flip
+    in and out forever, and the solution with them (a 2-cycle seen on turbulent tracts)."""
     thr = clip_threshold(it, clip_sigma)
     if not np.isfinite(thr):
         return 0, 0, thr
     back = usable & ~active & (chi < (0.8 * thr) ** 2)
+    if returned is not None:
+        back &= ~returned
+        returned |= back
     active |= back
     return clip_worst(chi, star, active, thr ** 2), int(back.sum()), thr

@@ -134,7 +134,7 @@ def solve_least_squares(p):
     return LeastSquaresSolution(
         coef=r.coef, dccd=r.dccd, xstar=r.xstar, resid=r.resid, chi2=r.chi2,
         chi2_det=r.chi2_det, nobs=r.nobs, nobs_det=r.nobs_det, nparam=r.nparam,
-        status="ok" if r.status in ("ok", "ldlt") else r.status, rcond=r.rcond,
+        status=r.status, rcond=r.rcond,
         t_assemble=r.t_assemble, t_solve=r.t_solve)
 
 

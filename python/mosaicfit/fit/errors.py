@@ -19,7 +19,13 @@ the dimensions, which is linear in (s_g^2, f^2): fitted by weighted least square
 """
 import numpy as np
 
-__all__ = ["ErrorModel", "fit_error_model", "leverage", "reference_scale"]
+__all__ = ["ErrorModel", "fit_error_model", "leverage", "reference_scale", "MAX_REFITS"]
+
+# refits of the error model per fit: the weights it gives move the solution, whose residuals
+# give the next model; where the residuals are not what the model describes (correlated
+# turbulence on a sparse tract) that loop can cycle (a 3-cycle of 2-3% in the scales was seen)
+# instead of settling, so the model is frozen after this many refits (3-4 settle it otherwise)
+MAX_REFITS = 6
 
 
 class ErrorModel:
@@ -46,12 +52,18 @@ def leverage(w, star, active, nstar, prior_w=None):
         return np.where(W[star] > 0, w / W[star], 1.0)
 
 
-def fit_error_model(r2, sigma0_2, h, group, ngroup, dims, floor=True, iterations=4):
+def fit_error_model(r2, sigma0_2, h, group, ngroup, dims, floor=True, iterations=4, extra=None):
     """The ErrorModel of residuals with squared norms `r2` (over `dims` dimensions), input
     variances `sigma0_2` and leverages `h`, detections of `group` (0..ngroup-1). Groups
-    without residuals keep a scale of 1; with floor=False only the scales are fitted."""
+    without residuals keep a scale of 1; with floor=False only the scales are fitted.
+    `extra`: a known variance per detection in the residuals besides the errors (the
+    turbulence's, fit.turbulence), taken out first."""
     keep = (h < 0.999) & np.isfinite(r2) & (sigma0_2 > 0)
     y = r2[keep] / (dims * (1.0 - h[keep]))
+    ex = 0.0
+    if extra is not None:
+        ex = extra[keep]
+        y = y - ex
     s2, g = sigma0_2[keep], group[keep]
     n_g = np.bincount(g, minlength=ngroup)
     scale2 = np.ones(ngroup)
@@ -62,7 +74,7 @@ def fit_error_model(r2, sigma0_2, h, group, ngroup, dims, floor=True, iterations
     num = np.bincount(g, weights=y / s2, minlength=ngroup)
     scale2 = np.where(n_g > 0, num / np.maximum(n_g, 1), 1.0)
     for _ in range(iterations):
-        var = scale2[g] * s2 + f2
+        var = np.maximum(scale2[g] * s2 + f2, 0.0) + ex
         wt = 1.0 / var ** 2
         if floor:
             # normal equations of y ~ a_g s2 + b, unknowns (a_0..a_G-1, b)

@@ -13,7 +13,7 @@ from ..model.photometry import PhotometricModel
 from ..model.statistics import IterationSummary, PhotometryStats
 from .clipping import chance_clips, inconsistent_stars, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
-from .errors import fit_error_model, leverage, reference_scale
+from .errors import MAX_REFITS, fit_error_model, leverage, reference_scale
 from .order import affordable_order
 from .state import PhotometryResult
 
@@ -109,6 +109,8 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         coef_prior_w[0, 0, 0] = 1e12
     G = np.ones((n, 1, 1))
     usable = active.copy()
+    returned = np.zeros(n, bool)      # reinstated once (fit.clipping.update_active)
+    n_refits = 0                      # of the error model (fit.errors.MAX_REFITS)
     variables_done = False
     n_variable = 0
     for it in range(cfg.maxIter):
@@ -120,10 +122,12 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         res = r.resid[:, 0]
         chi = w * res ** 2
         rms = float(np.sqrt(np.mean(res[active] ** 2))) * 1000.0
-        nclip, nback, thr = update_active(chi, star, active, usable, it + 1, cfg.clipSigma)
+        nclip, nback, thr = update_active(chi, star, active, usable, it + 1, cfg.clipSigma,
+                                          returned)
         # once the threshold is down, the errors follow the residuals (fit.errors)
         new_errors = None
-        if cfg.fitErrorModel and thr <= cfg.clipSigma:
+        if cfg.fitErrorModel and thr <= cfg.clipSigma and n_refits < MAX_REFITS:
+            n_refits += 1
             h = leverage(w, star, active, nstar, prior_w)
             new_errors = fit_error_model(res[active] ** 2, sig0_2[active], h[active],
                                          vidx[active], nv, 1)

@@ -23,6 +23,9 @@ class ExposureData:
     mjd: float = None        # epoch of the exposure
     filter: str = None
     sip: object = None       # the single-frame WCS as a mosaicfit.model.sip.SipModel (made if None)
+    # observing conditions from the CORR header (AIRMASS, ZD, ALTITUDE, PARANG, HA: numbers,
+    # HA possibly sexagesimal hours), for the chromatic term's prediction
+    observing: dict = None
 
 
 @dataclass

@@ -80,8 +80,8 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
 
     if cfg.doSolveWcs:
         ta = time.time()
-        sol.astrometry, sol.frozen = fit_astrometry(data, camera, optics, plane, cfg, exposures,
-                                                    stats)
+        sol.astrometry, sol.frozen, finish = fit_astrometry(data, camera, optics, plane, cfg,
+                                                            exposures, stats)
         sol.placement = sol.astrometry.placement
         for rnd in range(1, cfg.associationRounds + 1):
             tm = time.time()
@@ -102,17 +102,23 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
                      "detections, was %d (%d)", rnd, r_int, r_ref, new.nstar,
                      int((new.ref_of_star >= 0).sum()), len(new), data.nstar,
                      int((data.ref_of_star >= 0).sum()))
-            new.rejected_refs = data.rejected_refs
+            new.rejected_refs, new.damaged = data.rejected_refs, data.damaged
             data = new
             stats.iterations.clear()
-            sol.astrometry, sol.frozen = fit_astrometry(data, camera, optics, plane, cfg,
-                                                        exposures, stats)
+            sol.astrometry, sol.frozen, finish = fit_astrometry(data, camera, optics, plane,
+                                                                cfg, exposures, stats)
             sol.placement = sol.astrometry.placement
         else:
             if cfg.associationRounds:
                 log.warning("the associations still changed after %d rounds through the "
                             "solution (associationRounds): the last one is used",
                             cfg.associationRounds)
+        # the counts of the association used (a stable last round is not adopted)
+        stats.n_detections, stats.n_stars = len(data.det), data.nstar
+        stats.n_ref_stars = int((data.ref_of_star >= 0).sum())
+        stats.n_ccds = len(np.unique(data.det.ccd))
+        if finish is not None:
+            finish()
         stats.timing["astrometry"] = time.time() - ta - (stats.timing["match"] - t_match)
     else:
         sol.frozen = {(e.visit, e.ccd): e.wcs_header for e in exposures}

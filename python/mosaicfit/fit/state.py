@@ -61,6 +61,9 @@ class FitData:
     rejected_refs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     # reference rows the astrometry found contradicted by their detections: kept out of the
     # later associations
+    damaged: dict = field(default_factory=dict)
+    # visit -> direction (deg) of the displaced images of a visit found damaged (fit.quality):
+    # judged again with it in the later associations
     astrometry: AstrometryResult = None
     photometry: PhotometryResult = None
 

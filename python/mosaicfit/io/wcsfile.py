@@ -48,8 +48,10 @@ def read_wcs_file(path):
 _REQUIRED_WCS = ("CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2")
 
 
-def write_wcs_file(path, header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_name="_unknown_"):
-    """Write a ``wcs-`` file (atomically): primary with FILTER/FLUXMAG0/FLUXMAG0ERR, then 0x0
+def write_wcs_file(path, header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_name="_unknown_",
+                   extra=()):
+    """Write a ``wcs-`` file (atomically): primary with FILTER/FLUXMAG0/FLUXMAG0ERR (and the
+    `extra` (key, value, comment) cards: mosaicfit's own, documented in the README), then 0x0
     IMAGE/MASK/VARIANCE HDUs carrying the TAN-SIP cards (as meas_mosaic's files do, without
     the afw archive copy of the WCS)."""
     path = os.fspath(path)
@@ -65,5 +67,6 @@ def write_wcs_file(path, header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_na
                   for c in cards]          # as read or formatted: no re-parsing
     data = afw_header_only_exposure(
         [card_image("FILTER", filter_name), card_image("FLUXMAG0", float(fluxmag0)),
-         card_image("FLUXMAG0ERR", float(fluxmag0err))], wcs_images)
+         card_image("FLUXMAG0ERR", float(fluxmag0err))]
+        + [card_image(*c) for c in extra], wcs_images)
     write_bytes(data, path)

@@ -3,6 +3,7 @@
     pixel (x, y) of CCD c  --CcdPlacement-->  focal plane (u, v)  [15 micron pixels]
                            --Optics-------->  (a, b) = field angle / scale  [the camera's optics]
                            --polynomial P_v->  (xi, eta) in the tract plane  [arcsec]
+                           --turbulence T_v->  (xi, eta) - T_v(xi, eta)  [arcsec]
                            --TractPlane---->  (ra, dec)  [degrees]
 
 * CcdPlacement: the camera's nominal placement of each CCD (centre offset and yaw) corrected
@@ -16,6 +17,8 @@
   order.
 * P_v: per visit, a polynomial of total order N (fittingOrder, HSC: 9) in the Legendre basis
   (:class:`~mosaicfit.model.basis.PolyBasis`), both coordinates.
+* T_v: the visit's turbulent displacement field (:class:`~mosaicfit.model.turbulence.
+  TurbulenceField`, from a Gaussian process on the residuals), where it was fitted.
 * TractPlane: the gnomonic projection about the tract's tangent point. Using the tract's plane
   (rather than meas_mosaic's per-visit plane) keeps each star's parameters the same in every
   visit, so that the star blocks of the normal equations are w * I and their elimination
@@ -136,12 +139,18 @@ class AstrometricModel:
     """pixel -> sky through the chain of maps above; `coefficients` maps a visit to its
     (2, n_terms) polynomial coefficients (arcsec in the tract plane)."""
 
-    def __init__(self, placement, optics, plane, order, coefficients=None):
+    def __init__(self, placement, optics, plane, order, coefficients=None, turbulence=None,
+                 chromatic=None):
         self.placement = placement
         self.optics = optics
         self.plane = plane
         self.order = int(order)
         self.coefficients = {int(v): np.asarray(c, float) for v, c in (coefficients or {}).items()}
+        # visit -> TurbulenceField: the apparent displacement the polynomial's output carries
+        self.turbulence = dict(turbulence or {})
+        # the chromatic term (model.chromatic.ChromaticTerm): the polynomials are the mapping
+        # of a star of its reference colour
+        self.chromatic = chromatic
 
     @property
     def basis(self):
@@ -155,6 +164,10 @@ class AstrometricModel:
         """Tract-plane (xi, eta) in arcsec of 0-based pixels."""
         a, b = self.optics(*self.placement.to_focal_plane(ccd, np.ravel(x), np.ravel(y)))
         xi, eta = self.basis.evaluate(self.coefficients[int(visit)], a, b)
+        f = self.turbulence.get(int(visit))
+        if f is not None:
+            dxi, deta = f(xi, eta)
+            xi, eta = xi - dxi, eta - deta
         return xi.reshape(np.shape(x)), eta.reshape(np.shape(x))
 
     def pixel_to_sky(self, visit, ccd, x, y):

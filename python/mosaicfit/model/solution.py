@@ -10,23 +10,30 @@ Products (as hscPipe wrote them): per (visit, CCD) a TAN-SIP of order N about th
 P_fcr = P_v - P_v(axis) in the CCD frame turned to the focal plane, with
 FLUXMAG0 = 10^(0.4 (P_v(axis) + dC)).
 
-File format (:meth:`Solution.save`, :meth:`Solution.load`), version 2: a folder with
+File format (:meth:`Solution.save`, :meth:`Solution.load`), version 3: a folder with
 
 ``solution.json``
-    ``{"format": "mosaicfit-solution", "version": 2, "mosaicfit": VERSION, "camera": NAME,
+    ``{"format": "mosaicfit-solution", "version": 3, "mosaicfit": VERSION, "camera": NAME,
     "placement": {CCD: [dx, dy, theta]}`` (15 micron focal-plane pixels, radians),
     ``"astrometry": null | {"tangent_point": [ra, dec] (deg), "optics_scale": rad,
-    "order": N, "visits": {VISIT: [[xi terms], [eta terms]]}}`` (Legendre coefficients,
-    arcsec, in the order of :class:`~mosaicfit.model.basis.PolyBasis`), ``"sip_order": N``,
+    "order": N, "visits": {VISIT: [[xi terms], [eta terms]]}`` (Legendre coefficients,
+    arcsec, in the order of :class:`~mosaicfit.model.basis.PolyBasis`), ``"chromatic": null |
+    {"colour": "g-i", "reference_colour": mag, "vectors": {VISIT: [dxi, deta]} (arcsec/mag),
+    "source": {VISIT: "fitted"|"headers"}}, "turbulence": [VISIT...]}`` (the visits with a
+    field in ``turbulence.fits``), ``"sip_order": N``,
     ``"photometry": {FILTER: {"order": M, "basis": "chebyshev"|"legendre", "scale": px,
     "absolute": bool, "visits": {VISIT: [terms]}, "ccd_terms": {CCD: mag}}}``,
     ``"frozen": {"VISIT,CCD": header cards}``,
     ``"fluxmag0err": {"VISIT,CCD": counts}``, ``"visits": {VISIT: {"mjd", "filter"}}``,
     ``"stats": RunStats}``; numbers as JSON numbers (exact doubles), NaN as ``NaN``;
 ``detections.fits``, ``stars.fits``
-    the tables :attr:`Solution.detections` and :attr:`Solution.stars`.
+    the tables :attr:`Solution.detections` and :attr:`Solution.stars`;
+``turbulence.fits`` (when a visit has a turbulence field)
+    per visit two image HDUs TURB_XI_<VISIT>, TURB_ETA_<VISIT> (arcsec, float64) with the
+    grid's X0, Y0, STEP (arcsec) in their headers (:class:`~mosaicfit.model.turbulence.
+    TurbulenceField`).
 
-Version 1 folders (mosaicfit 0.1, whose solution.json held the Solution's attributes) load
+Version 2 folders (no chromatic term, no turbulence) and version 1 folders (mosaicfit 0.1, whose solution.json held the Solution's attributes) load
 too; a newer version or another format is an error that names it.
 """
 import json
@@ -38,19 +45,23 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from .. import MosaicError, __version__
-from ..io.atomic import write_table, write_text
+from ..io.atomic import write_fits, write_table, write_text
 from .astrometry import AstrometricModel, CcdPlacement, Optics, TractPlane
+from .chromatic import ChromaticTerm
 from .basis import PolyBasis
 from .camera import hsc
 from .fluxcorr import FluxCorrection, rotate_pixels
 from .photometry import PhotometricModel
 from .sip import SipModel, cards_text, fit_tan_sip
-from .statistics import AstrometryStats, IterationSummary, PhotometryStats, RunStats
+from .statistics import AstrometryStats, IterationSummary, PhotometryStats, RunStats, VisitQuality
+from .turbulence import TurbulenceField
 
 __all__ = ["Solution", "FORMAT", "VERSION", "plain"]
 
 FORMAT = "mosaicfit-solution"
-VERSION = 2
+VERSION = 3
+#: SIP order of the products of a visit with a turbulence field
+TURBULENCE_SIP_ORDER = 12
 
 
 class Solution:
@@ -123,22 +134,60 @@ class Solution:
             d = self.camera[ccd]
             ax, ay = self.optical_axis_pixel(ccd)
             crval = self.astrometry.axis_to_sky(visit)
-            n = self.sip_order + 7
+            order = self.product_sip_order(visit)
+            n = order + 7
             gx, gy = np.meshgrid(np.linspace(-0.5, d.width - 0.5, n),
                                  np.linspace(-0.5, d.height - 0.5, 2 * n))
             ra, dec = self.pixel_to_sky(visit, ccd, gx.ravel(), gy.ravel())
             out = fit_tan_sip(gx.ravel(), gy.ravel(), ra, dec, (ax + 1.0, ay + 1.0), crval,
-                              self.sip_order, inverse_order=self.sip_order,
+                              order, inverse_order=order,
                               inverse_box=(-0.5, d.width - 0.5, -0.5, d.height - 0.5),
                               as_cards=True,
                               cd=self.astrometry.axis_jacobian(visit, ccd, crval))
         self._wcs_cache[key] = out
         return out
 
+    def product_sip_order(self, visit):
+        """The SIP order of the products of `visit`: the solution's, raised to
+        TURBULENCE_SIP_ORDER where the visit has a turbulence field (its arcminute structure
+        needs it: 1.0 mas of representation error at order 9 against 0.6 at 12 on an 8 mas
+        field)."""
+        a = self.astrometry
+        if a is not None and int(visit) in a.turbulence:
+            return max(self.sip_order, TURBULENCE_SIP_ORDER)
+        return self.sip_order
+
     def wcs_cards(self, visit, ccd):
         """The product WCS of (visit, ccd) as [(key, value)] cards (header text for a CCD kept
         at its single-frame WCS): what is written into its wcs- file."""
         return self._wcs(visit, ccd)[0]
+
+    def visit_quality(self, visit):
+        """The astrometric fit's quality row of `visit` (dict; fit.quality.VisitQuality's
+        fields), or None."""
+        a = self.stats.astrometry
+        for q in (a.visit_quality if a is not None else ()):
+            if int(q["visit"]) == int(visit):
+                return q
+        return None
+
+    def product_cards(self, visit, ccd):
+        """mosaicfit's own cards for the primary header of the products of (visit, ccd):
+        [(key, value, comment)] (the README's "Product header keywords")."""
+        q = self.visit_quality(visit)
+        cards = VisitQuality(**q).header_cards() if q is not None else []
+        a = self.astrometry
+        if a is not None and (int(visit), int(ccd)) not in self.frozen:
+            if a.chromatic is not None:
+                cards += a.chromatic.header_cards(visit)
+            f = a.turbulence.get(int(visit))
+            cards.append(("MFTURB", f is not None, "turbulence field removed (mosaicfit)"))
+            if f is not None:
+                cards += [("MFTSIG", round(float(f.params.get("sigma", 0.0)), 3),
+                           "[mas] turbulence kernel rms per axis"),
+                          ("MFTLEN", round(float(f.params.get("lenarcm", 0.0)), 3),
+                           "[arcmin] von Karman outer scale / 2 pi")]
+        return cards
 
     def forget_wcs(self, visit, ccd):
         """Drop the cached product WCS of (visit, ccd) (once written: keeps memory flat)."""
@@ -214,7 +263,9 @@ class Solution:
             placement={str(c): list(o) for c, o in sorted(self.placement.offsets.items())},
             astrometry=None if a is None else dict(
                 tangent_point=list(a.plane.tangent_point), optics_scale=a.optics.scale,
-                order=a.order, visits={str(v): c.tolist() for v, c in sorted(a.coefficients.items())}),
+                order=a.order, visits={str(v): c.tolist() for v, c in sorted(a.coefficients.items())},
+                chromatic=None if a.chromatic is None else a.chromatic.to_dict(),
+                turbulence=sorted(int(v) for v in a.turbulence)),
             sip_order=self.sip_order,
             photometry={f: dict(
                 order=p.order, basis=p.kind, scale=p.scale, absolute=p.absolute,
@@ -228,6 +279,11 @@ class Solution:
             stats=plain(self.stats.to_dict()))
         write_text(json.dumps(state, indent=1, allow_nan=True) + "\n",
                    os.path.join(outdir, "solution.json"))
+        if a is not None and a.turbulence:
+            hdus = [fits.PrimaryHDU()]
+            for v, f in sorted(a.turbulence.items()):
+                hdus += f.to_hdus(v)
+            write_fits(fits.HDUList(hdus), os.path.join(outdir, "turbulence.fits"))
         if self.detections is not None:
             write_table(self.detections, os.path.join(outdir, "detections.fits"), "DETECTIONS")
         if self.stars is not None:
@@ -247,8 +303,8 @@ class Solution:
         except ValueError as e:
             raise MosaicError(f"{path}: not a mosaicfit solution file: {e}") from None
         version = st.get("version") if isinstance(st, dict) else None
-        if not isinstance(st, dict) or st.get("format") != FORMAT or version not in (1, 2):
-            raise MosaicError(f"{path}: not a mosaicfit solution file of version 1 or 2 "
+        if not isinstance(st, dict) or st.get("format") != FORMAT or version not in (1, 2, 3):
+            raise MosaicError(f"{path}: not a mosaicfit solution file of version 1 to 3 "
                               f"(format {st.get('format') if isinstance(st, dict) else None!r}, "
                               f"version {version!r}: made by a newer mosaicfit?)")
         if camera is None:
@@ -256,7 +312,7 @@ class Solution:
             if st.get("camera") != camera.name:
                 raise MosaicError(f"{path}: made with camera {st.get('camera')!r}; give that camera")
         try:
-            sol = _from_v2(st, camera) if version == 2 else _from_v1(st, camera)
+            sol = _from_v2(st, camera, outdir) if version >= 2 else _from_v1(st, camera)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise MosaicError(f"{path}: unreadable solution (version {version}): {e}") from None
         for name, attr in (("detections.fits", "detections"), ("stars.fits", "stars")):
@@ -285,12 +341,24 @@ def _key(text):
     return int(v), int(c)
 
 
-def _from_v2(st, camera):
+def _from_v2(st, camera, outdir):
+    """Versions 2 and 3 (3 adds the chromatic term and the turbulence fields)."""
     placement = CcdPlacement(camera, {int(c): o for c, o in st["placement"].items()})
     a = st["astrometry"]
     astro = None if a is None else AstrometricModel(
         placement, Optics(camera, a["optics_scale"]), TractPlane(a["tangent_point"]), a["order"],
         {int(v): c for v, c in a["visits"].items()})
+    if a is not None and a.get("chromatic"):
+        astro.chromatic = ChromaticTerm.from_dict(a["chromatic"])
+    if a is not None and a.get("turbulence"):
+        p = os.path.join(outdir, "turbulence.fits")
+        try:
+            with fits.open(p) as h:
+                for v in a["turbulence"]:
+                    astro.turbulence[int(v)] = TurbulenceField.from_hdus(
+                        h[f"TURB_XI_{int(v)}"], h[f"TURB_ETA_{int(v)}"])
+        except (OSError, KeyError) as e:
+            raise MosaicError(f"{p}: the turbulence fields of solution.json: {e}") from None
     phot = {f: PhotometricModel(f, p["order"], p["basis"], p["scale"],
                                 {int(v): c for v, c in p["visits"].items()},
                                 {int(c): x for c, x in p["ccd_terms"].items()}, p["absolute"])

@@ -5,7 +5,8 @@ file), and is read by the command's summary, the diagnostics and the benchmarks.
 """
 from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ["IterationSummary", "AstrometryStats", "PhotometryStats", "RunStats"]
+__all__ = ["IterationSummary", "AstrometryStats", "PhotometryStats", "RunStats", "VisitQuality",
+           "VISIT_FLAGS"]
 
 
 @dataclass
@@ -45,10 +46,51 @@ class AstrometryStats:
     error_scale: dict = field(default_factory=dict)   # visit -> scale of the input errors
     error_floor_mas: float = 0.0                        # the error model's floor
     ref_error_scale: float = 1.0                        # scale of the reference errors
+    converged: bool = True
+    # one row (dict) per visit: fit.quality.VisitQuality's fields
+    visit_quality: list = field(default_factory=list)
 
     @property
     def chi2_ndof(self):
         return self.chi2 / max(self.ndof, 1)
+
+    def damaged_visits(self, flags=("doubled", "excluded")):
+        """{visit: quality row} of the visits carrying one of `flags`."""
+        return {int(q["visit"]): q for q in self.visit_quality if q["flag"] in flags}
+
+
+#: the flags a visit can carry (fit.quality), in order of severity
+VISIT_FLAGS = ("ok", "noisy", "trailed", "doubled", "excluded")
+
+
+@dataclass
+class VisitQuality:
+    """What the fit saw of one visit (mas, fractions)."""
+    visit: int
+    n_detections: int
+    n_used: int
+    clipped_fraction: float
+    sigma_mas: float            # robust sigma per axis of the used residuals
+    axis_ratio: float           # robust major / minor axis of the residual covariance
+    error_scale: float          # the error model's scale for the visit (1: as the inputs say)
+    outlier_fraction: float     # leave-one-out residuals beyond 5 sigma
+    coherence: float            # mean resultant length of the outliers' directions
+    shift_direction_deg: float  # their mean direction on the sky (north through east)
+    shift_mas: float            # their median distance from the clean peak
+    excluded_fraction: float    # detections excluded as displaced (doubled images)
+    flag: str = "ok"
+    note: str = ""
+
+    def as_row(self):
+        return asdict(self)
+
+    def header_cards(self):
+        """FITS cards for the visit's products (documented in the README)."""
+        return [("MFQUAL", self.flag, "mosaicfit visit quality: " + "/".join(VISIT_FLAGS)),
+                ("MFQSIG", round(self.sigma_mas, 3), "[mas] robust residual sigma per axis"),
+                ("MFQCLIP", round(self.clipped_fraction, 4), "fraction of detections clipped"),
+                ("MFQEXCL", round(self.excluded_fraction, 4),
+                 "fraction excluded as displaced images")]
 
 
 @dataclass
@@ -90,6 +132,8 @@ class RunStats:
     timing: dict = field(default_factory=dict)        # phase -> seconds
     astrometry: AstrometryStats = None
     photometry: dict = field(default_factory=dict)    # filter -> PhotometryStats
+    # visit -> the turbulence fit's figures (fit.turbulence.fit_visit_field's info)
+    turbulence: dict = field(default_factory=dict)
 
     def to_dict(self):
         """Plain JSON-able values (tuples as lists)."""
@@ -100,7 +144,9 @@ class RunStats:
         d = dict(d)
         known = {f.name for f in fields(cls)}
         out = cls(**{k: v for k, v in d.items() if k in known and k not in
-                     ("iterations", "astrometry", "photometry", "excluded", "no_products")})
+                     ("iterations", "astrometry", "photometry", "excluded", "no_products",
+                      "turbulence")})
+        out.turbulence = {int(k): v for k, v in (d.get("turbulence") or {}).items()}
         out.excluded = [tuple(int(x) for x in e) for e in d.get("excluded", [])]
         out.no_products = [tuple(int(x) for x in e) for e in d.get("no_products", [])]
         out.iterations = [IterationSummary(**it) for it in d.get("iterations", [])]

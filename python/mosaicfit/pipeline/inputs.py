@@ -90,7 +90,23 @@ def load_exposure(root, rerun, ref, column_map=None):
     return ExposureData(visit=ref.visit, ccd=ref.ccd, catalog=cat, wcs_header=wh,
                         sip=SipModel.from_header(wh),
                         fluxmag0=float(f0) if f0 else None, mjd=_mjd(h0, ref),
-                        filter=str(h0.get("FILTER", ref.filter) or ref.filter).strip())
+                        filter=str(h0.get("FILTER", ref.filter) or ref.filter).strip(),
+                        observing=_observing(h0))
+
+
+def _observing(h0):
+    """The observing conditions a CORR primary header gives (fit.chromatic reads them)."""
+    out = {}
+    for key in ("AIRMASS", "ZD", "ALTITUDE", "PARANG", "HA"):
+        v = h0.get(key)
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, (int, float)):
+            if np.isfinite(v):
+                out[key] = float(v)
+        elif key == "HA" and isinstance(v, str) and v.strip():
+            out[key] = v.strip()
+    return out or None
 
 
 def _load_many(args):

@@ -89,7 +89,8 @@ def _tracts_of(repo, refs, corners, cfg):
 
 
 def run_mosaic(req):
-    """Run mosaic.py; returns the exit status (1 if some CCD's inputs were unreadable)."""
+    """Run mosaic.py; returns the exit status (1 if some CCD's inputs were unreadable or a
+    visit was too damaged for products)."""
     repo = Repository(req.root, req.rerun)
     with rerun_lock(repo.root, repo.rerun_dir, "mosaic.py"):
         return _run_mosaic(req, repo)
@@ -168,13 +169,17 @@ def _run_mosaic(req, repo):
         # with a Dask scheduler, one task per tract fit (the inputs were read on the cluster too)
         jobs.append(client.submit(fit_and_write_tract, *task, pure=False) if client is not None
                     else task)
+    n_excluded = 0
     for job in jobs:
-        tract, lines, n = client.gather(job) if client is not None else fit_and_write_tract(*job)
+        tract, lines, n, excl = client.gather(job) if client is not None else \
+            fit_and_write_tract(*job)
+        n_excluded += excl
         store_config()
         print("\n".join(lines[:-1]))
         print(lines[-1].replace("time: ", f"time: read {t_read:.1f} s, "))
     log.info("mosaic done in %.1f s", time.time() - t_all)
-    return 1 if errors else 0
+    # exit 1 when the user must act: unreadable inputs, or a visit too damaged for products
+    return 1 if errors or n_excluded else 0
 
 
 def write_products(sol, repo, tract, refs):
@@ -190,16 +195,20 @@ def write_products(sol, repo, tract, refs):
         ok = np.asarray(d["astro_used"]) | np.asarray(d["phot_used"])
         used = set(zip(np.asarray(d["visit"])[ok].tolist(), np.asarray(d["ccd"])[ok].tolist()))
     skipped = []
+    # a visit the fit found too damaged to trust (fit.quality) gets no products
+    damaged = sol.stats.astrometry.damaged_visits(("excluded",)) if sol.stats.astrometry else {}
     for ref in refs:
         key = (ref.visit, ref.ccd)
-        if used is not None and key not in used and key not in sol.frozen:
+        if (used is not None and key not in used and key not in sol.frozen) \
+                or ref.visit in damaged:
             skipped.append(key)
             continue
         did = dict(ref.data_id, tract=tract)
         if sol.has_astrometry(ref.visit) or key in sol.frozen:
             f0 = sol.fluxmag0(ref.visit, ref.ccd) if sol.has_photometry(ref.visit) else 0.0
             write_wcs_file(repo.path("wcs", **did), cards_text(sol.wcs_cards(ref.visit, ref.ccd)),
-                           fluxmag0=f0, filter_name=ref.filter or "_unknown_")
+                           fluxmag0=f0, filter_name=ref.filter or "_unknown_",
+                           extra=sol.product_cards(ref.visit, ref.ccd))
             sol.forget_wcs(ref.visit, ref.ccd)       # keep memory flat
             n += 1
         if sol.has_photometry(ref.visit):
@@ -211,7 +220,8 @@ def write_products(sol, repo, tract, refs):
 def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, tangent_point,
                         refcat_name, diag_dir=None):
     """Fit one tract and write its wcs-/fcr- files (and diagnostics): the unit of work that
-    runs locally or as a Dask task. Returns (tract, summary lines, number of files)."""
+    runs locally or as a Dask task. Returns (tract, summary lines, number of files, number of
+    visits too damaged for products)."""
     from .. import diagnostics       # matplotlib: only when diagnostics are asked for
     logging.getLogger("mosaicfit").setLevel(logging.INFO)
     repo = Repository(root, rerun)
@@ -220,9 +230,15 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
     n, skipped = write_products(sol, repo, tract, out_refs)
     sol.stats.no_products = skipped
     t_write = time.time() - t2
-    if skipped:
-        print(f"tract {tract}: no wcs-/fcr- for {len(skipped)} CCDs without usable stars: "
-              f"{format_visit_ccds(skipped)}", file=sys.stderr)
+    damaged = st_a.damaged_visits() if (st_a := sol.stats.astrometry) is not None else {}
+    for v, q in sorted(damaged.items()):
+        print(f"tract {tract}: visit {v} is damaged ({q['flag']}): {q['note']}"
+              + ("; no wcs-/fcr- written for it" if q["flag"] == "excluded" else ""),
+              file=sys.stderr)
+    skipped_plain = [k for k in skipped if damaged.get(k[0], {}).get("flag") != "excluded"]
+    if skipped_plain:
+        print(f"tract {tract}: no wcs-/fcr- for {len(skipped_plain)} CCDs without usable stars: "
+              f"{format_visit_ccds(skipped_plain)}", file=sys.stderr)
     st = sol.stats
     tm = st.timing
     lines = [f"tract {tract}: {st.n_visits} visits, {st.n_ccds} CCDs, {st.n_stars} stars "
@@ -241,4 +257,4 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
                  f"photometry {tm.get('photometry', 0):.1f} s, write {t_write:.1f} s; wrote "
                  f"{len(out_refs) - len(skipped)} CCDs to "
                  f"{os.path.join(repo.rerun_dir, '*', '*', 'corr', f'{tract:04d}')}")
-    return tract, lines, n
+    return tract, lines, n, sum(q["flag"] == "excluded" for q in damaged.values())

@@ -330,6 +330,18 @@ class Truth:
             self.detections = Table.read(os.path.join(tdir, "detections.fits"))
         except (OSError, ValueError) as e:
             raise MosaicError(f"{tdir}: cannot read the simulation truth: {e}") from None
+        self._index()
+
+    @classmethod
+    def from_tract(cls, sim):
+        """The truth of an in-memory :class:`~mosaicfit.sim.SimulatedTract` (make_tract)."""
+        self = cls.__new__(cls)
+        self.root = None
+        self.model, self.stars, self.detections = sim.truth, sim.stars, sim.detections
+        self._index()
+        return self
+
+    def _index(self):
         self._row = {int(t): i for i, t in enumerate(np.asarray(self.stars["truth_id"]))}
         d = self.detections
         key = np.asarray(d["visit"], np.int64) * 1000 + np.asarray(d["ccd"], np.int64)

@@ -1,0 +1,249 @@
+"""The turbulence of each visit: a Gaussian process on the astrometric residuals.
+
+After the polynomial fit the residuals of one visit still carry the atmosphere's displacement
+field (Léget et al. 2021; here ~10-15 mas^2 below 1' on real HSC visits), correlated over
+arcminutes. Each visit's field is estimated as the posterior mean of a Gaussian process:
+
+* kernel: von Kármán, each coordinate independent with the same isotropic covariance
+  sigma^2 g(r / l), g the Matérn function of index 5/6 (the von Kármán spectrum's
+  correlation; l = outer scale / 2 pi), as treegp's VonKarman kernel;
+* hyper-parameters per visit from the residuals' correlation function
+  xi_+(r) = <dr_i . dr_j> over pairs of distinct detections at separation r, fitted as
+  2 sigma^2 g(r / l) (treegp's "two-pcf" method) below `r_fit` (the polynomial has taken
+  out the larger scales);
+* noise: the measurements' own variance, from the error model fitted to the residuals with
+  the kernel's variance as a known additive part (fit.errors): without it the error model
+  would take the turbulence for noise and the GP would smooth it away;
+* prediction: the posterior mean on a regular grid of the tract plane (30" by default), in
+  tiles of ~8' whose GP sees the detections within a margin of 3 l around them (the kernel is
+  below 0.05 there): a few hundred detections per Cholesky instead of one of 10^4.
+
+treegp (PyPI) implements the same model with a dense GP and TreeCorr's correlation functions;
+it is not used because a dense GP of the ~10^4 detections of an HSC visit costs ~10^12 flops
+per visit (this tiling: ~10^9), and because its dependencies (scikit-learn, TreeCorr,
+iminuit) would triple the install for one kernel and one correlation function.
+
+The fit validates every field on reserved stars (fitReserveFraction, as gbdes's): detections
+of stars held out of the whole fit, whose scatter about their own mean must go down when the
+field is removed, or the field is not used.
+"""
+import logging
+import math
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+from scipy.spatial.distance import cdist
+
+from ..model.turbulence import TurbulenceField
+from .matching import pairs_within
+
+log = logging.getLogger("mosaicfit.fit")
+
+__all__ = ["von_karman", "correlation_function", "fit_kernel", "predict_grid", "visit_kernel",
+           "visit_field", "reserved_stars", "reserved_scatter"]
+
+NU = 5.0 / 6.0
+_DX = 0.0005
+_X = np.arange(120001) * _DX             # r / length from 0 to 60
+
+
+def _matern_table():
+    from scipy.special import gamma, kv
+    x = _X[1:]
+    g = 2.0 ** (1.0 - NU) / gamma(NU) * x ** NU * kv(NU, x)
+    return np.r_[1.0, g, 0.0, 0.0]        # zeros past the end: 0 beyond r / length = 60
+
+
+_G = None
+
+
+def von_karman(r, length):
+    """The von Kármán correlation g(r / length) (1 at 0), tabulated (0.0005 steps of
+    r / length: the interpolation error is below 1e-6). The table is uniform, so its index is
+    computed rather than searched (np.interp's binary search was most of a fit's GP time)."""
+    global _G
+    if _G is None:
+        _G = _matern_table()
+    t = np.minimum(np.asarray(r, float) * (1.0 / (float(length) * _DX)), len(_X))
+    i = t.astype(np.intp)
+    t -= i
+    g0 = _G[i]
+    return g0 + t * (_G[i + 1] - g0)
+
+
+def correlation_function(xy, res, r_max, n_bins=16, r_min=None):
+    """xi_+(r) = <res_i . res_j> over pairs of distinct points closer than `r_max` (same unit
+    as `xy`), in logarithmic bins from `r_min` (default r_max / 100). Returns (bin centres,
+    xi_+, pairs per bin)."""
+    xy = np.ascontiguousarray(xy, float)
+    r_min = r_max / 100.0 if r_min is None else r_min
+    edges = np.geomspace(r_min, r_max, n_bins + 1)
+    if len(xy) < 2:
+        return np.sqrt(edges[1:] * edges[:-1]), np.full(n_bins, np.nan), np.zeros(n_bins, int)
+    i, j = pairs_within(xy, xy, r_max)
+    keep = i < j
+    i, j = i[keep], j[keep]
+    d = np.hypot(xy[i, 0] - xy[j, 0], xy[i, 1] - xy[j, 1])
+    k = np.searchsorted(edges, d) - 1
+    ok = (k >= 0) & (k < n_bins)
+    prod = np.sum(res[i[ok]] * res[j[ok]], axis=1)
+    n = np.bincount(k[ok], minlength=n_bins)
+    s = np.bincount(k[ok], weights=prod, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xi = np.where(n > 0, s / n, np.nan)
+    return np.sqrt(edges[1:] * edges[:-1]), xi, n
+
+
+def fit_kernel(r, xip, npairs, lengths=None):
+    """(sigma^2, length, significance) of xi_+(r) = 2 sigma^2 g(r / length): for each length
+    of a logarithmic grid, sigma^2 by weighted linear least squares (weights: the pairs per
+    bin), the best length by chi2. Significance: sigma^2 over its error from the bins'
+    scatter about the fit."""
+    ok = np.isfinite(xip) & (npairs > 0)
+    if ok.sum() < 3:
+        return 0.0, float("nan"), 0.0
+    r, y, w = r[ok], xip[ok], npairs[ok].astype(float)
+    if lengths is None:
+        # up to half the fitted range: beyond it the polynomial has taken the field out
+        lengths = np.geomspace(r.min() / 3.0, r.max() / 2.0, 50)
+    best = None
+    for ell in lengths:
+        f = 2.0 * von_karman(r, ell)
+        a = float(np.sum(w * f * y) / max(np.sum(w * f * f), 1e-300))
+        if a <= 0:
+            continue
+        chi2 = float(np.sum(w * (y - a * f) ** 2))
+        if best is None or chi2 < best[0]:
+            best = (chi2, a, ell, f)
+    if best is None:
+        return 0.0, float("nan"), 0.0
+    chi2, a, ell, f = best
+    dof = max(len(r) - 2, 1)
+    var_a = (chi2 / dof) / max(np.sum(w * f * f), 1e-300)
+    return a, float(ell), float(a / math.sqrt(var_a)) if var_a > 0 else float("inf")
+
+
+def predict_grid(xy, res, noise_var, sigma2, length, step, tile=480.0, margin=None,
+                 max_train=2000):
+    """The GP posterior mean of `res` (n, 2) observed at `xy` (n, 2) with noise variances
+    `noise_var`, on a grid of `step` covering the points: a TurbulenceField. Units: those of
+    `xy` for lengths (arcsec), of `res` for the field."""
+    margin = float(np.clip(3.0 * length, 60.0, 600.0)) if margin is None else margin
+    lo = xy.min(axis=0) - step
+    hi = xy.max(axis=0) + step
+    nx = int(math.ceil((hi[0] - lo[0]) / step)) + 1
+    ny = int(math.ceil((hi[1] - lo[1]) / step)) + 1
+    gx = lo[0] + step * np.arange(nx)
+    gy = lo[1] + step * np.arange(ny)
+    out = np.zeros((2, ny, nx))
+    # nodes per tile
+    per = max(1, int(round(tile / step)))
+    for ty in range(0, ny, per):
+        for tx in range(0, nx, per):
+            x0, x1 = gx[tx], gx[min(tx + per, nx) - 1]
+            y0, y1 = gy[ty], gy[min(ty + per, ny) - 1]
+            m = ((xy[:, 0] > x0 - margin) & (xy[:, 0] < x1 + margin)
+                 & (xy[:, 1] > y0 - margin) & (xy[:, 1] < y1 + margin))
+            idx = np.nonzero(m)[0]
+            if len(idx) == 0:
+                continue
+            if len(idx) > max_train:      # keep the nearest to the tile's centre
+                c = np.array([0.5 * (x0 + x1), 0.5 * (y0 + y1)])
+                d = np.max(np.abs(xy[idx] - c), axis=1)
+                idx = idx[np.argsort(d)[:max_train]]
+            p = xy[idx]
+            d = cdist(p, p)
+            K = sigma2 * von_karman(d, length)
+            K[np.diag_indices_from(K)] += noise_var[idx]
+            try:
+                alpha = cho_solve(cho_factor(K, lower=True, overwrite_a=True, check_finite=False),
+                                  res[idx], check_finite=False)
+            except np.linalg.LinAlgError:
+                continue
+            qx, qy = np.meshgrid(gx[tx:tx + per], gy[ty:ty + per])
+            dq = cdist(np.column_stack([qx.ravel(), qy.ravel()]), p)
+            pred = (sigma2 * von_karman(dq, length)) @ alpha
+            out[0, ty:ty + per, tx:tx + per] = pred[:, 0].reshape(qx.shape)
+            out[1, ty:ty + per, tx:tx + per] = pred[:, 1].reshape(qx.shape)
+    return TurbulenceField(lo[0], lo[1], step, out[0], out[1])
+
+
+def visit_kernel(xy, res, r_fit=600.0, min_points=200, min_significance=5.0):
+    """The von Kármán kernel of one visit's residuals `res` (n, 2) at tract-plane positions
+    `xy` (n, 2), arcsec: (sigma^2 [arcsec^2] or 0 when there is no significant correlated
+    residual, length [arcsec], info dict with sigma_mas, length_arcmin, significance and the
+    correlation function)."""
+    info = dict(n=int(len(xy)))
+    if len(xy) < min_points:
+        info["why"] = f"{len(xy)} detections (< {min_points})"
+        return 0.0, float("nan"), info
+    r, xip, npairs = correlation_function(xy, res, r_fit, r_min=r_fit / 60.0)
+    sigma2, length, signif = fit_kernel(r, xip, npairs)
+    info.update(sigma_mas=math.sqrt(max(sigma2, 0.0)) * 1000.0,
+                length_arcmin=length / 60.0 if np.isfinite(length) else float("nan"),
+                significance=signif, r_arcmin=(r / 60.0).tolist(),
+                xi_before_mas2=(xip * 1e6).tolist(), pairs=npairs.tolist())
+    if not (sigma2 > 0 and signif >= min_significance):
+        info["why"] = f"no significant correlated residual ({signif:.1f} sigma)"
+        return 0.0, length, info
+    return sigma2, length, info
+
+
+def visit_field(xy, res, noise_var, sigma2, length, step, info, r_fit=600.0):
+    """The turbulence field of one visit (posterior mean on the grid, :func:`predict_grid`)
+    with the kernel of :func:`visit_kernel`; adds the correlation function after it to
+    `info`."""
+    field = predict_grid(xy, res, noise_var, sigma2, length, step)
+    field.params.update(sigma=info["sigma_mas"], lenarcm=info["length_arcmin"],
+                        signif=info["significance"])
+    after = res - np.stack(field(xy[:, 0], xy[:, 1]), axis=1)
+    _, xia, _ = correlation_function(xy, after, r_fit, r_min=r_fit / 60.0)
+    info["xi_after_mas2"] = (xia * 1e6).tolist()
+    return field
+
+
+def reserved_stars(det, star, nstar, fraction):
+    """(nstar,) bool: the stars held out of the fit, a `fraction` of them chosen by a hash of
+    each star's first detection (exposure, x, y), so that the same stars are held out
+    whatever the association's numbering."""
+    if fraction <= 0 or nstar == 0:
+        return np.zeros(nstar, bool)
+    key = (np.asarray(det.exp, np.uint64) * np.uint64(1 << 40)
+           + (np.asarray(np.round(det.x * 64), np.int64) & 0xFFFFF).astype(np.uint64) * np.uint64(1 << 20)
+           + (np.asarray(np.round(det.y * 64), np.int64) & 0xFFFFF).astype(np.uint64))
+    first = np.full(nstar, np.iinfo(np.uint64).max, np.uint64)
+    np.minimum.at(first, star, key)
+    h = first.copy()                  # splitmix64
+    with np.errstate(over="ignore"):
+        h = (h + np.uint64(0x9E3779B97F4A7C15))
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        h = h ^ (h >> np.uint64(31))
+    u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return u < fraction
+
+
+def reserved_scatter(pos, w, star, vidx, nv, rows, nsigma=5.0):
+    """Per visit, the rms per axis (arcsec) of the detections `rows` (of reserved stars) about
+    their stars' weighted mean positions, from positions `pos` (n, 2) and weights `w`, with one
+    `nsigma` clip about the mean; the correction sqrt(n / (n - 1)) for the star's own mean.
+    Returns (rms per visit (nv,), detections per visit)."""
+    s = star[rows]
+    p, ww, vv = pos[rows], w[rows], vidx[rows]
+    uniq, inv = np.unique(s, return_inverse=True)
+    for _ in range(2):
+        W = np.bincount(inv, weights=ww, minlength=len(uniq))
+        mx = np.bincount(inv, weights=ww * p[:, 0], minlength=len(uniq)) / np.maximum(W, 1e-300)
+        my = np.bincount(inv, weights=ww * p[:, 1], minlength=len(uniq)) / np.maximum(W, 1e-300)
+        e = p - np.stack([mx[inv], my[inv]], axis=1)
+        z = np.sum(e ** 2, axis=1) * ww
+        good = z < nsigma ** 2 * 2
+        ww = np.where(good, ww, 0.0)
+    cnt = np.bincount(inv, weights=(ww > 0).astype(float), minlength=len(uniq))
+    corr = np.where(cnt[inv] > 1, cnt[inv] / np.maximum(cnt[inv] - 1, 1), np.nan)
+    use = (ww > 0) & np.isfinite(corr)
+    e2 = np.sum(e ** 2, axis=1) / 2.0 * corr
+    n_v = np.bincount(vv[use], minlength=nv)
+    s_v = np.bincount(vv[use], weights=e2[use], minlength=nv)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(np.where(n_v > 0, s_v / n_v, np.nan)), n_v

@@ -1,0 +1,84 @@
+"""The turbulent displacement field of a visit: the last map of the astrometric chain.
+
+The atmosphere displaces the images of one exposure by a field that varies on arcminute
+scales (Léget et al. 2021: ~30 mas^2 at 1' on HSC-SSP exposures), which no per-visit
+polynomial follows. :mod:`mosaicfit.fit.turbulence` estimates it per visit (a Gaussian
+process on the residuals); here it is held as what it is, a vector field in the tract plane,
+sampled on a regular grid and interpolated bilinearly (the GP's posterior mean is smooth on the
+scale of the distance between stars, ~1', far above the grid step of 30").
+
+The field is the apparent displacement of an image: the true tract-plane position of a
+detection is the polynomial's minus the field there.
+"""
+import numpy as np
+
+__all__ = ["TurbulenceField"]
+
+
+class TurbulenceField:
+    """A vector field (dxi, deta) in arcsec on a regular grid of the tract plane: node (i, j)
+    at (x0 + j step, y0 + i step) arcsec; zero outside the grid. `params` records how it was
+    fitted (kernel amplitude, outer scale, validation figures)."""
+
+    def __init__(self, x0, y0, step, dxi, deta, params=None):
+        self.x0, self.y0, self.step = float(x0), float(y0), float(step)
+        self.dxi = np.ascontiguousarray(dxi, float)
+        self.deta = np.ascontiguousarray(deta, float)
+        if self.dxi.shape != self.deta.shape or self.dxi.ndim != 2:
+            raise ValueError("dxi and deta must be 2-D arrays of the same shape")
+        self.params = dict(params or {})
+
+    @property
+    def shape(self):
+        return self.dxi.shape
+
+    def nodes(self):
+        """(xi, eta) of the grid nodes, arcsec, each (ny, nx)."""
+        ny, nx = self.shape
+        return np.meshgrid(self.x0 + self.step * np.arange(nx), self.y0 + self.step * np.arange(ny))
+
+    def __call__(self, xi, eta):
+        """(dxi, deta) in arcsec at tract-plane positions (arcsec), bilinear; 0 outside."""
+        xi, eta = np.asarray(xi, float), np.asarray(eta, float)
+        ny, nx = self.shape
+        fx = (xi - self.x0) / self.step
+        fy = (eta - self.y0) / self.step
+        inside = (fx >= 0) & (fx <= nx - 1) & (fy >= 0) & (fy <= ny - 1)
+        j = np.clip(np.floor(np.nan_to_num(fx)).astype(np.int64), 0, max(nx - 2, 0))
+        i = np.clip(np.floor(np.nan_to_num(fy)).astype(np.int64), 0, max(ny - 2, 0))
+        tx = np.clip(np.nan_to_num(fx) - j, 0.0, 1.0)
+        ty = np.clip(np.nan_to_num(fy) - i, 0.0, 1.0)
+        j1, i1 = np.minimum(j + 1, nx - 1), np.minimum(i + 1, ny - 1)
+
+        def interp(g):
+            v = ((1 - tx) * (1 - ty) * g[i, j] + tx * (1 - ty) * g[i, j1]
+                 + (1 - tx) * ty * g[i1, j] + tx * ty * g[i1, j1])
+            return np.where(inside, v, 0.0)
+        return interp(self.dxi), interp(self.deta)
+
+    # -- file format: one image HDU pair per visit (Solution.save) -----------------------------
+    def to_hdus(self, visit):
+        """Two ImageHDUs (TURB_XI_<visit>, TURB_ETA_<visit>), arcsec, float64, with the grid's
+        origin and step (and the fit's parameters) in their headers."""
+        from astropy.io import fits
+        out = []
+        for name, data in (("XI", self.dxi), ("ETA", self.deta)):
+            h = fits.ImageHDU(data, name=f"TURB_{name}_{int(visit)}")
+            h.header["VISIT"] = int(visit)
+            h.header["X0"] = (self.x0, "[arcsec] tract-plane xi of node (0, 0)")
+            h.header["Y0"] = (self.y0, "[arcsec] tract-plane eta of node (0, 0)")
+            h.header["STEP"] = (self.step, "[arcsec] grid step")
+            for k, v in self.params.items():
+                if isinstance(v, (int, float, bool, str)) and len(k) <= 8:
+                    h.header[k.upper()] = v
+            out.append(h)
+        return out
+
+    @classmethod
+    def from_hdus(cls, hxi, heta):
+        h = hxi.header
+        params = {k.lower(): h[k] for k in h if k not in ("XTENSION", "BITPIX", "NAXIS", "NAXIS1",
+                                                          "NAXIS2", "PCOUNT", "GCOUNT", "EXTNAME",
+                                                          "VISIT", "X0", "Y0", "STEP")}
+        return cls(h["X0"], h["Y0"], h["STEP"], np.asarray(hxi.data, float),
+                   np.asarray(heta.data, float), params)
