@@ -57,6 +57,7 @@ def evaluate(root, rerun, visits, against):
     centres = {c: np.hypot(*cam.pixel_to_focal_plane(c, 1023.5, 2087.5)) for c in cam.science_ccds}
     rmax = max(centres.values())
     out = dict(all=[], edge=[], centre=[], mag=[], ccds=0, missing=0)
+    per_visit = {}
     from mosaicfit.pipeline.inputs import resolve_refs
     ids = ["visit=" + "^".join(map(str, visits)), "ccd=" + "^".join(map(str, cam.science_ccds))]
     for ref in resolve_refs(Repository(root, "sim"), [ids]):
@@ -72,6 +73,7 @@ def evaluate(root, rerun, visits, against):
             a, b = truth.astrometric_error(visit, ccd.id, sip.pixel_to_sky, against)
             d = np.stack([a, b], axis=1)
             out["all"].append(d)
+            per_visit.setdefault(visit, []).append(d)
             out["edge" if centres[ccd.id] > 0.8 * rmax else "centre"].append(d)
             out["mag"].append(truth.photometric_error(visit, ccd.id, lambda x, y, f: -2.5 * np.log10(
                 f * fc.factor(x, y, sip.area_ratio(x, y)) / fc.fluxmag0)))
@@ -82,6 +84,8 @@ def evaluate(root, rerun, visits, against):
     m = np.concatenate(out["mag"]) if out["mag"] else np.zeros(0)
     res["mag_rms"], res["mag_mean"] = float(np.sqrt(np.mean(m ** 2))), float(np.mean(m))
     res["ccds"], res["missing"] = out["ccds"], out["missing"]
+    res["visit"] = {v: [float(x) for x in np.sqrt(np.mean(np.concatenate(d) ** 2, axis=0))]
+                    for v, d in sorted(per_visit.items())}
     return res
 
 
@@ -93,6 +97,8 @@ def main(argv=None):
     p.add_argument("--against", default="reference-colour")
     p.add_argument("--keep", help="simulate into (and keep) this folder")
     p.add_argument("--reuse", action="store_true", help="reuse the simulation in --keep")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="score the products already in --keep (no simulate, no mosaic.py)")
     p.add_argument("-j", type=int, default=2)
     p.add_argument("config", nargs="*", help="key=value configuration overrides")
     a = p.parse_args(argv)
@@ -100,7 +106,7 @@ def main(argv=None):
     root = a.keep or tempfile.mkdtemp(prefix="mf-acc-")
     env = dict(os.environ, PYTHONPATH=os.path.join(HERE, "..", "python"))
     py = [sys.executable, "-m", "mosaicfit.cli"]
-    if not (a.reuse and os.path.exists(os.path.join(root, "truth"))):
+    if not ((a.reuse or a.evaluate_only) and os.path.exists(os.path.join(root, "truth"))):
         if os.path.exists(root):
             shutil.rmtree(root)
         run(py + ["simulate", root, "--visits", str(a.visits), "--seed", str(a.seed)]
@@ -108,6 +114,11 @@ def main(argv=None):
     with open(os.path.join(root, "truth", "model.json")) as f:
         visits = sorted(int(v["visit"]) for v in json.load(f)["visits"])
     rerun = "sim:acc"
+    if a.evaluate_only:
+        res = evaluate(root, "acc", visits, a.against)
+        for v, (x, y) in res["visit"].items():
+            print(f"  visit {v}: {x:.3f} / {y:.3f} mas")
+        return res
     shutil.rmtree(os.path.join(root, "rerun", "acc"), ignore_errors=True)
     cmd = py + ["mosaic", root, f"--rerun={rerun}", "--id", "visit=" + "^".join(map(str, visits)),
                 "ccd=0..103", "tract=0", "-j", str(a.j), "--clobber-config", "--diagnostics"]
@@ -131,6 +142,8 @@ def main(argv=None):
           f"{res['centre'][1]:.3f}")
     print(f"  calibrated magnitudes: rms {res['mag_rms']:.3f} mmag, mean {res['mag_mean']:+.3f} mmag")
     print(f"  visits flagged: {', '.join(flags) or 'none'}")
+    print("  per visit (RA/Dec mas): " + ", ".join(f"{v} {x:.2f}/{y:.2f}"
+                                                  for v, (x, y) in res["visit"].items()))
     if not a.keep:
         shutil.rmtree(root, ignore_errors=True)
     return res

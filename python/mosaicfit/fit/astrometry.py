@@ -154,8 +154,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
                      "%d from the headers", cfg.dcrColor, where, int(dcr.from_colours.sum()),
                      int(dcr.from_headers.sum()))
         else:
-            log.info("chromatic term: not fitted (no star with a %s colour, no AIRMASS and "
-                     "PARANG in the headers)", cfg.dcrColor)
+            log.info("chromatic term: not fitted (no star with a %s colour: %s; no zenith "
+                     "distance and parallactic angle in the headers)", cfg.dcrColor, where)
             dcr = None
 
     active = np.ones(n, bool)

@@ -71,8 +71,16 @@ def star_colours(data, exposures, colour):
         m1, m2 = _band_mag(ref.table, b1), _band_mag(ref.table, b2)
         if m1 is not None and m2 is not None:
             rows = data.ref_of_star[has]
-            c[has] = m1[rows] - m2[rows]
-            what.append(f"{int(np.isfinite(c).sum())} from the reference catalogue")
+            col = m1[rows] - m2[rows]
+            fin = np.isfinite(col)
+            # a catalogue whose colours are all the same (placeholder magnitudes, one band
+            # copied into all) says nothing about colour: its stars count as unknown
+            if fin.sum() >= 10 and np.ptp(col[fin]) < 0.01:
+                what.append(f"the reference catalogue's {colour} is {np.median(col[fin]):.2f} "
+                            "for every star: not used")
+            else:
+                c[has] = col
+                what.append(f"{int(np.isfinite(c).sum())} from the reference catalogue")
     # the run's own magnitudes, for the stars without a catalogue colour
     filt_of_exp = np.array([default_band(e.filter or "") or "" for e in exposures])
     band = filt_of_exp[data.det.exp]

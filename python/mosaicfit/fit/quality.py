@@ -134,6 +134,14 @@ def assess_visits(visits, res, w, star, active, usable, vidx, nstar, prior_w, er
     loo, ok = _leave_one_out(res, w, star, active, nstar, prior_w)
     loo_mas = loo * 1000.0
     sig_mas = 1000.0 / np.sqrt(np.maximum(w, 1e-30))
+    if errors is not None and len(errors.scale) == nv:
+        # judged against the typical visit's error model, not the visit's own: the per-visit
+        # scale fitted to a damaged visit's residuals has absorbed the damage (a doubled
+        # visit among turbulent ones got 3x the median scale and its displaced images then
+        # looked like 5-sigma noise)
+        f2 = errors.floor ** 2 * 1e6
+        s0_2 = np.maximum(sig_mas ** 2 - f2, 0.0) / errors.scale[vidx] ** 2
+        sig_mas = np.sqrt(np.median(errors.scale) ** 2 * s0_2 + f2)
     out, new_excl = [], np.zeros(len(res), bool)
     sig_v, ratio_v = np.full(nv, np.nan), np.full(nv, np.nan)
     for k in range(nv):
