@@ -4,7 +4,6 @@ of SDSS stars; skipped where the sample is absent), scored as its README says
 import os
 import sys
 
-import numpy as np
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
