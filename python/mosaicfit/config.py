@@ -209,10 +209,12 @@ class Config:
 
     @classmethod
     def options(cls):
+        """The Options of :data:`OPTIONS` this command reads, in their order."""
         return [o for o in OPTIONS if cls.command in o.commands]
 
     @classmethod
     def keys(cls):
+        """Names of the command's configuration keys, in their order."""
         return [o.name for o in cls.options()]
 
     @classmethod
@@ -277,6 +279,7 @@ class Config:
         return self
 
     def to_dict(self):
+        """A copy of the current values, {key: value} (not validated here)."""
         return dict(self._values)
 
     def to_text(self):

@@ -28,6 +28,7 @@ def _add_common(p, kind):
 
 
 def add_exposure(sub):
+    """Add the ``calibrate-exposure`` subcommand to the subparsers `sub`; returns its parser."""
     p = sub.add_parser("calibrate-exposure",
                        help="apply the mosaic solution to CORR images: write CALEXP "
                             "(hscPipe's calibrateExposure.py)",
@@ -39,6 +40,7 @@ def add_exposure(sub):
 
 
 def add_catalog(sub):
+    """Add the ``calibrate-catalog`` subcommand to the subparsers `sub`; returns its parser."""
     p = sub.add_parser("calibrate-catalog",
                        help="apply the mosaic solution to SRC catalogs: write CALSRC "
                             "(hscPipe's calibrateCatalog.py)",
@@ -51,6 +53,7 @@ def add_catalog(sub):
 
 
 def run(args):
+    """Run calibrateExposure.py or calibrateCatalog.py (``args.kind``); returns the exit status."""
     from ..pipeline.calibrate import CalibrateRequest, run_calibrate
     return run_calibrate(CalibrateRequest(
         kind=args.kind, root=args.root, rerun=args.rerun, ids=args.id, config=args.config,

@@ -2,6 +2,7 @@
 
 
 def add(sub):
+    """Add the ``demo`` subcommand to the subparsers `sub`."""
     p = sub.add_parser("demo", help="simulate a tract, solve it and check it against the truth",
                        description="Simulate an HSC-SSP-like 10-visit tract, make its sky map, "
                        "run mosaic.py and compare the single-frame inputs and the mosaic "
@@ -13,5 +14,6 @@ def add(sub):
 
 
 def run(args):
+    """Run the demo in ``args.dir``; returns its exit status (0)."""
     from ..pipeline.demo import run_demo
     return run_demo(args.dir, visits=args.visits, seed=args.seed)

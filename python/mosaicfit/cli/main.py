@@ -25,6 +25,7 @@ __all__ = ["main", "build_parser", "mosaic_main", "calibrate_exposure_main",
 
 
 def build_parser():
+    """The ``mosaicfit`` argument parser, with every subcommand added."""
     p = argparse.ArgumentParser(prog="mosaicfit", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"mosaicfit {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -43,6 +44,11 @@ def build_parser():
 
 
 def main(argv=None):
+    """Entry point of ``mosaicfit``: parse `argv` (default: sys.argv[1:]) and run the subcommand.
+
+    Returns the exit status: the subcommand's, 1 on a MosaicError (message only; the traceback
+    with --debug), 130 on Ctrl-C.
+    """
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -3,6 +3,7 @@ from ..io.dataid import add_id_argument
 
 
 def add(sub):
+    """Add the ``mosaic`` subcommand (mosaic.py) to the subparsers `sub`."""
     p = sub.add_parser("mosaic", help="solve the tract(s): write wcs-*/fcr-* (hscPipe's mosaic.py)",
                        description="Joint astrometric and photometric solution of every CCD of "
                        "every visit in a tract; writes wcs-VVVVVVV-CCC.fits and "
@@ -25,6 +26,7 @@ def add(sub):
 
 
 def run(args):
+    """Run mosaic.py with the parsed arguments; returns its exit status."""
     from ..pipeline.mosaic import MosaicRequest, run_mosaic
     return run_mosaic(MosaicRequest(
         root=args.root, rerun=args.rerun, ids=args.id, config=args.config,

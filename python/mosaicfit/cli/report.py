@@ -6,6 +6,7 @@ from ..io.layout import Repository
 
 
 def add(sub):
+    """Add the ``report`` subcommand to the subparsers `sub`."""
     p = sub.add_parser("report", help="rebuild the diagnostics and index.html of a finished run",
                        description="Rebuild the diagnostic plots, hscPipe's diagnostic files and "
                        "index.html of a tract from what 'mosaic.py --diagnostics' saved in "
@@ -19,6 +20,7 @@ def add(sub):
 
 
 def run(args):
+    """Rebuild the diagnostics of ``args.tract`` from what DIAGDIR/TTTT holds; returns 0."""
     from .. import diagnostics
     t0 = time.time()
     repo = Repository(args.root, args.rerun)

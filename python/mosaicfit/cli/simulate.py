@@ -53,6 +53,7 @@ for number; each is recorded in ROOT/truth/model.json with its parameters):
 
 
 def add(sub):
+    """Add the ``simulate`` subcommand to the subparsers `sub`."""
     p = sub.add_parser("simulate", help="write a simulated HSC data repository with its truth",
                        description="Simulate one field observed by Hyper Suprime-Cam and write "
                        "it as an hscPipe data repository (registry, CORR, SRC, reference "
@@ -87,6 +88,7 @@ def add(sub):
 
 
 def run(args):
+    """Write the simulated repository and print what was simulated; returns 0."""
     from ..sim import simulate_repository
     sim = simulate_repository(args.root, rerun=args.rerun, jobs=args.jobs, visits=args.visits,
                               ccds=args.ccds, filter=args.filter, seed=args.seed, ra=args.ra,

@@ -4,6 +4,7 @@ from ..pipeline.skymap import make_skymap
 
 
 def add(sub):
+    """Add the ``make-skymap`` subcommand to the subparsers `sub`."""
     p = sub.add_parser("make-skymap", help="make the sky map (tracts) of a rerun",
                        description="Make a discrete sky map with one tract (0) covering the "
                        "given visits (hscPipe's makeDiscreteSkyMap.py), or the HSC-SSP rings "
@@ -20,6 +21,7 @@ def add(sub):
 
 
 def run(args):
+    """Make and store the rerun's sky map and print what was written; returns 0."""
     print(make_skymap(args.root, args.rerun, args.id, rings=args.rings, border_deg=args.border,
                       clobber=args.clobber))
     return 0

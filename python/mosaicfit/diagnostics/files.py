@@ -16,6 +16,11 @@ __all__ = ["write_ccd_dat", "write_ccd_scale", "write_coeffs", "write_dmag", "wr
 # hscPipe's files
 # ------------------------------------------------------------------------------------------
 def write_ccd_dat(sol, fp, path):
+    """Write hscPipe's ccd.dat: the fitted focal-plane centre of each CCD of `fp` and its yaw.
+
+    Centres in 15 micron focal-plane pixels; yaw in radians, less the CCD's quarter turns
+    (wrapped to [-pi, pi)), plus its fitted rotation.
+    """
     lines = ["#chip   centerXFp    centerYFp   yaw (rad)\n"]
     for c in fp.ccds:
         d = sol.camera[c]
@@ -28,6 +33,7 @@ def write_ccd_dat(sol, fp, path):
 
 
 def write_ccd_scale(sol, fp, path):
+    """Write ccdScale.dat: each CCD's flux scale 10^(-0.4 dC) (1 for a CCD without a term)."""
     lines = ["#chip scale\n"]
     terms = ccd_terms(sol)
     for c in fp.ccds:
@@ -36,6 +42,11 @@ def write_ccd_scale(sol, fp, path):
 
 
 def write_coeffs(sol, sips, path):
+    """Write coeffs.dat: per visit its TAN-SIP about the optical axis, in meas_mosaic's layout.
+
+    `sips` maps a visit to that header (None: the visit is left out); lines ``visit A D``
+    (tangent point, radians), ``visit x0 y0``, then ``visit a b ap bp`` per term.
+    """
     lines = ["# iexp     c.A          c.D\n", "# iexp     c.x0         c.y0\n",
              "# iexp     c.a(k)       c.b(k)           c.ap(k)         c.bp(k)\n"]
     for v in sorted(sips):
@@ -58,6 +69,11 @@ def _order_m_first(d):
 
 
 def write_dmag(d, path):
+    """Write dmag.dat from the detections table `d`: calibrated, star and catalogue magnitudes.
+
+    Columns m|s, mag_cor, mag0, mag_cat (-9999 where unknown or internal), u, v (focal-plane
+    pixels), good (used in the photometric fit); reference-matched (m) detections first.
+    """
     idx = _order_m_first(d)
     ref = column(d, "ref", bool)[idx]
     cal = column(d, "mag_fit")[idx]
@@ -76,6 +92,12 @@ def write_dmag(d, path):
 
 
 def write_dpos(d, path):
+    """Write dpos.dat from the detections table `d`: model and star positions.
+
+    Columns m|s, xi_fit, eta_fit (model), xi, eta (the star at the detection's epoch), degrees in
+    the tract plane; u, v (focal-plane pixels); good (used in the astrometric fit);
+    reference-matched (m) detections first.
+    """
     idx = _order_m_first(d)
     ref = column(d, "ref", bool)[idx]
     xf, ef = column(d, "xi_fit")[idx], column(d, "eta_fit")[idx]
@@ -120,6 +142,7 @@ def catalog_table(sol):
 
 
 def write_catalog(sol, path):
+    """Write :func:`catalog_table` of `sol` to `path` (catalog.fits)."""
     write_table(catalog_table(sol), path)
 
 

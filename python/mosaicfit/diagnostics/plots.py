@@ -114,6 +114,15 @@ class FocalPlane:
         return self._layer
 
     def draw(self, ax, present=None, numbers=True, color="k"):
+        """Draw the CCD outlines on `ax`, set to the focal plane [-lim, lim]^2 (focal-plane pixels).
+
+        Parameters
+        ----------
+        present : set of int, optional
+            CCDs drawn in `color`; the others dashed grey. None: all in `color`.
+        numbers : bool
+            Also paste the CCD numbers (:meth:`numbers_layer`).
+        """
         on = [c for c in self.ccds if present is None or c in present]
         off = [c for c in self.ccds if present is not None and c not in present]
         if on:
@@ -302,6 +311,19 @@ def _cell_means(u, v, du, dv, w, cell):
 
 
 def plot_res_pos_arrow(sol, visit, fp, hdr, d, path):
+    """Draw ResPosArrow2D_<visit>.png: the visit's astrometric residuals on the focal plane.
+
+    Left, the residual (model - star, mas) of each detection used, turned to the focal-plane
+    axes; right, their weighted means in 1024-px cells, with the rms the errors alone would give.
+
+    Parameters
+    ----------
+    hdr : header or None
+        The visit's TAN-SIP header about the optical axis: its CD matrix turns (dxi, deta) to
+        (du, dv). None: no arrows, a note instead.
+    d : astropy.table.Table
+        The detections (``sol.detections``: u, v in focal-plane pixels, dxi, deta, pos_err in mas).
+    """
     fig = _figure(15.6, 8.2)
     ax = _fp_axes(fig, 95, 65)
     ax2 = _fp_axes(fig, 870, 65)
@@ -493,6 +515,7 @@ def _put_texts(ax, texts, x=0.98, y=0.95, dy=0.12, fontsize=8):
 
 
 def plot_res_pos_scatter(d, path):
+    """Draw ResPosScatter.png: dxi against deta (mas), histograms, clipped sigmas, residual / error."""
     au, ref = column(d, "astro_used", bool), column(d, "ref", bool)
     dxi, deta = column(d, "dxi"), column(d, "deta")
     fin = np.isfinite(dxi) & np.isfinite(deta)
@@ -556,6 +579,7 @@ def _binned_median(x, y, nbins=24):
 
 
 def plot_pos_dpos(d, path):
+    """Draw PosDPos.png: dxi, deta (mas) against xi, eta (degrees, tract plane), running medians."""
     au, ref = column(d, "astro_used", bool), column(d, "ref", bool)
     xi, eta = column(d, "xi_fit") / 3600.0, column(d, "eta_fit") / 3600.0
     dxi, deta = column(d, "dxi"), column(d, "deta")
@@ -586,6 +610,11 @@ def plot_pos_dpos(d, path):
 
 
 def plot_mdm(d, path):
+    """Draw MdM.png: photometric residuals (mmag) against magnitude, with histograms.
+
+    Detection - star against the fitted star magnitude, and calibrated - catalogue against the
+    catalogue magnitude.
+    """
     pu, ref = column(d, "phot_used", bool), column(d, "ref", bool)
     dm = column(d, "dmag")
     mag = column(d, "mag_star")
@@ -672,6 +701,11 @@ def _grid_means(u, v, val, w, lim, cell):
 
 
 def plot_dflux2d(sol, d, fp, path):
+    """Draw DFlux2D.png: weighted mean photometric residuals (mmag) in 768-px focal-plane cells.
+
+    Left detection - star, right calibrated - catalogue less its weighted mean (the zero-point
+    offset, in the panel's title); cells with fewer than 3 detections are blank.
+    """
     pu, ref = column(d, "phot_used", bool), column(d, "ref", bool)
     u, v, dm = column(d, "u"), column(d, "v"), column(d, "dmag")
     w = 1.0 / (column(d, "mag_err") * 1000.0) ** 2
@@ -703,6 +737,11 @@ def plot_dflux2d(sol, d, fp, path):
 
 
 def plot_res_flux(sol, d, fp, path):
+    """Draw ResFlux.png: the photometric residuals (mmag) of all visits.
+
+    Their histogram with the 3-sigma-clipped sigma, the CCD terms dC against the CCD's distance
+    from the optical axis, and the residuals by visit and by CCD (medians and clipped sigmas).
+    """
     pu = column(d, "phot_used", bool)
     dm = column(d, "dmag")
     visit, ccd = column(d, "visit", np.int64), column(d, "ccd", int)

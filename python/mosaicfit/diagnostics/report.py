@@ -57,6 +57,27 @@ def _img(name, caption, cls=""):
 
 
 def write_index(sol, outdir, summ, visits, jinfo, files, t_diag, quality=()):
+    """Write ``outdir/index.html``: the run's counts, accuracy, timings, visits and plots.
+
+    Parameters
+    ----------
+    sol : Solution
+        The solved tract (its run statistics give the timings and iterations).
+    outdir : str
+        The diagnostics folder; the page refers to the plots in it by relative names.
+    summ : dict
+        :func:`summarize` of `sol` (rms in mas and mmag).
+    visits : list of dict
+        :func:`visit_table` rows of `sol`.
+    jinfo : dict
+        {visit: concentric-centre figures of its Jacobian map}; visits without one show a dash.
+    files : set of str
+        Names of the files written: only plots among them are shown.
+    t_diag : float
+        Seconds the diagnostics took.
+    quality : sequence of VisitQuality
+        The visits' quality rows, shown as a table if any.
+    """
     st = sol.stats
     tm = st.timing
     e = html.escape

@@ -27,6 +27,7 @@ def clipped_std(a, nsig=3.0, iters=5):
 
 
 def rms(a):
+    """Root mean square of the finite values of `a` (NaN if there are none)."""
     a = np.asarray(a, float)
     a = a[np.isfinite(a)]
     return float(np.sqrt(np.mean(a ** 2))) if len(a) else np.nan
@@ -40,6 +41,7 @@ def rms2(dx, dy):
 
 
 def column(t, name, dtype=float):
+    """Column `name` of table `t` as an array of `dtype`; None if `t` is None or lacks it."""
     if t is None or name not in t.colnames:
         return None
     return np.asarray(t[name], dtype)

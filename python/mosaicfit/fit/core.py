@@ -51,10 +51,12 @@ class LeastSquaresProblem:
 
     @property
     def D(self):
+        """Dimensions of the offsets `y` (2 for astrometry, 1 for photometry)."""
         return int(np.shape(self.y)[1])
 
     @property
     def K(self):
+        """Number of CCD parameters, the last axis of `G` (0 without `G`)."""
         return 0 if self.G is None else int(np.shape(self.G)[2])
 
 

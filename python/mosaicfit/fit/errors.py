@@ -36,6 +36,15 @@ class ErrorModel:
         self.floor = float(floor)
 
     def variance(self, sigma0_2, group):
+        """Modelled variance scale[group]^2 sigma0_2 + floor^2.
+
+        Parameters
+        ----------
+        sigma0_2 : array_like
+            The variances the inputs give (squared units of the residuals, e.g. arcsec^2).
+        group : array_like of int
+            Group (visit index) of each value: indices into `scale`.
+        """
         return self.scale[group] ** 2 * sigma0_2 + self.floor ** 2
 
     def __repr__(self):

@@ -48,6 +48,7 @@ class Detections:
         return len(self.x)
 
     def take(self, m):
+        """The detections selected by `m` (a boolean mask or index array), extra columns included."""
         return Detections(**{k: (v[m] if isinstance(v, np.ndarray) else v)
                              for k, v in self.__dict__.items() if k != "extra"},
                           extra={k: v[m] for k, v in self.extra.items()})

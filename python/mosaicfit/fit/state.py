@@ -29,6 +29,7 @@ class PhotometryResult:
 
     @classmethod
     def empty(cls, n, nstar):
+        """A result for `n` detections and `nstar` stars with nothing fitted: none active, all NaN."""
         nan = np.full(n, np.nan)
         return cls(np.zeros(n, bool), nan.copy(), nan.copy(), np.full(nstar, np.nan), nan.copy(),
                    nan.copy())

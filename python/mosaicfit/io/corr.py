@@ -66,6 +66,7 @@ class Exposure:
 
     @property
     def source(self):
+        """Name for messages: the path of the file, or "exposure"."""
         return self.path or "exposure"
 
     @property
@@ -83,15 +84,18 @@ class Exposure:
 
     @property
     def fluxmag0err(self):
+        """FLUXMAG0ERR of the primary header (counts of a 0-mag source); None if absent."""
         return _float_key(self.header, "FLUXMAG0ERR", self.source)
 
     @property
     def filter(self):
+        """FILTER of the primary header without surrounding blanks; None if absent."""
         v = self.header.get("FILTER")
         return None if v is None else str(v).strip()
 
     @property
     def exptime(self):
+        """EXPTIME of the primary header (seconds); None if absent."""
         return _float_key(self.header, "EXPTIME", self.source)
 
     @property

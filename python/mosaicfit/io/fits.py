@@ -205,18 +205,22 @@ class Header:
         return self._index[key.upper()]
 
     def get(self, key, default=None):
+        """Value of `key` (case-insensitive; first card of a repeated keyword), else `default`."""
         return self._index.get(key.upper(), default)
 
     def keys(self):
+        """Keywords of all cards in order, commentary and repeated ones included."""
         return [c.keyword for c in self.cards]
 
     def __len__(self):
         return len(self.cards)
 
     def tostring(self):
+        """The raw card images, as read."""
         return self.text
 
     def to_astropy(self):
+        """The header as an astropy.io.fits.Header, parsed from the card images."""
         return fits.Header.fromstring(self.text)
 
 

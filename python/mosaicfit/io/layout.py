@@ -254,6 +254,7 @@ class Registry:
         return sorted(self._by_visit)
 
     def has_visit(self, visit):
+        """Whether the registry has rows of `visit`."""
         return visit in self._by_visit
 
     def check_visit(self, visit):
@@ -448,6 +449,7 @@ class Repository:
 
     @property
     def registry_path(self):
+        """Path of the registry, ``ROOT/registry.sqlite3``."""
         return os.path.join(self.root, REGISTRY_NAME)
 
     @property

@@ -731,12 +731,14 @@ class RingsSkyMap(_SkyMapBase):
         return {"numRings": self.num_rings, "raStart": self.ra_start, **self._common_config()}
 
     def to_dict(self):
+        """The sky map as a JSON-able dict (kind, format version, lsst.skymap configuration)."""
         return {"kind": self.kind, "format_version": FORMAT_VERSION,
                 "description": "lsst.skymap.RingsSkyMap",
                 "version": self.version, "num_tracts": len(self), "config": self.config}
 
     @classmethod
     def from_dict(cls, d):
+        """The sky map of a :meth:`to_dict` dict; ValueError if its num_tracts disagrees with its config."""
         config = d["config"]
         skymap = cls(num_rings=int(config["numRings"]), ra_start=float(config.get("raStart", 0.0)),
                      version=int(d.get("version", 1)), **cls._common_kwargs(config))
@@ -821,12 +823,14 @@ class DiscreteSkyMap(_SkyMapBase):
                 "radiusList": list(self.radius_list), **self._common_config()}
 
     def to_dict(self):
+        """The sky map as a JSON-able dict (kind, format version, lsst.skymap configuration)."""
         return {"kind": self.kind, "format_version": FORMAT_VERSION,
                 "description": "lsst.skymap.DiscreteSkyMap", "num_tracts": len(self),
                 "config": self.config}
 
     @classmethod
     def from_dict(cls, d):
+        """The sky map of a :meth:`to_dict` dict; ValueError if its num_tracts disagrees with raList."""
         config = d["config"]
         skymap = cls(config["raList"], config["decList"], config["radiusList"],
                      **cls._common_kwargs(config))

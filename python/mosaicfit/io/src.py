@@ -64,6 +64,7 @@ class Col:
         self.name, self.index, self.sqrt = name, index, sqrt
 
     def present(self, table):
+        """Whether `table` has this column (for a vector column: with element `index`)."""
         if self.name not in table.colnames:
             return False
         a = table[self.name]
@@ -72,6 +73,7 @@ class Col:
         return a.ndim == 2 and a.shape[1] > self.index
 
     def get(self, table):
+        """The column's values in `table`: element `index` if set, square-rooted if `sqrt`."""
         a = np.asarray(table[self.name])
         if self.index is not None:
             a = a[:, self.index]

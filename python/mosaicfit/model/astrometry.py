@@ -127,10 +127,12 @@ class TractPlane:
         self.tangent_point = tuple(float(a) for a in tangent_point)
 
     def to_sky(self, xi, eta):
+        """Tract-plane (xi, eta) in arcsec -> (ra, dec) in degrees."""
         return tangent_to_sky(np.asarray(xi) * ARCSEC_RAD, np.asarray(eta) * ARCSEC_RAD,
                               *self.tangent_point)
 
     def from_sky(self, ra, dec):
+        """(ra, dec) in degrees -> tract-plane (xi, eta) in arcsec."""
         xi, eta = sky_to_tangent(ra, dec, *self.tangent_point)
         return xi / ARCSEC_RAD, eta / ARCSEC_RAD
 
@@ -158,6 +160,7 @@ class AstrometricModel:
         return PolyBasis(self.order, "legendre")
 
     def has_visit(self, visit):
+        """Whether the model has polynomial coefficients for `visit`."""
         return int(visit) in self.coefficients
 
     def pixel_to_tract(self, visit, ccd, x, y):

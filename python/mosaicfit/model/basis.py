@@ -48,6 +48,7 @@ class PolyBasis:
 
     @property
     def n_terms(self):
+        """Number of terms: those of total order <= order, less those below min_order."""
         return n_terms(self.order) - self._first
 
     @property

@@ -31,6 +31,12 @@ _DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 
 @dataclass(frozen=True)
 class Detector:
+    """One CCD of the camera, as in the detector table.
+
+    id and name; type 0 science, 1 focus (as obs_subaru); offset_mm the focal-plane position
+    (mm) of the reference pixel refpos (0-based pixels); yaw_deg its rotation (degrees);
+    pixel_size_mm (x, y); bbox (x0, y0, x1, y1) in pixels, inclusive.
+    """
     id: int
     name: str
     type: int          # 0 science, 1 focus (as obs_subaru)
@@ -42,10 +48,12 @@ class Detector:
 
     @property
     def width(self):
+        """Width of the bounding box, pixels."""
         return self.bbox[2] - self.bbox[0] + 1
 
     @property
     def height(self):
+        """Height of the bounding box, pixels."""
         return self.bbox[3] - self.bbox[1] + 1
 
     @property
@@ -120,6 +128,7 @@ class Camera:
 
     @property
     def science_ccds(self):
+        """Sorted ids of the science CCDs (type 0)."""
         return sorted(i for i, d in self.detectors.items() if d.type == 0)
 
     # -- pixel <-> focal plane -----------------------------------------------------------------
@@ -173,9 +182,11 @@ class Camera:
         return u * self.pixel_size_mm, v * self.pixel_size_mm
 
     def pixel_to_field_angle(self, ccd, x, y):
+        """0-based pixel of `ccd` -> field angle (X, Y) in radians, nominal CCD placement."""
         return self.focal_plane_to_field_angle(*self.pixel_to_focal_plane(ccd, x, y))
 
     def field_angle_to_pixel(self, ccd, X_rad, Y_rad):
+        """Field angle (radians) -> 0-based pixel of `ccd` (may lie outside the CCD)."""
         return self.focal_plane_to_pixel(ccd, *self.field_angle_to_focal_plane(X_rad, Y_rad))
 
     def field_angle_jacobian(self, x_mm, y_mm):
@@ -198,6 +209,11 @@ class Camera:
         return c * X - s * Y, s * X + c * Y
 
     def tangent_plane_to_field_angle(self, xi, eta, sky_angle_deg):
+        """Gnomonic-plane (xi, eta) in radians about the boresight -> field angle (X, Y), radians.
+
+        The inverse of :meth:`field_angle_to_tangent_plane` for the rotator sky angle
+        `sky_angle_deg` (degrees).
+        """
         th = np.radians(sky_angle_deg + self.rotation_offset_deg)
         c, s = np.cos(th), np.sin(th)
         xi = np.asarray(xi, dtype=float)
@@ -213,6 +229,11 @@ class Camera:
 
     def sky_to_pixel(self, ccd, ra_deg, dec_deg, boresight_ra_deg, boresight_dec_deg,
                      sky_angle_deg):
+        """(ra, dec) in degrees -> nominal (raw) 0-based pixel of `ccd`.
+
+        The inverse of :meth:`pixel_to_sky`; the boresight (ra, dec) and the rotator sky angle are
+        in degrees.
+        """
         xi, eta = sky_to_tangent(ra_deg, dec_deg, boresight_ra_deg, boresight_dec_deg)
         return self.field_angle_to_pixel(
             ccd, *self.tangent_plane_to_field_angle(xi, eta, sky_angle_deg))

@@ -57,12 +57,14 @@ class ChromaticTerm:
                  "fitted from colours, or headers' direction")]
 
     def to_dict(self):
+        """The term as a JSON-able dict (visit keys as strings)."""
         return dict(colour=self.colour, reference_colour=self.reference_colour,
                     vectors={str(v): [float(x) for x in d] for v, d in sorted(self.vectors.items())},
                     source={str(v): s for v, s in sorted(self.source.items())})
 
     @classmethod
     def from_dict(cls, d):
+        """The ChromaticTerm of a :meth:`to_dict` dict."""
         return cls(d["colour"], float(d["reference_colour"]),
                    {int(v): tuple(x) for v, x in d["vectors"].items()},
                    {int(v): s for v, s in d.get("source", {}).items()})

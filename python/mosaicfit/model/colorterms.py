@@ -146,6 +146,12 @@ class ColortermLibrary:
 
     @classmethod
     def from_json(cls, path):
+        """Load a library from a JSON file.
+
+        The file holds ``refcats``: {name or pattern: {"label": ..., "terms": {filter: {"primary",
+        "secondary", "c0", "c1", "c2"}}}} and optionally ``name`` (default: the file name without
+        extension), ``sources`` and ``description``.
+        """
         with open(path) as f:
             d = json.load(f)
         data, labels = {}, {}
@@ -171,6 +177,7 @@ class ColortermLibrary:
         return hits[0] if hits else None
 
     def label(self, refcat_name):
+        """Short label of a catalogue for messages (e.g. PS1); the name itself if there is none."""
         key = self.catalog_key(refcat_name)
         return self.labels.get(key, refcat_name) if key is not None else refcat_name
 

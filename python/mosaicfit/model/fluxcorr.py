@@ -115,6 +115,7 @@ class FluxCorrection:
 
     @property
     def ncoeff(self):
+        """Number of coefficients of total order <= `order`: (order + 1)(order + 2) / 2."""
         return (self.order + 1) * (self.order + 2) // 2
 
     def terms(self):

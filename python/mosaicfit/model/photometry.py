@@ -31,9 +31,11 @@ class PhotometricModel:
 
     @property
     def basis(self):
+        """The PolyBasis of the visit polynomials (order and kind)."""
         return PolyBasis(self.order, self.kind)
 
     def has_visit(self, visit):
+        """Whether the model has a polynomial for `visit`."""
         return int(visit) in self.coefficients
 
     def polynomial(self, visit, u, v):

@@ -41,6 +41,24 @@ class Reference:
 
     @classmethod
     def from_table(cls, t, band):
+        """Reference arrays from a reference catalogue in the LSST convention.
+
+        Parameters
+        ----------
+        t : astropy.table.Table
+            The catalogue: coord_ra, coord_dec (radians); optional pm_ra, pm_dec and the errors
+            coord_raErr, coord_decErr, pm_raErr, pm_decErr (radians, per year for the motions),
+            epoch (MJD) and ``<band>_flux``, ``<band>_fluxErr`` (nJy).
+        band : str
+            Catalogue band of the magnitudes (e.g. ``"i"``); empty or absent: no magnitudes.
+
+        Returns
+        -------
+        Reference
+            ra, dec in degrees; motions in mas/yr (0 where missing); pos_err in mas (NaN where the
+            catalogue gives none, so that the fit assumes catRMS); AB magnitudes (NaN for
+            flux <= 0).
+        """
         n = len(t)
         col = lambda name, default: (np.asarray(t[name], float) if name in t.colnames
                                      else np.full(n, default))

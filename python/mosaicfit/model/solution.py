@@ -94,6 +94,7 @@ class Solution:
         return self.placement.to_focal_plane(ccd, x, y)
 
     def focal_plane_to_pixel(self, ccd, u, v):
+        """Fitted focal-plane (u, v) in 15 micron pixels -> 0-based pixel of `ccd`."""
         return self.placement.to_pixel(ccd, u, v)
 
     def optical_axis_pixel(self, ccd):
@@ -101,6 +102,7 @@ class Solution:
         return self.placement.optical_axis_pixel(ccd)
 
     def has_astrometry(self, visit):
+        """Whether `visit` has a fitted astrometric polynomial."""
         return self.astrometry is not None and self.astrometry.has_visit(visit)
 
     def pixel_to_sky(self, visit, ccd, x, y):
@@ -203,6 +205,7 @@ class Solution:
 
     # -- photometry ------------------------------------------------------------------------------
     def filter_of(self, visit):
+        """Filter name of `visit` ("" if unknown)."""
         return self.visit_info.get(int(visit), {}).get("filter") or ""
 
     def photometric_model(self, visit):
@@ -213,6 +216,7 @@ class Solution:
         return m if m is not None and m.has_visit(visit) else None
 
     def has_photometry(self, visit):
+        """Whether `visit` has a photometric model (of its filter)."""
         return self.photometric_model(visit) is not None
 
     def mag_offset(self, visit, ccd, x, y):

@@ -26,6 +26,7 @@ class IterationSummary:
     t_solve: float
 
     def line(self):
+        """The iteration as one log line: chi2/ndof, rms (mas or mmag), counts and timings."""
         unit = "mas" if self.kind == "astrometry" else "mmag"
         return (f"{self.kind} iteration {self.iteration}: chi2/ndof = {self.chi2:.1f}/{self.ndof} "
                 f"= {self.chi2 / max(self.ndof, 1):.3f}, rms {self.rms:.2f} {unit}, "
@@ -52,6 +53,7 @@ class AstrometryStats:
 
     @property
     def chi2_ndof(self):
+        """chi2 / ndof (ndof taken as at least 1)."""
         return self.chi2 / max(self.ndof, 1)
 
     def damaged_visits(self, flags=("doubled", "excluded")):
@@ -82,6 +84,7 @@ class VisitQuality:
     note: str = ""
 
     def as_row(self):
+        """The fields as a dict (one row of the visit table)."""
         return asdict(self)
 
     def header_cards(self):
@@ -113,6 +116,7 @@ class PhotometryStats:
 
     @property
     def chi2_ndof(self):
+        """chi2 / ndof (ndof taken as at least 1)."""
         return self.chi2 / max(self.ndof, 1)
 
 
@@ -141,6 +145,11 @@ class RunStats:
 
     @classmethod
     def from_dict(cls, d):
+        """The RunStats of a :meth:`to_dict` dict (e.g. read from solution.json).
+
+        Nested statistics are rebuilt, visit and CCD keys turned back to ints (JSON makes them
+        strings) and unknown keys ignored.
+        """
         d = dict(d)
         known = {f.name for f in fields(cls)}
         out = cls(**{k: v for k, v in d.items() if k in known and k not in

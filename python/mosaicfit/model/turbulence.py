@@ -30,6 +30,7 @@ class TurbulenceField:
 
     @property
     def shape(self):
+        """(rows, columns) of the grid (rows along eta)."""
         return self.dxi.shape
 
     def nodes(self):
@@ -76,6 +77,7 @@ class TurbulenceField:
 
     @classmethod
     def from_hdus(cls, hxi, heta):
+        """The field of two ImageHDUs :meth:`to_hdus` wrote (other cards back as `params`, lower-cased)."""
         h = hxi.header
         params = {k.lower(): h[k] for k in h if k not in ("XTENSION", "BITPIX", "NAXIS", "NAXIS1",
                                                           "NAXIS2", "PCOUNT", "GCOUNT", "EXTNAME",

@@ -260,6 +260,7 @@ class Progress:
         self._drawn = True
 
     def update(self, failed=False):
+        """Count one more CCD done (and failed if `failed`) and redraw the bar."""
         self.done += 1
         self.failed += bool(failed)
         self._draw()
@@ -273,6 +274,7 @@ class Progress:
         self._draw()
 
     def close(self):
+        """End the bar's line, if a bar was drawn."""
         if self.enabled and self._drawn:
             self.stream.write("\n")
             self.stream.flush()

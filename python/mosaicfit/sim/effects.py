@@ -98,6 +98,11 @@ PS1_G_UM, PS1_I_UM = 0.481, 0.752     # effective wavelengths of the colour's ba
 
 
 def filter_bandpass_um(filter_name):
+    """(centre, FWHM) in microns of an HSC filter.
+
+    NB and IB filters are read from their names (centre in nm; FWHM 0.012 and 0.035 micron);
+    MosaicError for any other unknown filter.
+    """
     if filter_name in FILTER_BANDPASS_UM:
         return FILTER_BANDPASS_UM[filter_name]
     if filter_name[:2] in ("NB", "IB") and filter_name[2:].isdigit():

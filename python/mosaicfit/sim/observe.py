@@ -264,6 +264,22 @@ def _interp_centre(gx, gy, xi, eta, crpix):
 
 
 def src_table(det, wcs_header):
+    """The SRC catalog (afw schema, ``base_*`` names) of one CCD's simulated detections.
+
+    Parameters
+    ----------
+    det : dict
+        Detection arrays: ids, x, y (0-based pixels), x_err (pixels), flux, flux_err (counts),
+        ext, psf_used, sat.
+    wcs_header : header
+        The CCD's single-frame TAN-SIP WCS, which gives coord_ra, coord_dec (radians).
+
+    Returns
+    -------
+    astropy.table.Table
+        ``x_err`` is both centroid sigmas (the simulated errors are isotropic); a non-positive
+        flux sets base_PsfFlux_flag.
+    """
     n = len(det["x"])
     ra, dec = sip_pixel_to_sky(wcs_header, det["x"], det["y"])
     t = Table()
@@ -303,6 +319,7 @@ class SimulatedTract:
 
     @property
     def visits(self):
+        """Sorted visit numbers of the simulation."""
         return sorted(self.truth.visits)
 
     def summary_lines(self, root):

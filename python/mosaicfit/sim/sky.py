@@ -20,6 +20,15 @@ def draw_counts(rng, n_mean, mlo, mhi, slope):
 
 
 def draw_sky(cfg, rng, mean_mjd):
+    """Draw the stars and galaxies of the field: a cap of cfg.field_radius_deg about (cfg.ra, cfg.dec).
+
+    Returns
+    -------
+    astropy.table.Table
+        truth_id; ra, dec (degrees, at epoch `mean_mjd`, MJD); pm_ra, pm_dec (mas/yr, pm_ra
+        times cos dec; 0 for galaxies); base_mag; is_star; size (galaxy Gaussian sigma, arcsec;
+        0 for stars); ri (a colour for the other bands); mag (true magnitude in cfg.filter).
+    """
     area = 2 * np.pi * (1 - np.cos(np.radians(cfg.field_radius_deg))) * (180 / np.pi) ** 2
     # stars: slope 0.15 dex/mag from 14 to 25 mag, normalised to star_density at 17-25
     s = 0.15
@@ -78,6 +87,7 @@ def filter_mag(stars, filter_name):
 
 
 def positions_at(stars, mjd):
+    """(ra, dec) in degrees of `stars` at `mjd`, moved from their epochs by their proper motions."""
     dt = (mjd - stars["epoch"]) / DAYS_PER_YEAR
     dec = stars["dec"] + stars["pm_dec"] * dt / DEG_MAS
     ra = stars["ra"] + stars["pm_ra"] * dt / DEG_MAS / np.cos(np.radians(stars["dec"]))

@@ -62,14 +62,17 @@ class TruthModel:
 
     @property
     def displaces_images(self):
+        """Whether images are displaced from the smooth mapping (effect dcr or turbulence on)."""
         return self.has("dcr") or self.has("turbulence")
 
     # -- persistence ---------------------------------------------------------------------------
     def to_json(self):
+        """The truth parameters as JSON text (``truth/model.json``)."""
         return json.dumps(self.params, indent=1)
 
     @classmethod
     def load(cls, root):
+        """The TruthModel of ``ROOT/truth/model.json``; MosaicError if it cannot be read."""
         path = os.path.join(root, "truth", "model.json")
         try:
             with open(path) as f:
@@ -128,6 +131,7 @@ class TruthModel:
         return tangent_to_sky(xi, eta, v["ra"], v["dec"])
 
     def sky_to_pixel(self, visit, ccd, ra, dec):
+        """True 0-based pixel of (ra, dec), degrees, in (visit, ccd): inverse of :meth:`pixel_to_sky`."""
         v = self.visits[int(visit)]
         xi, eta = sky_to_tangent(ra, dec, v["ra"], v["dec"])
         X, Y = self.camera.tangent_plane_to_field_angle(xi, eta, v["sky_angle"])
@@ -235,6 +239,11 @@ class TruthModel:
 
     # -- photometry ----------------------------------------------------------------------------
     def field_angle(self, visit, ccd, x, y):
+        """True field angle (X, Y) in radians of 0-based pixel (x, y) of `ccd`.
+
+        With the CCD's true offsets, before the visit's perturbation (`visit` is unused): the frame
+        of the cloud and illumination patterns of :meth:`zeropoint`.
+        """
         return self.camera.focal_plane_to_field_angle(*self._ccd_to_fp(ccd, x, y))
 
     def zeropoint(self, visit, ccd, x, y):
@@ -263,6 +272,17 @@ def _poly_field(coeffs, X, Y):
 # Drawing the sky, the visits and the instrument
 # ------------------------------------------------------------------------------------------
 def draw_params(cfg, rng, camera):
+    """Draw the truth parameters of a simulation (what ``truth/model.json`` holds).
+
+    Returns
+    -------
+    dict
+        ``visits``: per visit the boresight (ra, dec, degrees, ~1 arcsec off the commanded
+        pointing), sky angle (degrees), MJD, seeing (arcsec FWHM), sky (ADU), zero point (mag),
+        linear and quadratic field-angle perturbations and cloud pattern (mag); ``ccds``: per CCD
+        the offsets dx_mm, dy_mm, rotation rot_rad and dmag; ``illum``: the illumination pattern
+        (mag); camera, filter, seed and ref_epoch_mjd.
+    """
     n = cfg.visits
     visits = []
     mjd = cfg.mjd_start
