@@ -114,7 +114,6 @@ def repeatability(matches, ra, dec):
 def edge_drift(matches, ra, dec, edges=(0, 6000, 10000, 14000, 20000)):
     """[(v_lo, v_hi, mean dRA cos Dec, mean dDec, n)] mas of solution - SDSS in bands of
     focal-plane |v| (15-um pixels), the offsets 3-sigma clipped per band."""
-    sys.path.insert(0, os.path.join(HERE, "..", "python"))
     from mosaicfit.model.camera import hsc
     cam = hsc()
     v_fp = np.full(len(matches), np.nan)
