@@ -11,10 +11,12 @@ __all__ = ["IterationSummary", "AstrometryStats", "PhotometryStats", "RunStats",
 
 @dataclass
 class IterationSummary:
-    """One iteration of a fit. chi2 is that of the detections and ndof their number of
-    observations less the number of parameters (stars included): reference priors carry
-    little information at hscPipe's catRMS floor of 40 mas, and counting them as degrees of
-    freedom would bias chi2/ndof low."""
+    """One iteration of a fit. chi2 is that of all the observations: the detections, the
+    reference values of the stars tied to the catalogue and the priors of the model's
+    coefficients; ndof their number less the number of parameters (stars included). A
+    reference-tied star brings D parameters and D observations (its catalogue value), so a
+    one-visit fit against the catalogue is determined, and a partial run's chi2/ndof is not
+    biased high (issue 14)."""
     kind: str               # "astrometry" or "photometry"
     iteration: int
     chi2: float
