@@ -178,7 +178,8 @@ OPTIONS = (
     _O("maxIter", int, 20, "iterations of each fit at most", minimum=1),
     _O("rejectVariables", bool, True, "drop stars whose fluxes disagree beyond chance "
        "(p < 1e-4)"),
-    _O("minStarsPerCcd", int, 10, "CCDs with fewer matched stars keep their nominal placement",
+    _O("minStarsPerCcd", int, 10, "CCDs with fewer stars are held near their nominal "
+       "placement by a weak prior (fit.astrometry.CCD_PLACEMENT_PRIOR_PX)",
        minimum=0),
     _O("coaddName", str, "deep", "coadd name of the sky map (ROOT/rerun/R/<coaddName>Coadd/"
        "skyMap.json)"),

@@ -19,13 +19,19 @@ the dimensions, which is linear in (s_g^2, f^2): fitted by weighted least square
 """
 import numpy as np
 
-__all__ = ["ErrorModel", "fit_error_model", "leverage", "reference_scale", "MAX_REFITS"]
+__all__ = ["ErrorModel", "fit_error_model", "leverage", "reference_scale", "MAX_REFITS",
+           "REF_SCALE_MIN", "repeated_only"]
 
 # refits of the error model per fit: the weights it gives move the solution, whose residuals
 # give the next model; where the residuals are not what the model describes (correlated
 # turbulence on a sparse tract) that loop can cycle (a 3-cycle of 2-3% in the scales was seen)
 # instead of settling, so the model is frozen after this many refits (3-4 settle it otherwise)
 MAX_REFITS = 6
+
+# the reference errors' scale is fitted within [REF_SCALE_MIN, inf): a catalogue's errors with
+# the configured floor added (refMagErrorFloor, refPosErrorFloor) can be too large as well as
+# too small, and a one-visit solution's chi2 is then mostly theirs
+REF_SCALE_MIN = 0.2
 
 
 class ErrorModel:
@@ -50,6 +56,14 @@ def leverage(w, star, active, nstar, prior_w=None):
         W = W + prior_w
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(W[star] > 0, w / W[star], 1.0)
+
+
+def repeated_only(h, star, active, nstar):
+    """The leverages `h` with those of stars with fewer than two active detections set to 1
+    (left out of the error model): a star seen once with a reference value measures the sum
+    of the detection's and the catalogue's variances, not the detection's."""
+    n_on = np.bincount(star[active], minlength=nstar)
+    return np.where(n_on[star] >= 2, h, 1.0)
 
 
 def fit_error_model(r2, sigma0_2, h, group, ngroup, dims, floor=True, iterations=4, extra=None):

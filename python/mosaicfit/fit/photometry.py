@@ -13,13 +13,18 @@ from ..model.photometry import PhotometricModel
 from ..model.statistics import IterationSummary, PhotometryStats
 from .clipping import chance_clips, inconsistent_stars, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
-from .errors import MAX_REFITS, fit_error_model, leverage, reference_scale
-from .order import affordable_order
+from .errors import (MAX_REFITS, REF_SCALE_MIN, fit_error_model, leverage,
+                     reference_scale, repeated_only)
+from .order import HELD, affordable_order, visit_orders
 from .state import PhotometryResult
 
 log = logging.getLogger("mosaicfit.fit")
 
 __all__ = ["fit_photometry"]
+
+#: mag: the spread of the CCDs' zero points about the camera's mean (flat-fielded CCDs differ
+#: by a few hundredths), a weak prior of each CCD term
+CCD_ZP_PRIOR_MAG = 0.05
 
 
 def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
@@ -67,19 +72,29 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
 
     prior_var0 = np.where(prior_w > 0, 1.0 / np.where(prior_w > 0, prior_w, 1.0), np.inf)
 
-    # the flux polynomial order: reduced when stars are too few for it (narrow bands), judged
-    # on the typical visit; a visit with far fewer stars than that (or without an astrometric
-    # solution) keeps only its zero point
     active = np.ones(n, bool)
     per_visit = np.bincount(vidx, minlength=nv)
-    order = affordable_order(cfg.fluxFitOrder, per_visit, 0, "flux")
-    T = n_terms(order)
     basis = "chebyshev" if cfg.chebyshev else "legendre"
-    zp_only = [k for k in range(nv) if per_visit[k] < 3 * T or int(visits[k]) in frozen_visits]
-    for k in zp_only:
-        if T > 1:
-            log.warning("visit %d: %d stars, too few for an order-%d flux polynomial: zero point "
-                        "only", visits[k], per_visit[k], order)
+    u, v = np.empty(n), np.empty(n)
+    for c in np.unique(det.ccd):
+        m = det.ccd == c
+        u[m], v[m] = sol.focal_plane(int(c), det.x[m], det.y[m])
+    s = scale
+    # the flux polynomial order of each visit: what its stars determine, by their number and
+    # the region they cover (fit.order.footprint_order); the terms above it held at 0. A visit
+    # without an astrometric solution keeps only its zero point.
+    if cfg.commonFluxCorr:
+        orders = np.full(nv, affordable_order(cfg.fluxFitOrder, per_visit, 0, "flux"))
+    else:
+        orders, _ = visit_orders(u / s, v / s, vidx, visits, cfg.fluxFitOrder, 0, basis,
+                                 "flux")
+        orders = np.maximum(orders, 0)
+    for k in range(nv):
+        if int(visits[k]) in frozen_visits and orders[k] > 0:
+            log.warning("visit %d: no astrometric solution: flux zero point only", visits[k])
+            orders[k] = 0
+    order = int(orders.max())
+    T = n_terms(order)
     if cfg.commonFluxCorr:
         # one polynomial for all visits (visit index 0) and per-visit zero points, carried by
         # the per-"CCD" parameter slot, indexed by visit
@@ -91,16 +106,17 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         par_idx = cidx.astype(np.int32)
         npoly, npar = nv, nc
     solve_par = cfg.commonFluxCorr or cfg.fluxFitSolveCcd
-    u, v = np.empty(n), np.empty(n)
-    for c in np.unique(det.ccd):
-        m = det.ccd == c
-        u[m], v[m] = sol.focal_plane(int(c), det.x[m], det.y[m])
-    s = scale
     coef_prior = np.zeros((npoly, 1, T))
     coef_prior_w = np.zeros((npoly, 1, T))
+    ccd_prior = ccd_prior_w = None
     if not cfg.commonFluxCorr:
-        for k in zp_only:
-            coef_prior_w[k, 0, 1:] = 1e12          # the spatial terms held at 0
+        for k in range(nv):
+            coef_prior_w[k, 0, n_terms(orders[k]):] = HELD     # the terms above its order
+        if solve_par:
+            # the CCD zero points: a weak prior at 0 holds what no star distinguishes (the
+            # CCDs seen by one visit only against that visit's zero point)
+            ccd_prior = np.zeros((npar, 1))
+            ccd_prior_w = np.full((npar, 1), 1.0 / CCD_ZP_PRIOR_MAG ** 2)
     if not absolute:
         # relative: the first visit's zero point at its single-frame FLUXMAG0
         f0 = [e.fluxmag0 for e in exposures if e.visit == visits[0] and e.fluxmag0]
@@ -118,6 +134,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
             star=star, visit=poly_idx, ccd=par_idx, active=active, u=u / s, v=v / s,
             y=-m_cor[:, None], w=w, G=G, prior=prior, prior_w=prior_w, coef_prior=coef_prior,
             coef_prior_w=coef_prior_w, ccd_fixed=None if solve_par else np.ones(npar, bool),
+            ccd_prior=ccd_prior, ccd_prior_w=ccd_prior_w,
             nvisit=npoly, nccd=npar, nstar=nstar, order=order, basis=basis)), "photometric")
         res = r.resid[:, 0]
         chi = w * res ** 2
@@ -128,7 +145,8 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         new_errors = None
         if cfg.fitErrorModel and thr <= cfg.clipSigma and n_refits < MAX_REFITS:
             n_refits += 1
-            h = leverage(w, star, active, nstar, prior_w)
+            h = repeated_only(leverage(w, star, active, nstar, prior_w), star, active,
+                              nstar)
             new_errors = fit_error_model(res[active] ** 2, sig0_2[active], h[active],
                                          vidx[active], nv, 1)
             pr = prior_w > 0
@@ -136,7 +154,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
                 xs = r.xstar[:, 0]
                 pr &= np.isfinite(xs)
                 W = np.bincount(star[active], weights=w[active], minlength=nstar) + prior_w
-                ref_scale = max(1.0, reference_scale((xs[pr] - prior[pr, 0]) ** 2,
+                ref_scale = max(REF_SCALE_MIN, reference_scale((xs[pr] - prior[pr, 0]) ** 2,
                                                      prior_var0[pr] * ref_scale ** 2,
                                                      prior_w[pr] / W[pr], 1) * ref_scale)
                 prior_w = np.where(prior_w > 0, 1.0 / (prior_var0 * ref_scale ** 2), 0.0)
@@ -146,7 +164,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
             or abs(new_errors.floor - errors.floor) > 0.01 * max(new_errors.floor, 1e-4))
         if new_errors is not None:
             errors = new_errors
-        summ = IterationSummary("photometry", it + 1, float(r.chi2_det), r.ndof, rms,
+        summ = IterationSummary("photometry", it + 1, float(r.chi2), r.ndof, rms,
                                 int(active.sum()), nclip, float(r.t_assemble), float(r.t_solve))
         stats.iterations.append(summ)
         log.info(summ.line())
@@ -165,7 +183,8 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
                      "galaxies) removed", len(bad))
     if r.ndof <= 0:
         raise MosaicError(f"too few stars to determine the photometric solution of {filt}: "
-                          f"{r.nobs_det} measurements for {r.nparam} parameters")
+                          f"{r.nobs} measurements (detections and reference values) for {r.nparam} "
+                          "parameters")
     coef = r.coef
     par = r.dccd[:, 0]
     model = PhotometricModel(filt, order, basis, scale, absolute=absolute)
@@ -204,7 +223,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
                  "%.2f mmag; reference magnitude errors x %.2f", filt, np.min(errors.scale),
                  np.max(errors.scale), np.median(errors.scale), errors.floor * 1000.0, ref_scale)
     stats.photometry[filt] = PhotometryStats(
-        filter=filt, order=order, chi2=float(r.chi2_det), ndof=r.ndof, rms_mmag=rms,
+        filter=filt, order=order, chi2=float(r.chi2), ndof=r.ndof, rms_mmag=rms,
         clipped=int((usable & ~active).sum()), n_active=int(active.sum()), variables=n_variable,
         absolute=absolute, visits=[int(v) for v in visits], colour_terms=how,
         error_scale={int(v): float(x) for v, x in zip(visits, errors.scale)} if errors else {},
