@@ -181,6 +181,12 @@ OPTIONS = (
     _O("minStarsPerCcd", int, 10, "CCDs with fewer stars are held near their nominal "
        "placement by a weak prior (fit.astrometry.CCD_PLACEMENT_PRIOR_PX)",
        minimum=0),
+    _O("maxCcdPosError", float, 2.0, "mas: a CCD whose astrometric uncertainty (per "
+       "coordinate, rms over the CCD, from the normal equations: fit.uncertainty) is larger "
+       "gets no products: it lies outside what its visit's stars constrain", minimum=0.0,
+       above=True),
+    _O("maxCcdMagError", float, 10.0, "mmag: the same for the photometric uncertainty",
+       minimum=0.0, above=True),
     _O("coaddName", str, "deep", "coadd name of the sky map (ROOT/rerun/R/<coaddName>Coadd/"
        "skyMap.json)"),
     # -- diagnostics (hscPipe 3.x spelling of --diagnostics --diagDir) --

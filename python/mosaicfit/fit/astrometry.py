@@ -360,7 +360,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         if q.flag in ("trailed", "noisy"):
             log.warning("visit %d looks %s: %s (down-weighted by its error scale %.2f)",
                         q.visit, q.flag, q.note, q.error_scale)
-    data.astrometry = AstrometryResult(active=active, resid=res, w=w, xstar=r.xstar, y=y)
+    data.astrometry = AstrometryResult(active=active, resid=res, w=w, xstar=r.xstar, y=y,
+                                       prior_w=prior_w, orders=orders)
     if not cfg.fitTurbulence:
         return model, frozen, None
 
@@ -413,6 +414,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         a.rms_mas = float(np.sqrt(np.mean(np.sum(r2.resid[act] ** 2, axis=1) / 2))) * 1000.0
         a.clipped = int(((usable | reserved) & ~excluded & ~act).sum())
         data.astrometry = AstrometryResult(active=act, resid=r2.resid, w=w, xstar=r2.xstar,
+                                           prior_w=prior_w, orders=orders,
                                            y=y + y_turb)
     return model, frozen, finish
 

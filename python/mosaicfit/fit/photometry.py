@@ -17,6 +17,7 @@ from .errors import (MAX_REFITS, REF_SCALE_MIN, fit_error_model, leverage,
                      reference_scale, repeated_only)
 from .order import HELD, affordable_order, visit_orders
 from .state import PhotometryResult
+from .uncertainty import photometric_ccd_errors
 
 log = logging.getLogger("mosaicfit.fit")
 
@@ -30,7 +31,8 @@ CCD_ZP_PRIOR_MAG = 0.05
 def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
     """Fit the photometry of `data` (the detections of one filter, a FitData subset) on top of
     the astrometry of `sol` (J of its TAN-SIP products). Returns (PhotometricModel,
-    {(visit, ccd): FLUXMAG0ERR}); sets ``data.photometry``; appends to `stats`."""
+    {(visit, ccd): FLUXMAG0ERR}, {(visit, ccd): uncertainty of the calibration, mmag} (every
+    science CCD: fit.uncertainty)); sets ``data.photometry``; appends to `stats`."""
     det, star, nstar = data.det, data.star, data.nstar
     vidx, cidx, ccds, visits = data.vidx, data.cidx, data.ccds, data.visits
     n, nv, nc = len(det), len(visits), len(ccds)
@@ -229,5 +231,8 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         error_scale={int(v): float(x) for v, x in zip(visits, errors.scale)} if errors else {},
         error_floor_mmag=errors.floor * 1000.0 if errors else 0.0, ref_error_scale=ref_scale)
     data.photometry = PhotometryResult(active=active, resid=res, w=w, xstar=xs, m_cor=m_cor,
+                                       prior_w=prior_w, orders=orders,
                                        mag_ref=ref_mag_used[star])
-    return model, fluxmag0err
+    ccd_err = photometric_ccd_errors(sol, model, data, u, v, sol.camera, CCD_ZP_PRIOR_MAG,
+                                     solve_par and not cfg.commonFluxCorr)
+    return model, fluxmag0err, ccd_err

@@ -22,10 +22,11 @@ from ..model.sky import mean_position
 from ..model.solution import Solution
 from ..model.statistics import RunStats
 from .association import associated_references, cross_match, match_reference
-from .astrometry import fit_astrometry
+from .astrometry import CCD_PLACEMENT_PRIOR_PX, fit_astrometry
 from .photometry import fit_photometry
 from .selection import select_detections
 from .state import FitData, PhotometryResult
+from .uncertainty import astrometric_ccd_errors
 
 log = logging.getLogger("mosaicfit.fit")
 
@@ -122,6 +123,7 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
         stats.timing["astrometry"] = time.time() - ta - (stats.timing["match"] - t_match)
     else:
         sol.frozen = {(e.visit, e.ccd): e.wcs_header for e in exposures}
+    ccd_mag_err = {}
     if cfg.doSolveFlux:
         tp_ = time.time()
         filters = {int(v): (visit_info[int(v)]["filter"] or "") for v in data.visits}
@@ -133,15 +135,47 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
                 continue
             if len(filters) > 1:
                 log.info("photometry of filter %s: %d visits", filt, len(sub.visits))
-            model, fluxmag0err = fit_photometry(sub, sol, cfg, exposures, filt, refcat_name,
-                                                scale, stats)
+            model, fluxmag0err, mag_err = fit_photometry(sub, sol, cfg, exposures, filt,
+                                                         refcat_name, scale, stats)
+            ccd_mag_err.update(mag_err)
             sol.photometry[filt] = model
             sol.fluxmag0err.update(fluxmag0err)
             _merge(data.photometry, sub)
         stats.timing["photometry"] = time.time() - tp_
+    if cfg.doSolveWcs:
+        _constrained_ccds(sol, data, camera, exposures, ccd_mag_err, cfg)
     stats.timing["solve_total"] = time.time() - t_start
     sol.detections, sol.stars = _record(sol, data)
     return sol
+
+
+def _constrained_ccds(sol, data, camera, exposures, mag_err, cfg):
+    """The uncertainty of every CCD of the fitted visits (fit.uncertainty) and whether the
+    solution constrains it (maxCcdPosError, maxCcdMagError): ``sol.stats.ccd_errors`` rows;
+    the CCDs outside said in the log."""
+    pos_err = astrometric_ccd_errors(sol, data, camera, CCD_PLACEMENT_PRIOR_PX)
+    a = data.astrometry
+    key = data.det.visit.astype(np.int64) * 1000 + data.det.ccd
+    n_used = dict(zip(*np.unique(key[a.active], return_counts=True)))
+    rows, outside = [], []
+    for v, c in sorted({(int(e.visit), int(e.ccd)) for e in exposures}):
+        if (v, c) in sol.frozen or (v, c) not in pos_err:
+            continue
+        pe, pe_max = pos_err[(v, c)]
+        me, me_max = mag_err.get((v, c), (np.nan, np.nan))
+        ok = bool(pe <= cfg.maxCcdPosError
+                  and (not sol.has_photometry(v) or me <= cfg.maxCcdMagError))
+        rows.append(dict(visit=v, ccd=c, pos_err_mas=float(pe), pos_err_max_mas=float(pe_max),
+                         mag_err_mmag=float(me), mag_err_max_mmag=float(me_max),
+                         n_stars=int(n_used.get(v * 1000 + c, 0)), constrained=ok))
+        if not ok:
+            outside.append((v, c))
+    sol.stats.ccd_errors = rows
+    if outside:
+        log.warning("%d CCDs outside what their visit's stars constrain (uncertainty beyond "
+                    "maxCcdPosError=%.1f mas or maxCcdMagError=%.1f mmag): no products: %s",
+                    len(outside), cfg.maxCcdPosError, cfg.maxCcdMagError,
+                    format_visit_ccds(outside))
 
 
 class _Inputs:

@@ -212,6 +212,27 @@ class Solution:
             m = next(iter(self.photometry.values()))
         return m if m is not None and m.has_visit(visit) else None
 
+    def ccd_error(self, visit, ccd):
+        """The row of ``stats.ccd_errors`` of (visit, ccd) (pos_err_mas, mag_err_mmag,
+        n_stars, constrained), or None (a frozen visit, a CCD not in the run)."""
+        if not hasattr(self, "_ccd_error_index") or self._ccd_error_index[0] is not \
+                self.stats.ccd_errors:
+            self._ccd_error_index = (self.stats.ccd_errors, {
+                (int(r["visit"]), int(r["ccd"])): r for r in self.stats.ccd_errors})
+        return self._ccd_error_index[1].get((int(visit), int(ccd)))
+
+    def constrained(self, visit, ccd):
+        """Whether the solution constrains the products of (visit, ccd): a CCD of a frozen
+        visit (its single-frame WCS), or one whose uncertainties are within maxCcdPosError
+        and maxCcdMagError (fit.uncertainty). A solution without these rows (an older file)
+        constrains every CCD with stars used by the fit."""
+        if (int(visit), int(ccd)) in self.frozen:
+            return True
+        row = self.ccd_error(visit, ccd)
+        if row is None:
+            return not self.stats.ccd_errors
+        return bool(row["constrained"])
+
     def has_photometry(self, visit):
         return self.photometric_model(visit) is not None
 

@@ -136,6 +136,9 @@ class RunStats:
     photometry: dict = field(default_factory=dict)    # filter -> PhotometryStats
     # visit -> the turbulence fit's figures (fit.turbulence.fit_visit_field's info)
     turbulence: dict = field(default_factory=dict)
+    # one row (dict) per (visit, CCD) of the fitted visits: the products' uncertainties from
+    # the normal equations (fit.uncertainty.CcdError's fields) and whether they are written
+    ccd_errors: list = field(default_factory=list)
 
     def to_dict(self):
         """Plain JSON-able values (tuples as lists)."""
