@@ -185,7 +185,7 @@ OPTIONS = (
        "coordinate, rms over the CCD, from the normal equations: fit.uncertainty) is larger "
        "gets no products: it lies outside what its visit's stars constrain", minimum=0.0,
        above=True),
-    _O("maxCcdMagError", float, 10.0, "mmag: the same for the photometric uncertainty",
+    _O("maxCcdMagError", float, 5.0, "mmag: the same for the photometric uncertainty",
        minimum=0.0, above=True),
     _O("coaddName", str, "deep", "coadd name of the sky map (ROOT/rerun/R/<coaddName>Coadd/"
        "skyMap.json)"),

@@ -12,8 +12,8 @@ from ..model.basis import n_terms
 from ..model.statistics import AstrometryStats, IterationSummary
 from .clipping import chance_clips, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
-from .errors import (MAX_REFITS, REF_SCALE_MIN, fit_error_model, leverage,
-                     reference_scale, repeated_only)
+from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage,
+                     model_leverage, repeated_only)
 from .order import HELD, visit_orders
 from .chromatic import DcrFit, star_colours, visit_refraction
 from .quality import assess_visits
@@ -129,6 +129,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         if 0 <= orders[k] < order:
             coef_prior_w[k, :, n_terms(orders[k]):] = HELD
     model = AstrometricModel(placement, optics, plane, order)
+    n_terms_v = np.array([n_terms(o) if o >= 0 else 0 for o in orders])
 
     # weights: centroid errors in arcsec (single-frame pixel scale) plus the floor, then the
     # error model fitted from the residuals (fit.errors)
@@ -136,7 +137,9 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
     w = 1.0 / sig0_2
     y, prior, prior_w, has = _reference_priors(data, plane, cfg)
     prior_var0 = np.where(prior_w > 0, 1.0 / np.where(prior_w > 0, prior_w, 1.0), np.inf)
-    errors, ref_scale = None, 1.0
+    errors, ref_scale, ref_floor = None, 1.0, float(cfg.refPosErrorFloor)
+    # the catalogue's own variances, without the floor (fit.errors.fit_reference_errors)
+    cat_var = np.maximum(prior_var0 - cfg.refPosErrorFloor ** 2, 1e-12)
     ref_prior = has.copy() if (data.ref is not None and has.any()) else np.zeros(nstar, bool)
     n_ref_rejected = 0
 
@@ -148,18 +151,27 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         """The error model of the residuals of solution `r` (detections `act`): the weights
         and the reference catalogue's error scale follow it (fit.errors)."""
         nonlocal w, prior_w, ref_scale
-        h = repeated_only(leverage(w, star, act, nstar, prior_w), star, act, nstar)
+        h = leverage(w, star, act, nstar, prior_w)
+        h = repeated_only(h + (1.0 - h) * model_leverage(
+            vidx, cidx, act, n_terms_v, 1.5 if cfg.solveCcd else 0.0), star, act, nstar)
         e = fit_error_model(np.sum(r.resid[act] ** 2, axis=1), sig0_2[act], h[act], vidx[act],
                             nv, 2)
         if ref_prior.any() and data.ref is not None:
-            pr = ref_prior & np.all(np.isfinite(r.xstar), axis=1)
-            W = np.bincount(star[act], weights=w[act], minlength=nstar) + prior_w
-            ref_scale = max(REF_SCALE_MIN, reference_scale(
-                np.sum((r.xstar[pr] - prior[pr]) ** 2, axis=1),
-                prior_var0[pr] * ref_scale ** 2, prior_w[pr] / W[pr], 2) * ref_scale)
-            prior_w = np.where(ref_prior, 1.0 / (prior_var0 * ref_scale ** 2), prior_w)
+            refit_references(r, act)
         w = 1.0 / e.variance(sig0_2, vidx)
         return e
+
+    def refit_references(r, act):
+        """The reference errors (scale and floor) from the fitted stars' offsets."""
+        nonlocal prior_w, ref_scale, ref_floor
+        pr = ref_prior & np.all(np.isfinite(r.xstar), axis=1)
+        W = np.bincount(star[act], weights=w[act], minlength=nstar) + prior_w
+        e = fit_reference_errors(np.sum((r.xstar[pr] - prior[pr]) ** 2, axis=1), cat_var[pr],
+                                 prior_w[pr] / W[pr], 2)
+        if e is not None:
+            ref_scale, ref_floor = float(e.scale[0]), e.floor
+            prior_w = np.where(ref_prior, 1.0 / (ref_scale ** 2 * cat_var + ref_floor ** 2),
+                               prior_w)
 
     # the chromatic term (fit.chromatic): a known displacement of each detection, refitted
     # after every solve
@@ -226,7 +238,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
             G = np.zeros((n, 2, 3))
         r = require_solution(solve_least_squares(LeastSquaresProblem(
             star=star, visit=vidx, ccd=cidx, active=active, u=a, v=b, y=y + y_dcr, w=w, G=G,
-            prior=prior, prior_w=prior_w, coef_prior=coef_prior, coef_prior_w=coef_prior_w,
+            prior=prior, prior_w=prior_w, prior_is_measurement=bool(ref_prior.any()),
+            coef_prior=coef_prior, coef_prior_w=coef_prior_w,
             ccd_fixed=ccd_fixed, ccd_prior=ccd_prior, ccd_prior_w=ccd_prior_w, nvisit=nv,
             nccd=nc, nstar=nstar, order=order, basis="legendre")), "astrometric")
         coef = r.coef
@@ -347,8 +360,9 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         stats.n_ref_stars = int((data.ref_of_star >= 0).sum())
     if errors is not None:
         log.info("astrometric errors: scale %.2f-%.2f (median %.2f) per visit, floor %.2f mas; "
-                 "reference catalogue errors x %.2f", np.min(errors.scale), np.max(errors.scale),
-                 np.median(errors.scale), errors.floor * 1000.0, ref_scale)
+                 "reference catalogue errors x %.2f with a floor of %.2f mas", np.min(errors.scale),
+                 np.max(errors.scale), np.median(errors.scale), errors.floor * 1000.0, ref_scale,
+                 ref_floor * 1000.0)
     stats.astrometry = AstrometryStats(
         order=order, chi2=float(r.chi2), ndof=r.ndof, rms_mas=rms,
         clipped=int((usable & ~active).sum()), n_active=int(active.sum()),
@@ -372,28 +386,25 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         pa, pb = optics(pu, pv)
         return require_solution(solve_least_squares(LeastSquaresProblem(
             star=star, visit=vidx, ccd=cidx, active=act, u=pa, v=pb, y=y + y_extra, w=w,
-            G=np.zeros((n, 2, 3)), prior=prior, prior_w=prior_w, coef_prior=coef_prior,
+            G=np.zeros((n, 2, 3)), prior=prior, prior_w=prior_w,
+            prior_is_measurement=bool(ref_prior.any()), coef_prior=coef_prior,
             coef_prior_w=coef_prior_w, ccd_fixed=np.ones(nc, bool), nvisit=nv, nccd=nc,
             nstar=nstar, order=order, basis="legendre")), "astrometric")
 
     def noise(r, turb_var):
         """The measurements' own variances: the error model of the residuals of `r` with
         the turbulence's variance `turb_var` known (fit.errors)."""
-        h = repeated_only(leverage(w, star, active, nstar, prior_w), star, active, nstar)
+        h = leverage(w, star, active, nstar, prior_w)
+        h = repeated_only(h + (1.0 - h) * model_leverage(
+            vidx, cidx, active, n_terms_v, 1.5 if cfg.solveCcd else 0.0), star, active, nstar)
         e = fit_error_model(np.sum(r.resid[active] ** 2, axis=1), sig0_2[active], h[active],
                             vidx[active], nv, 2, extra=turb_var[active])
         return e.variance(sig0_2, vidx)
 
     def refit_refs(r):
-        """The reference errors' scale again, the stars freed of the turbulence."""
-        nonlocal prior_w, ref_scale
+        """The reference errors again, the stars freed of the turbulence."""
         if ref_prior.any() and data.ref is not None and cfg.fitErrorModel:
-            pr = ref_prior & np.all(np.isfinite(r.xstar), axis=1)
-            W = np.bincount(star[active], weights=w[active], minlength=nstar) + prior_w
-            ref_scale = max(REF_SCALE_MIN, reference_scale(
-                np.sum((r.xstar[pr] - prior[pr]) ** 2, axis=1),
-                prior_var0[pr] * ref_scale ** 2, prior_w[pr] / W[pr], 2) * ref_scale)
-            prior_w = np.where(ref_prior, 1.0 / (prior_var0 * ref_scale ** 2), prior_w)
+            refit_references(r, active)
 
     def finish():
         """The turbulence phase, once the associations are final (fit.turbulence): the

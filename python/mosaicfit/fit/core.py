@@ -50,6 +50,10 @@ class LeastSquaresProblem:
     ccd_prior: np.ndarray = None      # (nccd, K) Gaussian priors of the CCD parameters ...
     ccd_prior_w: np.ndarray = None    # ... and their weights (0: none)
     ccd_sum_zero: bool = True         # gauge: each CCD parameter sums to 0 over free CCDs
+    # the star priors are measurements (a reference catalogue's values with their errors:
+    # counted in chi2 and ndof), or only a regulariser (a relative solution's weak tie to the
+    # single-frame positions: neither)
+    prior_is_measurement: bool = True
 
     @property
     def D(self):
@@ -164,6 +168,9 @@ def solve_least_squares(p):
     # the coefficient and CCD priors as observations (chi2 and count; the C++ side counts the
     # stars'), those of held CCDs aside
     chi2_coef, nobs_coef, n_prior_ccd = 0.0, 0, 0
+    if args["prior_w"] is not None and not p.prior_is_measurement:
+        chi2_coef -= float(r.chi2 - r.chi2_det)
+        nobs_coef -= D * int(np.sum(args["prior_w"] > 0))
     if cw is not None:
         on = cw > 0
         d = np.asarray(r.coef).reshape(p.nvisit, D, T) - args["coef_prior"]

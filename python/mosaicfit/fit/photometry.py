@@ -13,8 +13,8 @@ from ..model.photometry import PhotometricModel
 from ..model.statistics import IterationSummary, PhotometryStats
 from .clipping import chance_clips, inconsistent_stars, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
-from .errors import (MAX_REFITS, REF_SCALE_MIN, fit_error_model, leverage,
-                     reference_scale, repeated_only)
+from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage,
+                     model_leverage, repeated_only)
 from .order import HELD, affordable_order, visit_orders
 from .state import PhotometryResult
 from .uncertainty import photometric_ccd_errors
@@ -73,6 +73,9 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
             absolute = False
 
     prior_var0 = np.where(prior_w > 0, 1.0 / np.where(prior_w > 0, prior_w, 1.0), np.inf)
+    # the catalogue's own variances, without the floor (fit.errors.fit_reference_errors)
+    cat_var = np.maximum(prior_var0 - cfg.refMagErrorFloor ** 2, 1e-12)
+    ref_floor = float(cfg.refMagErrorFloor)
 
     active = np.ones(n, bool)
     per_visit = np.bincount(vidx, minlength=nv)
@@ -147,8 +150,11 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         new_errors = None
         if cfg.fitErrorModel and thr <= cfg.clipSigma and n_refits < MAX_REFITS:
             n_refits += 1
-            h = repeated_only(leverage(w, star, active, nstar, prior_w), star, active,
-                              nstar)
+            h = leverage(w, star, active, nstar, prior_w)
+            # the star's share, then the model's of the rest (fit.errors.model_leverage)
+            h = repeated_only(h + (1.0 - h) * model_leverage(
+                vidx, cidx, active, [n_terms(o) for o in orders],
+                1.0 if solve_par and not cfg.commonFluxCorr else 0.0), star, active, nstar)
             new_errors = fit_error_model(res[active] ** 2, sig0_2[active], h[active],
                                          vidx[active], nv, 1)
             pr = prior_w > 0
@@ -156,10 +162,12 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
                 xs = r.xstar[:, 0]
                 pr &= np.isfinite(xs)
                 W = np.bincount(star[active], weights=w[active], minlength=nstar) + prior_w
-                ref_scale = max(REF_SCALE_MIN, reference_scale((xs[pr] - prior[pr, 0]) ** 2,
-                                                     prior_var0[pr] * ref_scale ** 2,
-                                                     prior_w[pr] / W[pr], 1) * ref_scale)
-                prior_w = np.where(prior_w > 0, 1.0 / (prior_var0 * ref_scale ** 2), 0.0)
+                e = fit_reference_errors((xs[pr] - prior[pr, 0]) ** 2, cat_var[pr],
+                                         prior_w[pr] / W[pr], 1)
+                if e is not None:
+                    ref_scale, ref_floor = float(e.scale[0]), e.floor
+                    prior_w = np.where(prior_w > 0, 1.0 / (ref_scale ** 2 * cat_var
+                                                           + ref_floor ** 2), 0.0)
             w = 1.0 / new_errors.variance(sig0_2, vidx)
         model_moved = new_errors is not None and (
             errors is None or np.max(np.abs(new_errors.scale / errors.scale - 1)) > 0.01
@@ -222,8 +230,9 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         fluxmag0err[(vv, c)] = 10.0 ** (0.4 * model.zero_point(vv, c)) * 0.4 * np.log(10) * err
     if errors is not None:
         log.info("photometric errors of %s: scale %.2f-%.2f (median %.2f) per visit, floor "
-                 "%.2f mmag; reference magnitude errors x %.2f", filt, np.min(errors.scale),
-                 np.max(errors.scale), np.median(errors.scale), errors.floor * 1000.0, ref_scale)
+                 "%.2f mmag; reference magnitude errors x %.2f with a floor of %.2f mmag", filt,
+                 np.min(errors.scale), np.max(errors.scale), np.median(errors.scale),
+                 errors.floor * 1000.0, ref_scale, ref_floor * 1000.0)
     stats.photometry[filt] = PhotometryStats(
         filter=filt, order=order, chi2=float(r.chi2), ndof=r.ndof, rms_mmag=rms,
         clipped=int((usable & ~active).sum()), n_active=int(active.sum()), variables=n_variable,
