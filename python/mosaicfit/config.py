@@ -151,6 +151,8 @@ OPTIONS = (
        "the fit"),
     _O("fluxFitAbsolute", bool, True, "tie the zero points to the reference magnitudes"),
     _O("fluxFitSolveCcd", bool, True, "fit a flux scale per CCD (summing to 0)"),
+    _O("photHuber", float, 3.0, "the photometric fit's Huber loss: weights min(1, k/|chi|) "
+       "beyond k sigma (0: least squares)", minimum=0.0),
     _O("commonFluxCorr", bool, False, "one flux polynomial for all visits"),
     _O("photomErrorFloor", float, 0.0, "mag added in quadrature to the flux errors",
        minimum=0.0),

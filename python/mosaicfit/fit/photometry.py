@@ -17,7 +17,7 @@ from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage
                      model_leverage, repeated_only)
 from .order import HELD, affordable_order, visit_orders
 from .state import PhotometryResult
-from .uncertainty import photometric_ccd_errors
+from .uncertainty import coherent_residuals, photometric_ccd_errors
 
 log = logging.getLogger("mosaicfit.fit")
 
@@ -134,16 +134,28 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
     n_refits = 0                      # of the error model (fit.errors.MAX_REFITS)
     variables_done = False
     n_variable = 0
+    # the Huber loss (photHuber = k sigma; 0: least squares): each detection's weight times
+    # min(1, k / |chi|), iterated with the solution (IRLS). A region the polynomial cannot
+    # follow (a cloud's edge) then pulls the solution only linearly, instead of bending it
+    # until worst-first clipping has removed the region's stars one by one, which leaves the
+    # polynomial free there (the 30-visit failure of issue 14)
+    huber = np.ones(n)
+    converged = False
     for it in range(cfg.maxIter):
         r = require_solution(solve_least_squares(LeastSquaresProblem(
             star=star, visit=poly_idx, ccd=par_idx, active=active, u=u / s, v=v / s,
-            y=-m_cor[:, None], w=w, G=G, prior=prior, prior_w=prior_w, coef_prior=coef_prior,
+            y=-m_cor[:, None], w=w * huber, G=G, prior=prior, prior_w=prior_w, coef_prior=coef_prior,
             coef_prior_w=coef_prior_w, ccd_fixed=None if solve_par else np.ones(npar, bool),
             ccd_prior=ccd_prior, ccd_prior_w=ccd_prior_w,
             nvisit=npoly, nccd=npar, nstar=nstar, order=order, basis=basis)), "photometric")
         res = r.resid[:, 0]
         chi = w * res ** 2
         rms = float(np.sqrt(np.mean(res[active] ** 2))) * 1000.0
+        huber_moved = False
+        if cfg.photHuber > 0:
+            new = np.minimum(1.0, cfg.photHuber / np.maximum(np.sqrt(chi), 1e-12))
+            huber_moved = bool(np.any(np.abs(new - huber)[active] > 0.01))
+            huber = new
         nclip, nback, thr = update_active(chi, star, active, usable, it + 1, cfg.clipSigma,
                                           returned)
         # once the threshold is down, the errors follow the residuals (fit.errors)
@@ -179,11 +191,12 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         stats.iterations.append(summ)
         log.info(summ.line())
         if nclip <= chance_clips(int(active.sum()), thr, 1) and nback == 0 \
-                and thr <= cfg.clipSigma and not model_moved:
+                and thr <= cfg.clipSigma and not model_moved and not huber_moved:
             bad = inconsistent_stars(chi, star, active, nstar, prior_w > 0, 1) \
                 if cfg.rejectVariables and not variables_done else []
             variables_done = True
             if len(bad) == 0:
+                converged = True
                 break
             drop = np.isin(star, bad)
             active &= ~drop
@@ -191,6 +204,10 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
             n_variable = len(bad)
             log.info("photometry: %d stars inconsistent with a constant flux (variables, "
                      "galaxies) removed", len(bad))
+    if not converged:
+        log.warning("photometry of %s: not converged after maxIter=%d iterations (last: %d "
+                    "clipped, chi2/ndof %.3f): check the diagnostics' coherent residuals",
+                    filt or "the filter", cfg.maxIter, nclip, r.chi2 / max(r.ndof, 1))
     if r.ndof <= 0:
         raise MosaicError(f"too few stars to determine the photometric solution of {filt}: "
                           f"{r.nobs} measurements (detections and reference values) for {r.nparam} "
@@ -207,19 +224,14 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
             model.coefficients[int(vv)] = coef[k]
     if not cfg.commonFluxCorr:
         model.ccd_terms = {int(c): float(par[k]) for k, c in enumerate(ccds)}
-    # FLUXMAG0ERR: clipped scatter of calibrated minus reference magnitudes per CCD (minus
-    # the fitted star magnitudes in a relative solution); resid = calibrated - star magnitude
+    # FLUXMAG0ERR: the scatter of all the CCD's usable residuals (calibrated minus fitted
+    # star magnitudes; resid = calibrated - star magnitude), not only of its reference stars
     xs = r.xstar[:, 0]
-    cal = res + xs[star]
     mag_err = {}
     for e_idx in np.unique(det.exp):
         m = (det.exp == e_idx) & active
         e = exposures[e_idx]
-        if absolute:
-            mm = m & (prior_w[star] > 0)
-            d = cal[mm] - prior[star[mm], 0]
-        else:
-            d = res[m]
+        d = res[m]
         mag_err[(e.visit, e.ccd)] = float(np.sqrt(np.mean(d ** 2))) if len(d) >= 3 else np.nan
     # the visit's median where a CCD has too few stars; in flux, as FLUXMAG0
     fluxmag0err = {}
@@ -244,4 +256,15 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
                                        mag_ref=ref_mag_used[star])
     ccd_err = photometric_ccd_errors(sol, model, data, u, v, sol.camera, CCD_ZP_PRIOR_MAG,
                                      solve_par and not cfg.commonFluxCorr)
+    coherent = coherent_residuals(res, w, active, det.visit, det.ccd)
+    stats.photometry[filt].converged = converged
+    stats.photometry[filt].coherent = [
+        dict(visit=v_, ccd=c_, median_mmag=1000.0 * m_, error_mmag=1000.0 * e_, n=n_)
+        for (v_, c_), (m_, e_, n_, bad) in sorted(coherent.items()) if bad]
+    for row in stats.photometry[filt].coherent:
+        log.warning("photometry of %s: visit %d CCD %d: its %d residuals have a median of "
+                    "%.1f mmag, %.0f times its error: the model does not describe this CCD "
+                    "(a cloud's edge, a flat-field defect?)", filt or "the filter",
+                    row["visit"], row["ccd"], row["n"], row["median_mmag"],
+                    abs(row["median_mmag"]) / max(row["error_mmag"], 1e-9))
     return model, fluxmag0err, ccd_err

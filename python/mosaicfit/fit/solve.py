@@ -157,23 +157,31 @@ def _constrained_ccds(sol, data, camera, exposures, mag_err, cfg):
     a = data.astrometry
     key = data.det.visit.astype(np.int64) * 1000 + data.det.ccd
     n_used = dict(zip(*np.unique(key[a.active], return_counts=True)))
+    coherent = {(int(q["visit"]), int(q["ccd"])): q["median_mmag"]
+                for p in sol.stats.photometry.values() for q in p.coherent}
     rows, outside = [], []
     for v, c in sorted({(int(e.visit), int(e.ccd)) for e in exposures}):
         if (v, c) in sol.frozen or (v, c) not in pos_err:
             continue
         pe, pe_max = pos_err[(v, c)]
         me, me_max = mag_err.get((v, c), (np.nan, np.nan))
+        # a coherent residual (the model not describing the CCD) beyond the tolerance is an
+        # error of the product as well
+        co = coherent.get((v, c), 0.0)
         ok = bool(pe <= cfg.maxCcdPosError
-                  and (not sol.has_photometry(v) or me <= cfg.maxCcdMagError))
+                  and (not sol.has_photometry(v) or (me <= cfg.maxCcdMagError
+                                                     and abs(co) <= cfg.maxCcdMagError)))
         rows.append(dict(visit=v, ccd=c, pos_err_mas=float(pe), pos_err_max_mas=float(pe_max),
                          mag_err_mmag=float(me), mag_err_max_mmag=float(me_max),
+                         coherent_mmag=float(co),
                          n_stars=int(n_used.get(v * 1000 + c, 0)), constrained=ok))
         if not ok:
             outside.append((v, c))
     sol.stats.ccd_errors = rows
     if outside:
-        log.warning("%d CCDs outside what their visit's stars constrain (uncertainty beyond "
-                    "maxCcdPosError=%.1f mas or maxCcdMagError=%.1f mmag): no products: %s",
+        log.warning("%d CCDs outside what their visit's stars constrain (uncertainty or "
+                    "coherent residual beyond maxCcdPosError=%.1f mas or maxCcdMagError=%.1f "
+                    "mmag): no products: %s",
                     len(outside), cfg.maxCcdPosError, cfg.maxCcdMagError,
                     format_visit_ccds(outside))
 

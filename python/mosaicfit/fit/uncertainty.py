@@ -26,8 +26,13 @@ import numpy as np
 from ..model.basis import PolyBasis, n_terms
 from .errors import leverage
 
-__all__ = ["CCD_GRID", "polynomial_covariances", "astrometric_ccd_errors",
-           "photometric_ccd_errors"]
+__all__ = ["CCD_GRID", "COHERENT_SIGMA", "COHERENT_FLOOR_MAG", "polynomial_covariances",
+           "astrometric_ccd_errors", "photometric_ccd_errors", "coherent_residuals"]
+
+#: a (visit, CCD) whose residuals' median is beyond this many of its errors ...
+COHERENT_SIGMA = 5.0
+#: ... and beyond this many magnitudes is one the model does not describe
+COHERENT_FLOOR_MAG = 0.002
 
 #: points across x and y of each CCD where the products' errors are evaluated
 CCD_GRID = (5, 9)
@@ -138,4 +143,29 @@ def photometric_ccd_errors(sol, model, data, u, v, camera, ccd_prior_mag, solve_
             B = basis.values(gu / s, gv / s)
             rms, top = _sigmas(B, cov[k], zp_var[int(c)])
             out[(int(vis), int(c))] = (1000.0 * rms, 1000.0 * top)
+    return out
+
+
+def coherent_residuals(res, w, active, visit, ccd, min_n=5):
+    """{(visit, ccd): (median, its error, n, flagged)} of the residuals `res` (weights `w`)
+    of the active detections of each (visit, CCD) with at least `min_n`: the median's error
+    is 1.2533 sigma / sqrt(n), sigma the residuals' robust scatter (1.4826 MAD) or their
+    errors' (1 / sqrt(mean w)), the larger; flagged when the median is beyond COHERENT_SIGMA
+    errors and COHERENT_FLOOR_MAG. A fitted model leaves no coherent residual on a CCD; one
+    that cannot follow the data there (a cloud's edge across a visit) does."""
+    out = {}
+    key = np.asarray(visit, np.int64) * 1000 + np.asarray(ccd)
+    keys, inv = np.unique(key[active], return_inverse=True)
+    r, ww = res[active], w[active]
+    for i, k in enumerate(keys):
+        m = inv == i
+        n = int(m.sum())
+        if n < min_n:
+            continue
+        med = float(np.median(r[m]))
+        sig = max(1.4826 * float(np.median(np.abs(r[m] - med))),
+                  1.0 / np.sqrt(float(np.mean(ww[m]))))
+        err = 1.2533 * sig / np.sqrt(n)
+        bad = abs(med) > COHERENT_SIGMA * err and abs(med) > COHERENT_FLOOR_MAG
+        out[(int(k // 1000), int(k % 1000))] = (med, err, n, bool(bad))
     return out

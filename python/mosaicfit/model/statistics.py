@@ -112,6 +112,10 @@ class PhotometryStats:
     error_scale: dict = field(default_factory=dict)   # visit -> scale of the input errors
     error_floor_mmag: float = 0.0
     ref_error_scale: float = 1.0
+    converged: bool = True
+    # (visit, CCD)s whose residuals' median the model leaves beyond a few errors
+    # (fit.uncertainty.coherent_residuals): dicts visit, ccd, median_mmag, error_mmag, n
+    coherent: list = field(default_factory=list)
 
     @property
     def chi2_ndof(self):
