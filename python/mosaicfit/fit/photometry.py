@@ -17,7 +17,7 @@ from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage
                      model_leverage, repeated_only)
 from .order import HELD, affordable_order, visit_orders
 from .state import PhotometryResult
-from .uncertainty import coherent_residuals, photometric_ccd_errors
+from .uncertainty import coherent_residuals, photometric_ccd_errors, visit_misfit
 
 log = logging.getLogger("mosaicfit.fit")
 
@@ -254,17 +254,23 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
     data.photometry = PhotometryResult(active=active, resid=res, w=w, xstar=xs, m_cor=m_cor,
                                        prior_w=prior_w, orders=orders,
                                        mag_ref=ref_mag_used[star])
+    coherent = coherent_residuals(res, w, active, det.visit, det.ccd, det.x, det.y, sol.camera)
+    misfit = visit_misfit(coherent, visits)
+    for k in np.nonzero(misfit > 0.002)[0]:
+        log.warning("photometry of %s: visit %d: its CCDs' residuals scatter by %.1f mmag "
+                    "beyond their errors: the flux model does not describe the visit (a "
+                    "cloud's edge?); its uncertainties include it", filt or "the filter",
+                    visits[k], 1000.0 * misfit[k])
     ccd_err = photometric_ccd_errors(sol, model, data, u, v, sol.camera, CCD_ZP_PRIOR_MAG,
-                                     solve_par and not cfg.commonFluxCorr)
-    coherent = coherent_residuals(res, w, active, det.visit, det.ccd)
+                                     solve_par and not cfg.commonFluxCorr, misfit)
     stats.photometry[filt].converged = converged
     stats.photometry[filt].coherent = [
-        dict(visit=v_, ccd=c_, median_mmag=1000.0 * m_, error_mmag=1000.0 * e_, n=n_)
+        dict(visit=v_, ccd=c_, rms_mmag=1000.0 * m_, noise_mmag=1000.0 * e_, n=n_)
         for (v_, c_), (m_, e_, n_, bad) in sorted(coherent.items()) if bad]
     for row in stats.photometry[filt].coherent:
-        log.warning("photometry of %s: visit %d CCD %d: its %d residuals have a median of "
-                    "%.1f mmag, %.0f times its error: the model does not describe this CCD "
-                    "(a cloud's edge, a flat-field defect?)", filt or "the filter",
-                    row["visit"], row["ccd"], row["n"], row["median_mmag"],
-                    abs(row["median_mmag"]) / max(row["error_mmag"], 1e-9))
+        log.warning("photometry of %s: visit %d CCD %d: its %d residuals follow a plane of "
+                    "%.1f mmag rms across the CCD (noise %.1f mmag): the model does not "
+                    "describe this CCD (a cloud's edge, a flat-field defect?)",
+                    filt or "the filter", row["visit"], row["ccd"], row["n"], row["rms_mmag"],
+                    row["noise_mmag"])
     return model, fluxmag0err, ccd_err

@@ -157,7 +157,7 @@ def _constrained_ccds(sol, data, camera, exposures, mag_err, cfg):
     a = data.astrometry
     key = data.det.visit.astype(np.int64) * 1000 + data.det.ccd
     n_used = dict(zip(*np.unique(key[a.active], return_counts=True)))
-    coherent = {(int(q["visit"]), int(q["ccd"])): q["median_mmag"]
+    coherent = {(int(q["visit"]), int(q["ccd"])): q["rms_mmag"]
                 for p in sol.stats.photometry.values() for q in p.coherent}
     rows, outside = [], []
     for v, c in sorted({(int(e.visit), int(e.ccd)) for e in exposures}):

@@ -27,9 +27,10 @@ from ..model.basis import PolyBasis, n_terms
 from .errors import leverage
 
 __all__ = ["CCD_GRID", "COHERENT_SIGMA", "COHERENT_FLOOR_MAG", "polynomial_covariances",
-           "astrometric_ccd_errors", "photometric_ccd_errors", "coherent_residuals"]
+           "astrometric_ccd_errors", "photometric_ccd_errors", "coherent_residuals",
+           "visit_misfit"]
 
-#: a (visit, CCD) whose residuals' median is beyond this many of its errors ...
+#: a (visit, CCD) whose residuals' plane is beyond chance at this many normal sigma ...
 COHERENT_SIGMA = 5.0
 #: ... and beyond this many magnitudes is one the model does not describe
 COHERENT_FLOOR_MAG = 0.002
@@ -119,10 +120,13 @@ def astrometric_ccd_errors(sol, data, camera, ccd_prior_px):
     return out
 
 
-def photometric_ccd_errors(sol, model, data, u, v, camera, ccd_prior_mag, solve_ccd):
+def photometric_ccd_errors(sol, model, data, u, v, camera, ccd_prior_mag, solve_ccd,
+                           misfit=None):
     """{(visit, ccd): (rms, largest) mmag} for the visits of one filter's fit (`data`,
     `model`; (u, v) the detections' focal-plane positions) and every science CCD: the error
-    of the calibration over the CCD."""
+    of the calibration over the CCD. `misfit` (per visit, mag): the scatter of the CCDs'
+    residuals the visit's model leaves beyond their noise (:func:`visit_misfit`), added in
+    quadrature: where the model does not describe a visit its figures say so."""
     p = data.photometry
     basis = PolyBasis(model.order, model.kind)
     h = leverage(p.w, data.star, p.active, data.nstar, p.prior_w)
@@ -141,31 +145,61 @@ def photometric_ccd_errors(sol, model, data, u, v, camera, ccd_prior_mag, solve_
             gx, gy = _grid(camera, c)
             gu, gv = sol.focal_plane(int(c), gx, gy)
             B = basis.values(gu / s, gv / s)
-            rms, top = _sigmas(B, cov[k], zp_var[int(c)])
+            sys2 = 0.0 if misfit is None else float(misfit[k]) ** 2
+            rms, top = _sigmas(B, cov[k], zp_var[int(c)] + sys2)
             out[(int(vis), int(c))] = (1000.0 * rms, 1000.0 * top)
     return out
 
 
-def coherent_residuals(res, w, active, visit, ccd, min_n=5):
-    """{(visit, ccd): (median, its error, n, flagged)} of the residuals `res` (weights `w`)
-    of the active detections of each (visit, CCD) with at least `min_n`: the median's error
-    is 1.2533 sigma / sqrt(n), sigma the residuals' robust scatter (1.4826 MAD) or their
-    errors' (1 / sqrt(mean w)), the larger; flagged when the median is beyond COHERENT_SIGMA
-    errors and COHERENT_FLOOR_MAG. A fitted model leaves no coherent residual on a CCD; one
-    that cannot follow the data there (a cloud's edge across a visit) does."""
+def coherent_residuals(res, w, active, visit, ccd, x, y, camera, min_n=6, z=COHERENT_SIGMA):
+    """{(visit, ccd): (rms, its noise, n, flagged)} of the residuals `res` (weights `w`) of
+    the active detections of each (visit, CCD) with at least `min_n`: a plane (offset and
+    slopes across the CCD) fitted to them by weighted least squares, `rms` its rms over the
+    CCD (mag) and `noise` the rms such a plane has from the errors alone (the errors scaled
+    by the scatter about the plane where larger). Flagged when the plane is beyond chance at
+    `z` normal sigma (chi2 with 3 degrees of freedom) and beyond COHERENT_FLOOR_MAG. A model
+    that describes the data leaves no such plane on a CCD; one that cannot follow them there
+    (a cloud's edge across the visit) does."""
+    from .clipping import chi2_quantile
     out = {}
     key = np.asarray(visit, np.int64) * 1000 + np.asarray(ccd)
-    keys, inv = np.unique(key[active], return_inverse=True)
-    r, ww = res[active], w[active]
+    act = np.nonzero(active)[0]
+    keys, inv = np.unique(key[act], return_inverse=True)
+    M = np.diag([1.0, 1.0 / 12.0, 1.0 / 12.0])    # the plane's mean square over the CCD
+    limit = float(chi2_quantile(3, z))
     for i, k in enumerate(keys):
-        m = inv == i
-        n = int(m.sum())
+        rows = act[inv == i]
+        n = len(rows)
         if n < min_n:
             continue
-        med = float(np.median(r[m]))
-        sig = max(1.4826 * float(np.median(np.abs(r[m] - med))),
-                  1.0 / np.sqrt(float(np.mean(ww[m]))))
-        err = 1.2533 * sig / np.sqrt(n)
-        bad = abs(med) > COHERENT_SIGMA * err and abs(med) > COHERENT_FLOOR_MAG
-        out[(int(k // 1000), int(k % 1000))] = (med, err, n, bool(bad))
+        d = camera[int(k % 1000)]
+        A = np.stack([np.ones(n), x[rows] / d.width - 0.5, y[rows] / d.height - 0.5], axis=1)
+        ww, r = w[rows], res[rows]
+        N = A.T @ (ww[:, None] * A)
+        try:
+            C = np.linalg.inv(N)
+        except np.linalg.LinAlgError:
+            continue
+        b = C @ (A.T @ (ww * r))
+        chi2 = float(np.sum(ww * (r - A @ b) ** 2))
+        C = C * max(1.0, chi2 / max(n - 3, 1))
+        dchi2 = float(b @ np.linalg.solve(C, b))
+        rms = float(np.sqrt(b @ M @ b))
+        noise = float(np.sqrt(np.trace(M @ C)))
+        bad = dchi2 > limit and rms > COHERENT_FLOOR_MAG
+        out[(int(k // 1000), int(k % 1000))] = (rms, noise, n, bool(bad))
     return out
+
+
+def visit_misfit(coherent, visits):
+    """(nvisit,) mag: what the CCDs' residual planes of each visit hold beyond their noise,
+    sqrt(max(0, mean(rms^2 - noise^2))) over its CCDs (`coherent`, from
+    :func:`coherent_residuals`): zero within the noise where the model describes the visit,
+    the size of what it misses where it does not (a cloud's edge, which no smooth polynomial
+    follows)."""
+    acc = {int(v): [] for v in visits}
+    for (v, _), (med, err, _, _) in coherent.items():
+        if v in acc:
+            acc[v].append(med * med - err * err)
+    return np.array([np.sqrt(max(0.0, float(np.mean(acc[int(v)])))) if acc[int(v)] else 0.0
+                     for v in visits])

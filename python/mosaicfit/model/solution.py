@@ -176,6 +176,7 @@ class Solution:
         [(key, value, comment)] (the README's "Product header keywords")."""
         q = self.visit_quality(visit)
         cards = VisitQuality(**q).header_cards() if q is not None else []
+        cards += self.uncertainty_cards(visit, ccd)
         a = self.astrometry
         if a is not None and (int(visit), int(ccd)) not in self.frozen:
             if a.chromatic is not None:
@@ -187,6 +188,23 @@ class Solution:
                            "[mas] turbulence kernel rms per axis"),
                           ("MFTLEN", round(float(f.params.get("lenarcm", 0.0)), 3),
                            "[arcmin] von Karman outer scale / 2 pi")]
+        return cards
+
+    def uncertainty_cards(self, visit, ccd):
+        """The products' uncertainties from the normal equations (fit.uncertainty) as header
+        cards [(key, value, comment)] (none for a frozen visit's single-frame WCS)."""
+        r = self.ccd_error(visit, ccd)
+        if r is None:
+            return []
+        cards = [("MFPOSERR", round(float(r["pos_err_mas"]), 4),
+                  "[mas] astrometric uncertainty per axis, rms over the CCD"),
+                 ("MFPOSMAX", round(float(r["pos_err_max_mas"]), 4),
+                  "[mas] astrometric uncertainty per axis, largest on the CCD")]
+        if np.isfinite(r["mag_err_mmag"]):
+            cards += [("MFMAGERR", round(float(r["mag_err_mmag"]), 4),
+                       "[mmag] photometric uncertainty, rms over the CCD"),
+                      ("MFMAGMAX", round(float(r["mag_err_max_mmag"]), 4),
+                       "[mmag] photometric uncertainty, largest on the CCD")]
         return cards
 
     def forget_wcs(self, visit, ccd):

@@ -113,8 +113,8 @@ class PhotometryStats:
     error_floor_mmag: float = 0.0
     ref_error_scale: float = 1.0
     converged: bool = True
-    # (visit, CCD)s whose residuals' median the model leaves beyond a few errors
-    # (fit.uncertainty.coherent_residuals): dicts visit, ccd, median_mmag, error_mmag, n
+    # (visit, CCD)s where the model leaves a residual plane beyond chance
+    # (fit.uncertainty.coherent_residuals): dicts visit, ccd, rms_mmag, noise_mmag, n
     coherent: list = field(default_factory=list)
 
     @property

@@ -187,10 +187,13 @@ def write_products(sol, repo, tract, refs):
     the rerun, each atomically. Returns (number of files written, (visit, ccd) of the refs left
     without products)."""
     n = 0
-    # a CCD without any star used by the fit would only get an extrapolation of the visit's
-    # polynomials: it is excluded, and reported by the caller
+    # a CCD outside what its visit's stars constrain (fit.uncertainty: its uncertainty beyond
+    # maxCcdPosError / maxCcdMagError) would only get an extrapolation of the visit's
+    # polynomials: it is excluded, and reported by the caller; a CCD without stars of its own
+    # whose placement other visits fix is written. (A solution without these figures, an
+    # older file: the CCDs with stars used by the fit.)
     used = None
-    if sol.detections is not None and len(sol.detections):
+    if not sol.stats.ccd_errors and sol.detections is not None and len(sol.detections):
         d = sol.detections
         ok = np.asarray(d["astro_used"]) | np.asarray(d["phot_used"])
         used = set(zip(np.asarray(d["visit"])[ok].tolist(), np.asarray(d["ccd"])[ok].tolist()))
@@ -200,7 +203,7 @@ def write_products(sol, repo, tract, refs):
     for ref in refs:
         key = (ref.visit, ref.ccd)
         if (used is not None and key not in used and key not in sol.frozen) \
-                or ref.visit in damaged:
+                or (sol.stats.ccd_errors and not sol.constrained(*key)) or ref.visit in damaged:
             skipped.append(key)
             continue
         did = dict(ref.data_id, tract=tract)
@@ -212,7 +215,8 @@ def write_products(sol, repo, tract, refs):
             sol.forget_wcs(ref.visit, ref.ccd)       # keep memory flat
             n += 1
         if sol.has_photometry(ref.visit):
-            write_fcr(repo.path("fcr", **did), sol.flux_correction(ref.visit, ref.ccd))
+            write_fcr(repo.path("fcr", **did), sol.flux_correction(ref.visit, ref.ccd),
+                      extra=sol.uncertainty_cards(ref.visit, ref.ccd))
             n += 1
     return n, skipped
 
@@ -237,7 +241,9 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
               file=sys.stderr)
     skipped_plain = [k for k in skipped if damaged.get(k[0], {}).get("flag") != "excluded"]
     if skipped_plain:
-        print(f"tract {tract}: no wcs-/fcr- for {len(skipped_plain)} CCDs without usable stars: "
+        print(f"tract {tract}: no wcs-/fcr- for {len(skipped_plain)} CCDs outside what the "
+              f"solution constrains (no usable stars, or uncertainties beyond maxCcdPosError/"
+              f"maxCcdMagError: diagnostics ccd_errors.csv): "
               f"{format_visit_ccds(skipped_plain)}", file=sys.stderr)
     st = sol.stats
     tm = st.timing
