@@ -174,8 +174,8 @@ def solve_least_squares(p):
     if cw is not None:
         on = cw > 0
         d = np.asarray(r.coef).reshape(p.nvisit, D, T) - args["coef_prior"]
-        chi2_coef = float(np.sum(cw[on] * d[on] ** 2))
-        nobs_coef = int(on.sum())
+        chi2_coef += float(np.sum(cw[on] * d[on] ** 2))
+        nobs_coef += int(on.sum())
     pw = args["ccd_prior_w"]
     if pw is not None and K > 0:
         on = pw > 0

@@ -159,6 +159,7 @@ def _constrained_ccds(sol, data, camera, exposures, mag_err, cfg):
     n_used = dict(zip(*np.unique(key[a.active], return_counts=True)))
     coherent = {(int(q["visit"]), int(q["ccd"])): q["rms_mmag"]
                 for p in sol.stats.photometry.values() for q in p.coherent}
+    absolute = bool(a.prior_w is not None and np.any(data.ref_of_star >= 0))
     rows, outside = [], []
     for v, c in sorted({(int(e.visit), int(e.ccd)) for e in exposures}):
         if (v, c) in sol.frozen or (v, c) not in pos_err:
@@ -168,7 +169,10 @@ def _constrained_ccds(sol, data, camera, exposures, mag_err, cfg):
         # a coherent residual (the model not describing the CCD) beyond the tolerance is an
         # error of the product as well
         co = coherent.get((v, c), 0.0)
-        ok = bool(pe <= cfg.maxCcdPosError
+        # a relative solution's frame is tied to the single-frame WCSs only (0.5" a star):
+        # its CCDs are judged by having stars used by the fit, as before
+        pos_ok = pe <= cfg.maxCcdPosError if absolute else n_used.get(v * 1000 + c, 0) > 0
+        ok = bool(pos_ok
                   and (not sol.has_photometry(v) or (me <= cfg.maxCcdMagError
                                                      and abs(co) <= cfg.maxCcdMagError)))
         rows.append(dict(visit=v, ccd=c, pos_err_mas=float(pe), pos_err_max_mas=float(pe_max),
