@@ -150,7 +150,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
     def refit_errors(r, act):
         """The error model of the residuals of solution `r` (detections `act`): the weights
         and the reference catalogue's error scale follow it (fit.errors)."""
-        nonlocal w, prior_w, ref_scale
+        nonlocal w
         h = leverage(w, star, act, nstar, prior_w)
         h = repeated_only(h + (1.0 - h) * model_leverage(
             vidx, cidx, act, n_terms_v, 1.5 if cfg.solveCcd else 0.0), star, act, nstar)

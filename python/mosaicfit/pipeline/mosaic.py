@@ -178,7 +178,8 @@ def _run_mosaic(req, repo):
         print("\n".join(lines[:-1]))
         print(lines[-1].replace("time: ", f"time: read {t_read:.1f} s, "))
     log.info("mosaic done in %.1f s", time.time() - t_all)
-    # exit 1 when the user must act: unreadable inputs, or a visit too damaged for products
+    # exit 1 when the user must act: unreadable inputs, a visit too damaged for products, or a
+    # fit that did not converge
     return 1 if errors or n_excluded else 0
 
 
@@ -225,7 +226,7 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
                         refcat_name, diag_dir=None):
     """Fit one tract and write its wcs-/fcr- files (and diagnostics): the unit of work that
     runs locally or as a Dask task. Returns (tract, summary lines, number of files, number of
-    visits too damaged for products)."""
+    visits too damaged for products and of fits that did not converge)."""
     from .. import diagnostics       # matplotlib: only when diagnostics are asked for
     logging.getLogger("mosaicfit").setLevel(logging.INFO)
     repo = Repository(root, rerun)
@@ -263,4 +264,11 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
                  f"photometry {tm.get('photometry', 0):.1f} s, write {t_write:.1f} s; wrote "
                  f"{len(out_refs) - len(skipped)} CCDs to "
                  f"{os.path.join(repo.rerun_dir, '*', '*', 'corr', f'{tract:04d}')}")
-    return tract, lines, n, sum(q["flag"] == "excluded" for q in damaged.values())
+    # a fit whose iterations stopped at maxIter: said, and the run exits 1 (the user must look)
+    unconverged = ([] if st_a is None or st_a.converged else ["astrometric"]) + \
+        [f"photometric ({f})" for f, p in st.photometry.items() if not p.converged]
+    for what in unconverged:
+        print(f"tract {tract}: the {what} fit did not converge within maxIter={cfg.maxIter} "
+              "iterations: check its diagnostics before using the products", file=sys.stderr)
+    return tract, lines, n, sum(q["flag"] == "excluded" for q in damaged.values()) \
+        + len(unconverged)
