@@ -48,7 +48,9 @@ class LeastSquaresProblem:
     coef_prior_w: np.ndarray = None   # ... and weights, the same in every dimension
     ccd_fixed: np.ndarray = None      # (nccd,) bool: CCD parameters held at 0
     ccd_prior: np.ndarray = None      # (nccd, K) Gaussian priors of the CCD parameters ...
-    ccd_prior_w: np.ndarray = None    # ... and their weights (0: none)
+    ccd_prior_w: np.ndarray = None    # ... and their weights (0: none); with ccd_sum_zero the
+    #                                   targets of each parameter must sum to 0 over the free
+    #                                   CCDs, as the gauge holds the fitted values' sum there
     ccd_sum_zero: bool = True         # gauge: each CCD parameter sums to 0 over free CCDs
     # the star priors are measurements (a reference catalogue's values with their errors:
     # counted in chi2 and ndof), or only a regulariser (a relative solution's weak tie to the
