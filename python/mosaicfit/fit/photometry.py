@@ -27,6 +27,10 @@ __all__ = ["fit_photometry"]
 #: by a few hundredths), a weak prior of each CCD term
 CCD_ZP_PRIOR_MAG = 0.05
 
+#: the Huber reweighting has converged when no residual moves by more than this fraction of
+#: its error from one iteration to the next
+HUBER_TOL = 0.05
+
 
 def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
     """Fit the photometry of `data` (the detections of one filter, a FitData subset) on top of
@@ -140,6 +144,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
     # until worst-first clipping has removed the region's stars one by one, which leaves the
     # polynomial free there (the 30-visit failure of issue 14)
     huber = np.ones(n)
+    prev_res = None
     converged = False
     for it in range(cfg.maxIter):
         r = require_solution(solve_least_squares(LeastSquaresProblem(
@@ -153,9 +158,13 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         rms = float(np.sqrt(np.mean(res[active] ** 2))) * 1000.0
         huber_moved = False
         if cfg.photHuber > 0:
-            new = np.minimum(1.0, cfg.photHuber / np.maximum(np.sqrt(chi), 1e-12))
-            huber_moved = bool(np.any(np.abs(new - huber)[active] > 0.01))
-            huber = new
+            # the reweighting has converged when it no longer moves the solution: no residual
+            # changed by HUBER_TOL of its error since the last iteration (a criterion on the
+            # weights never settles on 1e5 detections, some of which always sit near k sigma)
+            huber_moved = prev_res is None or bool(np.max(
+                np.abs(res - prev_res)[active] * np.sqrt(w[active]), initial=0.0) > HUBER_TOL)
+            huber = np.minimum(1.0, cfg.photHuber / np.maximum(np.sqrt(chi), 1e-12))
+        prev_res = res.copy()
         nclip, nback, thr = update_active(chi, star, active, usable, it + 1, cfg.clipSigma,
                                           returned)
         # once the threshold is down, the errors follow the residuals (fit.errors)
