@@ -99,7 +99,8 @@ FitResult fit_mosaic(const In<std::int32_t>& star, const In<std::int32_t>& visit
                      const CArray& v, const CArray& y, const CArray& w, const OptIn<double>& G,
                      const OptIn<double>& prior, const OptIn<double>& prior_w,
                      const OptIn<double>& coef_prior, const OptIn<double>& coef_prior_w,
-                     const OptIn<std::uint8_t>& ccd_fixed, int nvisit, int nccd, int nstar, int D,
+                     const OptIn<std::uint8_t>& ccd_fixed, const OptIn<double>& ccd_prior,
+                     const OptIn<double>& ccd_prior_w, int nvisit, int nccd, int nstar, int D,
                      int K, int order, int basis, bool ccd_sum_zero) {
     FitProblem p;
     p.D = D; p.K = K; p.order = order; p.basis = static_cast<Basis>(basis);
@@ -113,6 +114,8 @@ FitResult fit_mosaic(const In<std::int32_t>& star, const In<std::int32_t>& visit
     p.coef_prior = data_or_null(coef_prior);
     p.coef_prior_w = data_or_null(coef_prior_w);
     p.ccd_fixed = data_or_null(ccd_fixed);
+    p.ccd_prior = data_or_null(ccd_prior);
+    p.ccd_prior_w = data_or_null(ccd_prior_w);
     py::gil_scoped_release nogil;
     return solve_mosaic(p);
 }
@@ -191,7 +194,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("fit_mosaic", &fit_mosaic, py::arg("star"), py::arg("visit"), py::arg("ccd"),
           py::arg("active"), py::arg("u"), py::arg("v"), py::arg("y"), py::arg("w"), py::arg("G"),
           py::arg("prior"), py::arg("prior_w"), py::arg("coef_prior"), py::arg("coef_prior_w"),
-          py::arg("ccd_fixed"), py::arg("nvisit"), py::arg("nccd"), py::arg("nstar"), py::arg("D"),
+          py::arg("ccd_fixed"), py::arg("ccd_prior"), py::arg("ccd_prior_w"), py::arg("nvisit"), py::arg("nccd"), py::arg("nstar"), py::arg("D"),
           py::arg("K"), py::arg("order"), py::arg("basis"), py::arg("ccd_sum_zero"));
 
     m.def("basis", &basis_array, py::arg("u"), py::arg("v"), py::arg("order"), py::arg("basis"),

@@ -112,6 +112,7 @@ FitResult solve_mosaic(const FitProblem& p) {
         add_right_hand_side(sys, p, st, vr);
     }
     add_coefficient_priors(sys, p);
+    add_ccd_priors(sys, p);
     add_ccd_gauge(sys, p);
     hold_fixed_parameters(sys, p);
 

@@ -45,6 +45,9 @@ struct FitProblem {
     const double* coef_prior_w = nullptr;
     // CCDs whose parameters are held fixed (1) and visits whose polynomial is held at coef_prior
     const std::uint8_t* ccd_fixed = nullptr;   // nccd
+    // Gaussian priors of the CCD parameters' increments: nccd x K values and weights (0: none)
+    const double* ccd_prior = nullptr;
+    const double* ccd_prior_w = nullptr;
     bool ccd_sum_zero = true;                   // gauge: sum over free CCDs of each parameter = 0
 };
 

@@ -211,6 +211,16 @@ void add_coefficient_priors(ReducedSystem& sys, const FitProblem& p) {
         }
 }
 
+void add_ccd_priors(ReducedSystem& sys, const FitProblem& p) {
+    if (!p.ccd_prior_w || sys.K == 0) return;
+    for (Index i = 0; i < sys.NC; ++i) {
+        const double pw = p.ccd_prior_w[i];
+        if (pw <= 0) continue;
+        sys.E(i, i) += pw;
+        sys.gc[i] += pw * p.ccd_prior[i];
+    }
+}
+
 void add_ccd_gauge(ReducedSystem& sys, const FitProblem& p) {
     const int K = sys.K;
     if (!(K > 0 && p.ccd_sum_zero)) return;

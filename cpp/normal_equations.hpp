@@ -87,6 +87,9 @@ void add_ccd_gauge(ReducedSystem& sys, const FitProblem& p);
 
 // Parameters without information (no active detection) or held fixed (p.ccd_fixed): their
 // rows and columns replaced by the identity and a zero right-hand side.
+// Gaussian priors of the CCD parameters (ccd_prior, ccd_prior_w): a CCD with few stars
+// keeps the camera's placement where its data say nothing, instead of being frozen at it.
+void add_ccd_priors(ReducedSystem& sys, const FitProblem& p);
 void hold_fixed_parameters(ReducedSystem& sys, const FitProblem& p);
 
 }  // namespace mosaicfit

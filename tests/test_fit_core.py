@@ -157,3 +157,38 @@ def test_basis_derivatives_match_finite_differences():
     # Legendre P2(x) = (3x^2 - 1)/2; term order (0,0), (1,0), (0,1), (2,0), (1,1), (0,2)
     val = _core.basis(np.array([0.5]), np.array([0.25]), 2, 0)[0][0]
     assert np.allclose(val, [1, 0.5, 0.25, (3 * 0.25 - 1) / 2, 0.125, (3 / 16 - 1) / 2])
+
+
+def test_ccd_priors_hold_what_no_detection_sees_and_count_by_their_leverage():
+    """A CCD parameter no detection determines sits at its prior; one the detections
+    determine is theirs (the weak prior moves it by ~prior weight / data weight); a prior
+    counts in ndof by its leverage: ~1 where it alone holds its parameter, ~0 elsewhere."""
+    p = _problem(D=2, K=3, noise=0.0, seed=4)
+    n = len(p["star"])
+    K, nc = p["K"], p["nccd"]
+    G = p["G"].copy()
+    G[:, :, 2] = 0.0                       # parameter 2 of every CCD: no detection sees it
+    base = dict(star=p["star"], visit=p["visit"], ccd=p["ccd"], active=np.ones(n, np.uint8),
+                u=p["u"], v=p["v"], w=p["w"], nvisit=p["nvisit"], nccd=nc, nstar=p["nstar"],
+                order=p["order"], basis="legendre", G=G, prior=p["prior"],
+                prior_w=p["prior_w"])
+    B = p["B"]
+    pred = np.einsum("nt,ndt->nd", B, p["coef"][p["visit"]]) + \
+        np.einsum("ndk,nk->nd", G, p["dccd"][p["ccd"]])
+    y = pred - p["xs"][p["star"]]
+    # (with the sum-zero gauge the targets of a parameter sum to 0 over the CCDs, as the
+    # fitted values do)
+    target = np.zeros((nc, K))
+    target[:, 2] = np.linspace(-0.37, 0.37, nc)
+    pw = np.full((nc, K), 1e-6)
+    pw[:, 2] = 1.0
+    r = solve_least_squares(LeastSquaresProblem(y=y, ccd_prior=target, ccd_prior_w=pw, **base))
+    assert r.status == "ok"
+    np.testing.assert_allclose(r.dccd[:, 2], target[:, 2], atol=1e-9)   # held by its prior
+    np.testing.assert_allclose(r.dccd[:, :2], p["dccd"][:, :2], atol=1e-5)   # the data's
+    r0 = solve_least_squares(LeastSquaresProblem(y=y, ccd_fixed=None, **base))
+    # parameter 2 without a prior: held at 0 (no data), not a parameter; with its prior, one
+    # parameter and one observation per CCD less the sum-zero gauge (whose constraint the
+    # priors then also satisfy: one degree of freedom more); the weak priors count ~0
+    assert r.nparam - r0.nparam == nc - 1
+    assert r.ndof - r0.ndof == 1

@@ -151,6 +151,8 @@ OPTIONS = (
        "the fit"),
     _O("fluxFitAbsolute", bool, True, "tie the zero points to the reference magnitudes"),
     _O("fluxFitSolveCcd", bool, True, "fit a flux scale per CCD (summing to 0)"),
+    _O("photHuber", float, 3.0, "the photometric fit's Huber loss: weights min(1, k/|chi|) "
+       "beyond k sigma (0: least squares)", minimum=0.0),
     _O("commonFluxCorr", bool, False, "one flux polynomial for all visits"),
     _O("photomErrorFloor", float, 0.0, "mag added in quadrature to the flux errors",
        minimum=0.0),
@@ -178,8 +180,15 @@ OPTIONS = (
     _O("maxIter", int, 20, "iterations of each fit at most", minimum=1),
     _O("rejectVariables", bool, True, "drop stars whose fluxes disagree beyond chance "
        "(p < 1e-4)"),
-    _O("minStarsPerCcd", int, 10, "CCDs with fewer matched stars keep their nominal placement",
+    _O("minStarsPerCcd", int, 10, "CCDs with fewer stars are held near their nominal "
+       "placement by a weak prior (fit.astrometry.CCD_PLACEMENT_PRIOR_PX)",
        minimum=0),
+    _O("maxCcdPosError", float, 2.0, "mas: a CCD whose astrometric uncertainty (per "
+       "coordinate, rms over the CCD, from the normal equations: fit.uncertainty) is larger "
+       "gets no products: it lies outside what its visit's stars constrain", minimum=0.0,
+       above=True),
+    _O("maxCcdMagError", float, 5.0, "mmag: the same for the photometric uncertainty",
+       minimum=0.0, above=True),
     _O("coaddName", str, "deep", "coadd name of the sky map (ROOT/rerun/R/<coaddName>Coadd/"
        "skyMap.json)"),
     # -- diagnostics (hscPipe 3.x spelling of --diagnostics --diagDir) --

@@ -49,6 +49,9 @@ for number; each is recorded in ROOT/truth/model.json with its parameters):
   turbulence       a von Karman turbulent displacement field per visit, 5-15 mas rms per
                    axis, outer scale 3-10', 90% E mode (Leget et al. 2021); truth columns
                    turb_dxi, turb_deta (and dcr_dxi, dcr_deta) in mas
+  clouds           the edge of a cloud across one visit (--cloud-visit, default the middle
+                   one): its transparency falls as a smooth ramp across the field, clear on
+                   one side, 0.6 mag on the other; the truth's zero points carry it
 """
 
 
@@ -79,9 +82,12 @@ def add(sub):
                    "normalized, with ICSRC), or all")
     p.add_argument("--effects", type=_effect_list, default=(), metavar="EFFECTS",
                    help="switch on effects of the real sky (see below): comma-separated "
-                   "edge-wcs, dcr, doubled, centroid-errors, turbulence, or all")
+                   "edge-wcs, dcr, doubled, centroid-errors, turbulence, clouds, or all")
     p.add_argument("--doubled-visit", type=int, default=0, metavar="VISIT",
                    help="the visit with doubled images (effect doubled; default: the middle "
+                   "visit)")
+    p.add_argument("--cloud-visit", type=int, default=0, metavar="VISIT",
+                   help="the visit under a cloud edge (effect clouds; default: the middle "
                    "visit)")
     p.add_argument("-j", "--jobs", type=int, default=2, help="writer threads (default: 2)")
     p.set_defaults(func=run)
@@ -95,6 +101,6 @@ def run(args):
                               dec=args.dec, images=args.images, schema=args.schema,
                               match_files=tuple(args.match_files or ()),
                               effects=tuple(args.effects or ()),
-                              doubled_visit=args.doubled_visit)
+                              doubled_visit=args.doubled_visit, cloud_visit=args.cloud_visit)
     print("\n".join(sim.summary_lines(args.root)))
     return 0

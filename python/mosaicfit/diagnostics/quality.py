@@ -6,8 +6,28 @@ import io
 
 from ..io.atomic import write_text
 
-__all__ = ["write_visit_quality", "write_turbulence", "VISIT_QUALITY_COLUMNS",
-           "TURBULENCE_COLUMNS"]
+__all__ = ["write_visit_quality", "write_turbulence", "write_ccd_errors",
+           "VISIT_QUALITY_COLUMNS", "TURBULENCE_COLUMNS", "CCD_ERROR_COLUMNS"]
+
+CCD_ERROR_COLUMNS = ("visit", "ccd", "n_stars", "pos_err_mas", "pos_err_max_mas",
+                     "mag_err_mmag", "mag_err_max_mmag", "coherent_mmag", "constrained")
+
+
+def write_ccd_errors(sol, path):
+    """ccd_errors.csv: one row per (visit, CCD) of the fitted visits: the products'
+    uncertainties from the normal equations (rms and largest over the CCD, per coordinate in
+    mas, in mmag; fit.uncertainty), the coherent photometric residual the model leaves there,
+    and whether the solution constrains the CCD (constrained = 0: no wcs-/fcr- written).
+    Returns the rows."""
+    rows = list(sol.stats.ccd_errors)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CCD_ERROR_COLUMNS)
+    for r in rows:
+        w.writerow([_fmt(r[c]) if c != "constrained" else int(bool(r[c]))
+                    for c in CCD_ERROR_COLUMNS])
+    write_text(buf.getvalue(), path)
+    return rows
 
 VISIT_QUALITY_COLUMNS = ("visit", "flag", "n_detections", "n_used", "clipped_fraction",
                          "excluded_fraction", "sigma_mas", "axis_ratio", "error_scale",

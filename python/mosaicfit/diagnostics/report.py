@@ -21,7 +21,7 @@ from .files import (write_catalog, write_ccd_dat, write_ccd_scale, write_coeffs,
 from .plots import (FocalPlane, plot_dflux2d, plot_fcont, plot_jcont, plot_mdm, plot_pos_dpos,
                     plot_res_flux, plot_res_pos_arrow, plot_res_pos_scatter, plot_turbulence,
                     single_thread_blas, visit_sip)
-from .quality import write_turbulence, write_visit_quality
+from .quality import write_ccd_errors, write_turbulence, write_visit_quality
 from .stats import column, summarize, visit_table
 
 log = logging.getLogger("mosaicfit.diagnostics")
@@ -364,6 +364,8 @@ def _write_all(sol, outdir, save, jobs):
         files.append("dpos.dat")
     quality = write_visit_quality(sol, os.path.join(outdir, "visit_quality.csv"))
     files.append("visit_quality.csv")
+    write_ccd_errors(sol, os.path.join(outdir, "ccd_errors.csv"))
+    files.append("ccd_errors.csv")
     has_turb = bool(sol.stats.turbulence)
     if has_turb:
         write_turbulence(sol, os.path.join(outdir, "turbulence.csv"))

@@ -12,8 +12,9 @@ from ..model.basis import n_terms
 from ..model.statistics import AstrometryStats, IterationSummary
 from .clipping import chance_clips, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
-from .errors import MAX_REFITS, fit_error_model, leverage, reference_scale
-from .order import affordable_order
+from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage,
+                     model_leverage, repeated_only)
+from .order import HELD, visit_orders
 from .chromatic import DcrFit, star_colours, visit_refraction
 from .quality import assess_visits
 from .turbulence import reserved_scatter, reserved_stars, visit_field, visit_kernel
@@ -25,6 +26,13 @@ __all__ = ["fit_astrometry"]
 
 #: arcsec: the single-frame WCS accuracy, which ties a relative solution's frame
 RELATIVE_PRIOR_ARCSEC = 0.5
+
+#: pixels: how far a CCD may be from the camera's nominal placement, as a Gaussian prior of
+#: its offset and of its rotation's move of the CCD corners (HSC's CCDs sit within a few
+#: microns, 0.2 px, of their nominal places); it holds the CCDs with fewer than
+#: minStarsPerCcd stars near that place where their stars say nothing, instead of freezing
+#: them there, and is negligible against a few stars' centroids (~0.1 px each)
+CCD_PLACEMENT_PRIOR_PX = 1.0
 
 
 def _reference_priors(data, plane, cfg):
@@ -102,12 +110,26 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
     det, star, nstar = data.det, data.star, data.nstar
     vidx, cidx, ccds, visits = data.vidx, data.cidx, data.ccds, data.visits
     n, nv, nc = len(det), len(visits), len(ccds)
-    # the polynomial order: reduced when the typical visit has too few stars for it (narrow
-    # bands, sparse fields); visits far below the typical one are frozen further down
-    order = affordable_order(cfg.fittingOrder, np.bincount(vidx, minlength=nv), 1, "astrometric")
-    T = n_terms(order)
     placement = CcdPlacement(camera)
+    ox = np.array([placement.origin(int(c))[0] for c in ccds])[cidx]
+    oy = np.array([placement.origin(int(c))[1] for c in ccds])[cidx]
+    # the polynomial order of each visit: what its detections determine, by their number and
+    # by the region they cover (fit.order.footprint_order); the terms above a visit's order
+    # are held at 0, i.e. at the camera's optics, which the model sits on. A visit that does
+    # not determine even order 1 keeps its single-frame WCS.
+    zeros = np.zeros(n)
+    a0, b0 = optics(*placement.place(ox, oy, zeros, zeros, zeros, data.u0, data.v0)[:2])
+    orders, why = visit_orders(a0, b0, vidx, visits, cfg.fittingOrder, 1, "legendre",
+                               "astrometric")
+    order = max(int(orders.max()), 1)
+    T = n_terms(order)
+    coef_prior = np.zeros((nv, 2, T))
+    coef_prior_w = np.zeros((nv, 2, T))
+    for k in range(nv):
+        if 0 <= orders[k] < order:
+            coef_prior_w[k, :, n_terms(orders[k]):] = HELD
     model = AstrometricModel(placement, optics, plane, order)
+    n_terms_v = np.array([n_terms(o) if o >= 0 else 0 for o in orders])
 
     # weights: centroid errors in arcsec (single-frame pixel scale) plus the floor, then the
     # error model fitted from the residuals (fit.errors)
@@ -115,12 +137,12 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
     w = 1.0 / sig0_2
     y, prior, prior_w, has = _reference_priors(data, plane, cfg)
     prior_var0 = np.where(prior_w > 0, 1.0 / np.where(prior_w > 0, prior_w, 1.0), np.inf)
-    errors, ref_scale = None, 1.0
+    errors, ref_scale, ref_floor = None, 1.0, float(cfg.refPosErrorFloor)
+    # the catalogue's own variances, without the floor (fit.errors.fit_reference_errors)
+    cat_var = np.maximum(prior_var0 - cfg.refPosErrorFloor ** 2, 1e-12)
     ref_prior = has.copy() if (data.ref is not None and has.any()) else np.zeros(nstar, bool)
     n_ref_rejected = 0
 
-    ox = np.array([placement.origin(int(c))[0] for c in ccds])[cidx]
-    oy = np.array([placement.origin(int(c))[1] for c in ccds])[cidx]
     geom = np.zeros((nc, 3))
     half_diag = np.array([0.5 * np.hypot(camera[int(c)].width, camera[int(c)].height)
                           for c in ccds])
@@ -128,19 +150,28 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
     def refit_errors(r, act):
         """The error model of the residuals of solution `r` (detections `act`): the weights
         and the reference catalogue's error scale follow it (fit.errors)."""
-        nonlocal w, prior_w, ref_scale
+        nonlocal w
         h = leverage(w, star, act, nstar, prior_w)
+        h = repeated_only(h + (1.0 - h) * model_leverage(
+            vidx, cidx, act, n_terms_v, 1.5 if cfg.solveCcd else 0.0), star, act, nstar)
         e = fit_error_model(np.sum(r.resid[act] ** 2, axis=1), sig0_2[act], h[act], vidx[act],
                             nv, 2)
         if ref_prior.any() and data.ref is not None:
-            pr = ref_prior & np.all(np.isfinite(r.xstar), axis=1)
-            W = np.bincount(star[act], weights=w[act], minlength=nstar) + prior_w
-            ref_scale = max(1.0, reference_scale(
-                np.sum((r.xstar[pr] - prior[pr]) ** 2, axis=1),
-                prior_var0[pr] * ref_scale ** 2, prior_w[pr] / W[pr], 2) * ref_scale)
-            prior_w = np.where(ref_prior, 1.0 / (prior_var0 * ref_scale ** 2), prior_w)
+            refit_references(r, act)
         w = 1.0 / e.variance(sig0_2, vidx)
         return e
+
+    def refit_references(r, act):
+        """The reference errors (scale and floor) from the fitted stars' offsets."""
+        nonlocal prior_w, ref_scale, ref_floor
+        pr = ref_prior & np.all(np.isfinite(r.xstar), axis=1)
+        W = np.bincount(star[act], weights=w[act], minlength=nstar) + prior_w
+        e = fit_reference_errors(np.sum((r.xstar[pr] - prior[pr]) ** 2, axis=1), cat_var[pr],
+                                 prior_w[pr] / W[pr], 2)
+        if e is not None:
+            ref_scale, ref_floor = float(e.scale[0]), e.floor
+            prior_w = np.where(ref_prior, 1.0 / (ref_scale ** 2 * cat_var + ref_floor ** 2),
+                               prior_w)
 
     # the chromatic term (fit.chromatic): a known displacement of each detection, refitted
     # after every solve
@@ -161,10 +192,10 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
     active = np.ones(n, bool)
     # frozen visits / CCDs: too few stars for their parameters
     per_visit = np.bincount(vidx, minlength=nv)
-    frozen_v = per_visit < 2 * T
+    frozen_v = orders < 0
     for k in np.nonzero(frozen_v)[0]:
-        log.warning("visit %d has only %d stars for %d astrometric terms: frozen at its "
-                    "single-frame WCS", visits[k], per_visit[k], T)
+        log.warning("visit %d: %s, too few for an order-1 astrometric polynomial: frozen at "
+                    "its single-frame WCS", visits[k], why[k])
     active &= ~frozen_v[vidx]
     usable = active.copy()
     # stars held out of the whole fit to validate the turbulence fields (fit.turbulence):
@@ -186,16 +217,31 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         u, v, ru, rv = placement.place(ox, oy, g[:, 0], g[:, 1], g[:, 2], data.u0, data.v0)
         a, b = optics(u, v)                       # the polynomial's coordinates
         ccd_fixed = np.ones(nc, bool)
+        ccd_prior = ccd_prior_w = None
         if it > 0 and cfg.solveCcd:
             G = _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, cfg.allowRotation)
             n_on = np.bincount(cidx[active], minlength=nc)
-            ccd_fixed = n_on < cfg.minStarsPerCcd
+            # a weak prior towards the nominal placement on every CCD: it holds the sparse
+            # CCDs (not frozen there) and the directions no detection sees (the common move of
+            # CCDs seen by one visit only, which that visit's polynomial absorbs)
+            ccd_fixed = np.zeros(nc, bool)
+            sparse = n_on < cfg.minStarsPerCcd
+            ccd_prior_w = np.empty((nc, 3))
+            ccd_prior_w[:, :2] = 1.0 / CCD_PLACEMENT_PRIOR_PX ** 2
+            ccd_prior_w[:, 2] = (half_diag / CCD_PLACEMENT_PRIOR_PX) ** 2
+            ccd_prior = -geom                  # the increment back to the nominal placement
+            if it == 1 and sparse.any():
+                log.info("astrometry: %d CCDs with fewer than minStarsPerCcd=%d stars: their "
+                         "placement held within %.1f px of the nominal one by a prior",
+                         int(sparse.sum()), cfg.minStarsPerCcd, CCD_PLACEMENT_PRIOR_PX)
         else:
             G = np.zeros((n, 2, 3))
         r = require_solution(solve_least_squares(LeastSquaresProblem(
             star=star, visit=vidx, ccd=cidx, active=active, u=a, v=b, y=y + y_dcr, w=w, G=G,
-            prior=prior, prior_w=prior_w, ccd_fixed=ccd_fixed, nvisit=nv, nccd=nc,
-            nstar=nstar, order=order, basis="legendre")), "astrometric")
+            prior=prior, prior_w=prior_w, prior_is_measurement=bool(ref_prior.any()),
+            coef_prior=coef_prior, coef_prior_w=coef_prior_w,
+            ccd_fixed=ccd_fixed, ccd_prior=ccd_prior, ccd_prior_w=ccd_prior_w, nvisit=nv,
+            nccd=nc, nstar=nstar, order=order, basis="legendre")), "astrometric")
         coef = r.coef
         res = r.resid
         dcr_step = 0.0
@@ -239,7 +285,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
                 nclip += int(wrong.sum())
                 log.info("astrometry: %d reference associations contradicted by the detections "
                          "(beyond %.0f sigma) dropped", int(wrong.sum()), thr)
-        summ = IterationSummary("astrometry", it + 1, float(r.chi2_det), r.ndof, rms,
+        summ = IterationSummary("astrometry", it + 1, float(r.chi2), r.ndof, rms,
                                 int(active.sum()), nclip, float(r.t_assemble), float(r.t_solve))
         stats.iterations.append(summ)
         log.info(summ.line())
@@ -288,7 +334,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
             break
     if r.ndof <= 0:
         raise MosaicError(f"too few stars to determine the astrometric solution: "
-                          f"{r.nobs_det} measurements for {r.nparam} parameters")
+                          f"{r.nobs} measurements (detections and reference values) for {r.nparam} "
+                          "parameters")
     y = y + y_dcr                         # the chromatic term, as fitted, from here on
     if dcr is not None:
         model.chromatic = dcr.term()
@@ -313,10 +360,11 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         stats.n_ref_stars = int((data.ref_of_star >= 0).sum())
     if errors is not None:
         log.info("astrometric errors: scale %.2f-%.2f (median %.2f) per visit, floor %.2f mas; "
-                 "reference catalogue errors x %.2f", np.min(errors.scale), np.max(errors.scale),
-                 np.median(errors.scale), errors.floor * 1000.0, ref_scale)
+                 "reference catalogue errors x %.2f with a floor of %.2f mas", np.min(errors.scale),
+                 np.max(errors.scale), np.median(errors.scale), errors.floor * 1000.0, ref_scale,
+                 ref_floor * 1000.0)
     stats.astrometry = AstrometryStats(
-        order=order, chi2=float(r.chi2_det), ndof=r.ndof, rms_mas=rms,
+        order=order, chi2=float(r.chi2), ndof=r.ndof, rms_mas=rms,
         clipped=int((usable & ~active).sum()), n_active=int(active.sum()),
         ref_rejected=n_ref_rejected,
         error_scale={int(v): float(x) for v, x in zip(visits, errors.scale)} if errors else {},
@@ -326,7 +374,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         if q.flag in ("trailed", "noisy"):
             log.warning("visit %d looks %s: %s (down-weighted by its error scale %.2f)",
                         q.visit, q.flag, q.note, q.error_scale)
-    data.astrometry = AstrometryResult(active=active, resid=res, w=w, xstar=r.xstar, y=y)
+    data.astrometry = AstrometryResult(active=active, resid=res, w=w, xstar=r.xstar, y=y,
+                                       prior_w=prior_w, orders=orders)
     if not cfg.fitTurbulence:
         return model, frozen, None
 
@@ -337,27 +386,25 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         pa, pb = optics(pu, pv)
         return require_solution(solve_least_squares(LeastSquaresProblem(
             star=star, visit=vidx, ccd=cidx, active=act, u=pa, v=pb, y=y + y_extra, w=w,
-            G=np.zeros((n, 2, 3)), prior=prior, prior_w=prior_w, ccd_fixed=np.ones(nc, bool),
-            nvisit=nv, nccd=nc, nstar=nstar, order=order, basis="legendre")), "astrometric")
+            G=np.zeros((n, 2, 3)), prior=prior, prior_w=prior_w,
+            prior_is_measurement=bool(ref_prior.any()), coef_prior=coef_prior,
+            coef_prior_w=coef_prior_w, ccd_fixed=np.ones(nc, bool), nvisit=nv, nccd=nc,
+            nstar=nstar, order=order, basis="legendre")), "astrometric")
 
     def noise(r, turb_var):
         """The measurements' own variances: the error model of the residuals of `r` with
         the turbulence's variance `turb_var` known (fit.errors)."""
         h = leverage(w, star, active, nstar, prior_w)
+        h = repeated_only(h + (1.0 - h) * model_leverage(
+            vidx, cidx, active, n_terms_v, 1.5 if cfg.solveCcd else 0.0), star, active, nstar)
         e = fit_error_model(np.sum(r.resid[active] ** 2, axis=1), sig0_2[active], h[active],
                             vidx[active], nv, 2, extra=turb_var[active])
         return e.variance(sig0_2, vidx)
 
     def refit_refs(r):
-        """The reference errors' scale again, the stars freed of the turbulence."""
-        nonlocal prior_w, ref_scale
+        """The reference errors again, the stars freed of the turbulence."""
         if ref_prior.any() and data.ref is not None and cfg.fitErrorModel:
-            pr = ref_prior & np.all(np.isfinite(r.xstar), axis=1)
-            W = np.bincount(star[active], weights=w[active], minlength=nstar) + prior_w
-            ref_scale = max(1.0, reference_scale(
-                np.sum((r.xstar[pr] - prior[pr]) ** 2, axis=1),
-                prior_var0[pr] * ref_scale ** 2, prior_w[pr] / W[pr], 2) * ref_scale)
-            prior_w = np.where(ref_prior, 1.0 / (prior_var0 * ref_scale ** 2), prior_w)
+            refit_references(r, active)
 
     def finish():
         """The turbulence phase, once the associations are final (fit.turbulence): the
@@ -373,10 +420,12 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
                 model.coefficients[int(vv)] = r2.coef[k]
         stats.turbulence = info
         a = stats.astrometry
-        a.chi2, a.ndof, a.n_active = float(r2.chi2_det), r2.ndof, int(act.sum())
+        # (the CCD placement, fitted before and held here, keeps its degrees of freedom)
+        a.chi2, a.ndof, a.n_active = float(r2.chi2), r2.ndof - r.n_ccd_dof, int(act.sum())
         a.rms_mas = float(np.sqrt(np.mean(np.sum(r2.resid[act] ** 2, axis=1) / 2))) * 1000.0
         a.clipped = int(((usable | reserved) & ~excluded & ~act).sum())
         data.astrometry = AstrometryResult(active=act, resid=r2.resid, w=w, xstar=r2.xstar,
+                                           prior_w=prior_w, orders=orders,
                                            y=y + y_turb)
     return model, frozen, finish
 

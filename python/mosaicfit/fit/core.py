@@ -47,7 +47,15 @@ class LeastSquaresProblem:
     coef_prior: np.ndarray = None     # (nvisit, D, n_terms) coefficient priors ...
     coef_prior_w: np.ndarray = None   # ... and weights, the same in every dimension
     ccd_fixed: np.ndarray = None      # (nccd,) bool: CCD parameters held at 0
+    ccd_prior: np.ndarray = None      # (nccd, K) Gaussian priors of the CCD parameters ...
+    ccd_prior_w: np.ndarray = None    # ... and their weights (0: none); with ccd_sum_zero the
+    #                                   targets of each parameter must sum to 0 over the free
+    #                                   CCDs, as the gauge holds the fitted values' sum there
     ccd_sum_zero: bool = True         # gauge: each CCD parameter sums to 0 over free CCDs
+    # the star priors are measurements (a reference catalogue's values with their errors:
+    # counted in chi2 and ndof), or only a regulariser (a relative solution's weak tie to the
+    # single-frame positions: neither)
+    prior_is_measurement: bool = True
 
     @property
     def D(self):
@@ -67,20 +75,26 @@ class LeastSquaresSolution:
     dccd: np.ndarray            # (nccd, K)
     xstar: np.ndarray           # (nstar, D), NaN for stars without active detections
     resid: np.ndarray           # (n, D): model - star - y, for every detection
-    chi2: float                 # detections and star priors
+    chi2: float                 # detections, star priors and coefficient priors
     chi2_det: float             # detections only
-    nobs: int                   # scalar observations (detections and priors) x D
+    nobs: int                   # scalar observations: detections x D, priors of stars with
+    #                             data x D, coefficient priors (each one observation)
     nobs_det: int               # scalar observations of the detections
     nparam: int                 # free parameters (model and stars, less the gauge)
     status: str                 # "ok", or "singular"
+    n_ccd_dof: int              # the CCD parameters' net share of nparam (less their priors')
     rcond: float                # smallest pivot / largest of the factorisations
     t_assemble: float           # seconds
     t_solve: float
 
     @property
     def ndof(self):
-        """Degrees of freedom of the detections: observations less parameters."""
-        return int(self.nobs_det - self.nparam)
+        """Degrees of freedom: all observations (detections, the priors of the stars and of
+        the coefficients) less the parameters. A reference-tied star adds its position (or
+        magnitude) as D parameters and its catalogue value as D observations: leaving the
+        priors out would make a one-visit solution, perfectly determined by the catalogue,
+        look underdetermined, and bias chi2/ndof high on partial runs (issue 14)."""
+        return int(self.nobs - self.nparam)
 
 
 def _array(a, dtype, shape, name):
@@ -90,6 +104,21 @@ def _array(a, dtype, shape, name):
     if out.shape != shape:
         raise ValueError(f"least squares: {name} has shape {out.shape}, expected {shape}")
     return out
+
+
+def _ccd_data_weight(args, p):
+    """(nccd, K): sum over the active detections of w_j (1 - h_j) |dr_j / dc|^2, the diagonal
+    of the CCD parameters' normal equations with the stars eliminated, h_j the star's share."""
+    act = args["active"].astype(bool)
+    w, star = args["w"], args["star"]
+    W = np.bincount(star[act], weights=w[act], minlength=p.nstar)
+    if args["prior_w"] is not None:
+        W = W + args["prior_w"]
+    h = np.where(W[star] > 0, w / np.where(W[star] > 0, W[star], 1.0), 1.0)
+    g2 = np.sum(args["G"] ** 2, axis=1)                        # (n, K)
+    wt = np.where(act, w * (1.0 - h), 0.0)[:, None] * g2
+    return np.stack([np.bincount(args["ccd"], weights=wt[:, q], minlength=p.nccd)
+                     for q in range(g2.shape[1])], axis=1)
 
 
 def solve_least_squares(p):
@@ -113,7 +142,9 @@ def solve_least_squares(p):
         prior_w=_array(p.prior_w, float, (p.nstar,), "prior_w"),
         coef_prior=_array(p.coef_prior, float, (p.nvisit, D, T), "coef_prior"),
         coef_prior_w=_array(p.coef_prior_w, float, (p.nvisit, D, T), "coef_prior_w"),
-        ccd_fixed=_array(p.ccd_fixed, np.uint8, (p.nccd,), "ccd_fixed"))
+        ccd_fixed=_array(p.ccd_fixed, np.uint8, (p.nccd,), "ccd_fixed"),
+        ccd_prior=_array(p.ccd_prior, float, (p.nccd, K), "ccd_prior"),
+        ccd_prior_w=_array(p.ccd_prior_w, float, (p.nccd, K), "ccd_prior_w"))
     for name, hi in (("star", p.nstar), ("visit", p.nvisit), ("ccd", p.nccd)):
         a = args[name]
         if n and (a.min() < 0 or a.max() >= hi):
@@ -128,15 +159,57 @@ def solve_least_squares(p):
     if cw is not None and np.any(cw != cw[:, :1]):
         raise ValueError("least squares: coefficient prior weights must be the same in every "
                          "dimension")
+    if (args["ccd_prior"] is None) != (args["ccd_prior_w"] is None):
+        raise ValueError("least squares: ccd_prior and ccd_prior_w go together")
+    if args["ccd_prior_w"] is not None and np.any(args["ccd_prior_w"] < 0):
+        raise ValueError("least squares: negative CCD prior weight")
     r = _core.fit_mosaic(args["star"], args["visit"], args["ccd"], args["active"], args["u"],
                          args["v"], args["y"], args["w"], args["G"], args["prior"],
                          args["prior_w"], args["coef_prior"], args["coef_prior_w"],
-                         args["ccd_fixed"], int(p.nvisit), int(p.nccd), int(p.nstar), D, K,
+                         args["ccd_fixed"], args["ccd_prior"], args["ccd_prior_w"],
+                         int(p.nvisit), int(p.nccd), int(p.nstar), D, K,
                          int(p.order), KINDS[p.basis], bool(p.ccd_sum_zero))
+    # the coefficient and CCD priors as observations (chi2 and count; the C++ side counts the
+    # stars'), those of held CCDs aside
+    chi2_coef, nobs_coef, n_prior_ccd = 0.0, 0, 0
+    if args["prior_w"] is not None and not p.prior_is_measurement:
+        chi2_coef -= float(r.chi2 - r.chi2_det)
+        nobs_coef -= D * int(np.sum(args["prior_w"] > 0))
+    if cw is not None:
+        on = cw > 0
+        d = np.asarray(r.coef).reshape(p.nvisit, D, T) - args["coef_prior"]
+        chi2_coef += float(np.sum(cw[on] * d[on] ** 2))
+        nobs_coef += int(on.sum())
+    pw = args["ccd_prior_w"]
+    if pw is not None and K > 0:
+        on = pw > 0
+        if args["ccd_fixed"] is not None:
+            on &= ~args["ccd_fixed"].astype(bool)[:, None]
+        d = np.asarray(r.dccd).reshape(p.nccd, K) - args["ccd_prior"]
+        chi2_coef += float(np.sum(pw[on] * d[on] ** 2))
+        # a CCD prior is a regulariser, not a measurement: it counts as an observation by the
+        # share it has in determining its parameter (its leverage pw / (pw + data's weight),
+        # the data's weight being that of the detections less their stars' share), so that a
+        # parameter the detections determine stays one parameter and one its prior alone holds
+        # is none
+        n_prior_ccd = int(round(float(np.sum((pw / (pw + _ccd_data_weight(args, p)))[on]))))
+        nobs_coef += n_prior_ccd
+    n_ccd_dof = 0
+    if K > 0:
+        # the free CCD parameters as the C++ side counts them: not held, with data or a prior,
+        # less the sum-zero gauge
+        free = _ccd_data_weight(args, p) > 0
+        if pw is not None:
+            free |= pw > 0
+        if args["ccd_fixed"] is not None:
+            free &= ~args["ccd_fixed"].astype(bool)[:, None]
+        nfree = free.sum(axis=0)
+        n_ccd_dof = int(nfree.sum() - (np.sum(nfree >= 2) if p.ccd_sum_zero else 0)
+                        - n_prior_ccd)
     return LeastSquaresSolution(
-        coef=r.coef, dccd=r.dccd, xstar=r.xstar, resid=r.resid, chi2=r.chi2,
-        chi2_det=r.chi2_det, nobs=r.nobs, nobs_det=r.nobs_det, nparam=r.nparam,
-        status=r.status, rcond=r.rcond,
+        coef=r.coef, dccd=r.dccd, xstar=r.xstar, resid=r.resid, chi2=r.chi2 + chi2_coef,
+        chi2_det=r.chi2_det, nobs=r.nobs + nobs_coef, nobs_det=r.nobs_det, nparam=r.nparam,
+        status=r.status, n_ccd_dof=n_ccd_dof, rcond=r.rcond,
         t_assemble=r.t_assemble, t_solve=r.t_solve)
 
 

@@ -19,13 +19,19 @@ the dimensions, which is linear in (s_g^2, f^2): fitted by weighted least square
 """
 import numpy as np
 
-__all__ = ["ErrorModel", "fit_error_model", "leverage", "reference_scale", "MAX_REFITS"]
+__all__ = ["ErrorModel", "fit_error_model", "leverage", "reference_scale", "MAX_REFITS",
+           "REF_SCALE_MIN", "repeated_only", "fit_reference_errors", "model_leverage"]
 
 # refits of the error model per fit: the weights it gives move the solution, whose residuals
 # give the next model; where the residuals are not what the model describes (correlated
 # turbulence on a sparse tract) that loop can cycle (a 3-cycle of 2-3% in the scales was seen)
 # instead of settling, so the model is frozen after this many refits (3-4 settle it otherwise)
 MAX_REFITS = 6
+
+# the reference errors' scale is fitted within [REF_SCALE_MIN, inf): a catalogue's errors with
+# the configured floor added (refMagErrorFloor, refPosErrorFloor) can be too large as well as
+# too small, and a one-visit solution's chi2 is then mostly theirs
+REF_SCALE_MIN = 0.2
 
 
 class ErrorModel:
@@ -59,6 +65,26 @@ def leverage(w, star, active, nstar, prior_w=None):
         W = W + prior_w
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(W[star] > 0, w / W[star], 1.0)
+
+
+def model_leverage(vidx, cidx, active, terms, ccd_terms):
+    """The model parameters' share h of each detection's residual, per dimension: a visit's
+    `terms[v]` polynomial coefficients spread over its active detections and `ccd_terms`
+    (per dimension) over those of each CCD. Negligible on a full tract (a few thousand
+    parameters against 1e5-1e6 detections), it is 10-20% of a small run's observations, whose
+    errors would otherwise be fitted that much too small (chi2/ndof 1.1-1.15)."""
+    nv = np.bincount(vidx[active], minlength=len(terms))
+    nc = np.bincount(cidx[active], minlength=int(cidx.max()) + 1 if len(cidx) else 0)
+    return np.asarray(terms, float)[vidx] / np.maximum(nv[vidx], 1) \
+        + ccd_terms / np.maximum(nc[cidx], 1)
+
+
+def repeated_only(h, star, active, nstar):
+    """The leverages `h` with those of stars with fewer than two active detections set to 1
+    (left out of the error model): a star seen once with a reference value measures the sum
+    of the detection's and the catalogue's variances, not the detection's."""
+    n_on = np.bincount(star[active], minlength=nstar)
+    return np.where(n_on[star] >= 2, h, 1.0)
 
 
 def fit_error_model(r2, sigma0_2, h, group, ngroup, dims, floor=True, iterations=4, extra=None):
@@ -108,6 +134,19 @@ def fit_error_model(r2, sigma0_2, h, group, ngroup, dims, floor=True, iterations
             scale2 = np.where(A_gg > 0, r_g / np.where(A_gg > 0, A_gg, 1.0), 1.0)
             scale2 = np.maximum(scale2, 1e-6)
     return ErrorModel(np.sqrt(scale2), np.sqrt(f2))
+
+
+def fit_reference_errors(d2, cat_var, h, dims):
+    """The ErrorModel (one group: scale and floor) of the reference values: `d2` the squared
+    norms of the fitted stars' offsets from them, `cat_var` the variances the catalogue gives
+    (without any floor), `h` the leverages of the priors (prior weight / the star's total).
+    The floor follows the offsets instead of being configured: refPosErrorFloor and
+    refMagErrorFloor are its starting point only. None with fewer than 10 stars."""
+    keep = (h < 0.999) & np.isfinite(d2) & (cat_var > 0)
+    if keep.sum() < 10:
+        return None
+    return fit_error_model(d2[keep], cat_var[keep], h[keep], np.zeros(int(keep.sum()), int), 1,
+                           dims)
 
 
 def reference_scale(d2, sigma_2, h, dims):

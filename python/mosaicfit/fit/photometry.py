@@ -13,19 +13,30 @@ from ..model.photometry import PhotometricModel
 from ..model.statistics import IterationSummary, PhotometryStats
 from .clipping import chance_clips, inconsistent_stars, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
-from .errors import MAX_REFITS, fit_error_model, leverage, reference_scale
-from .order import affordable_order
+from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage,
+                     model_leverage, repeated_only)
+from .order import HELD, affordable_order, visit_orders
 from .state import PhotometryResult
+from .uncertainty import coherent_residuals, photometric_ccd_errors, visit_misfit
 
 log = logging.getLogger("mosaicfit.fit")
 
 __all__ = ["fit_photometry"]
 
+#: mag: the spread of the CCDs' zero points about the camera's mean (flat-fielded CCDs differ
+#: by a few hundredths), a weak prior of each CCD term
+CCD_ZP_PRIOR_MAG = 0.05
+
+#: the Huber reweighting has converged when no residual moves by more than this fraction of
+#: its error from one iteration to the next
+HUBER_TOL = 0.05
+
 
 def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
     """Fit the photometry of `data` (the detections of one filter, a FitData subset) on top of
     the astrometry of `sol` (J of its TAN-SIP products). Returns (PhotometricModel,
-    {(visit, ccd): FLUXMAG0ERR}); sets ``data.photometry``; appends to `stats`."""
+    {(visit, ccd): FLUXMAG0ERR}, {(visit, ccd): uncertainty of the calibration, mmag} (every
+    science CCD: fit.uncertainty)); sets ``data.photometry``; appends to `stats`."""
     det, star, nstar = data.det, data.star, data.nstar
     vidx, cidx, ccds, visits = data.vidx, data.cidx, data.ccds, data.visits
     n, nv, nc = len(det), len(visits), len(ccds)
@@ -66,20 +77,33 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
             absolute = False
 
     prior_var0 = np.where(prior_w > 0, 1.0 / np.where(prior_w > 0, prior_w, 1.0), np.inf)
+    # the catalogue's own variances, without the floor (fit.errors.fit_reference_errors)
+    cat_var = np.maximum(prior_var0 - cfg.refMagErrorFloor ** 2, 1e-12)
+    ref_floor = float(cfg.refMagErrorFloor)
 
-    # the flux polynomial order: reduced when stars are too few for it (narrow bands), judged
-    # on the typical visit; a visit with far fewer stars than that (or without an astrometric
-    # solution) keeps only its zero point
     active = np.ones(n, bool)
     per_visit = np.bincount(vidx, minlength=nv)
-    order = affordable_order(cfg.fluxFitOrder, per_visit, 0, "flux")
-    T = n_terms(order)
     basis = "chebyshev" if cfg.chebyshev else "legendre"
-    zp_only = [k for k in range(nv) if per_visit[k] < 3 * T or int(visits[k]) in frozen_visits]
-    for k in zp_only:
-        if T > 1:
-            log.warning("visit %d: %d stars, too few for an order-%d flux polynomial: zero point "
-                        "only", visits[k], per_visit[k], order)
+    u, v = np.empty(n), np.empty(n)
+    for c in np.unique(det.ccd):
+        m = det.ccd == c
+        u[m], v[m] = sol.focal_plane(int(c), det.x[m], det.y[m])
+    s = scale
+    # the flux polynomial order of each visit: what its stars determine, by their number and
+    # the region they cover (fit.order.footprint_order); the terms above it held at 0. A visit
+    # without an astrometric solution keeps only its zero point.
+    if cfg.commonFluxCorr:
+        orders = np.full(nv, affordable_order(cfg.fluxFitOrder, per_visit, 0, "flux"))
+    else:
+        orders, _ = visit_orders(u / s, v / s, vidx, visits, cfg.fluxFitOrder, 0, basis,
+                                 "flux")
+        orders = np.maximum(orders, 0)
+    for k in range(nv):
+        if int(visits[k]) in frozen_visits and orders[k] > 0:
+            log.warning("visit %d: no astrometric solution: flux zero point only", visits[k])
+            orders[k] = 0
+    order = int(orders.max())
+    T = n_terms(order)
     if cfg.commonFluxCorr:
         # one polynomial for all visits (visit index 0) and per-visit zero points, carried by
         # the per-"CCD" parameter slot, indexed by visit
@@ -91,16 +115,17 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         par_idx = cidx.astype(np.int32)
         npoly, npar = nv, nc
     solve_par = cfg.commonFluxCorr or cfg.fluxFitSolveCcd
-    u, v = np.empty(n), np.empty(n)
-    for c in np.unique(det.ccd):
-        m = det.ccd == c
-        u[m], v[m] = sol.focal_plane(int(c), det.x[m], det.y[m])
-    s = scale
     coef_prior = np.zeros((npoly, 1, T))
     coef_prior_w = np.zeros((npoly, 1, T))
+    ccd_prior = ccd_prior_w = None
     if not cfg.commonFluxCorr:
-        for k in zp_only:
-            coef_prior_w[k, 0, 1:] = 1e12          # the spatial terms held at 0
+        for k in range(nv):
+            coef_prior_w[k, 0, n_terms(orders[k]):] = HELD     # the terms above its order
+        if solve_par:
+            # the CCD zero points: a weak prior at 0 holds what no star distinguishes (the
+            # CCDs seen by one visit only against that visit's zero point)
+            ccd_prior = np.zeros((npar, 1))
+            ccd_prior_w = np.full((npar, 1), 1.0 / CCD_ZP_PRIOR_MAG ** 2)
     if not absolute:
         # relative: the first visit's zero point at its single-frame FLUXMAG0
         f0 = [e.fluxmag0 for e in exposures if e.visit == visits[0] and e.fluxmag0]
@@ -113,15 +138,33 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
     n_refits = 0                      # of the error model (fit.errors.MAX_REFITS)
     variables_done = False
     n_variable = 0
+    # the Huber loss (photHuber = k sigma; 0: least squares): each detection's weight times
+    # min(1, k / |chi|), iterated with the solution (IRLS). A region the polynomial cannot
+    # follow (a cloud's edge) then pulls the solution only linearly, instead of bending it
+    # until worst-first clipping has removed the region's stars one by one, which leaves the
+    # polynomial free there (the 30-visit failure of issue 14)
+    huber = np.ones(n)
+    prev_res = None
+    converged = False
     for it in range(cfg.maxIter):
         r = require_solution(solve_least_squares(LeastSquaresProblem(
             star=star, visit=poly_idx, ccd=par_idx, active=active, u=u / s, v=v / s,
-            y=-m_cor[:, None], w=w, G=G, prior=prior, prior_w=prior_w, coef_prior=coef_prior,
+            y=-m_cor[:, None], w=w * huber, G=G, prior=prior, prior_w=prior_w, coef_prior=coef_prior,
             coef_prior_w=coef_prior_w, ccd_fixed=None if solve_par else np.ones(npar, bool),
+            ccd_prior=ccd_prior, ccd_prior_w=ccd_prior_w,
             nvisit=npoly, nccd=npar, nstar=nstar, order=order, basis=basis)), "photometric")
         res = r.resid[:, 0]
         chi = w * res ** 2
         rms = float(np.sqrt(np.mean(res[active] ** 2))) * 1000.0
+        huber_moved = False
+        if cfg.photHuber > 0:
+            # the reweighting has converged when it no longer moves the solution: no residual
+            # changed by HUBER_TOL of its error since the last iteration (a criterion on the
+            # weights never settles on 1e5 detections, some of which always sit near k sigma)
+            huber_moved = prev_res is None or bool(np.max(
+                np.abs(res - prev_res)[active] * np.sqrt(w[active]), initial=0.0) > HUBER_TOL)
+            huber = np.minimum(1.0, cfg.photHuber / np.maximum(np.sqrt(chi), 1e-12))
+        prev_res = res.copy()
         nclip, nback, thr = update_active(chi, star, active, usable, it + 1, cfg.clipSigma,
                                           returned)
         # once the threshold is down, the errors follow the residuals (fit.errors)
@@ -129,6 +172,10 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         if cfg.fitErrorModel and thr <= cfg.clipSigma and n_refits < MAX_REFITS:
             n_refits += 1
             h = leverage(w, star, active, nstar, prior_w)
+            # the star's share, then the model's of the rest (fit.errors.model_leverage)
+            h = repeated_only(h + (1.0 - h) * model_leverage(
+                vidx, cidx, active, [n_terms(o) for o in orders],
+                1.0 if solve_par and not cfg.commonFluxCorr else 0.0), star, active, nstar)
             new_errors = fit_error_model(res[active] ** 2, sig0_2[active], h[active],
                                          vidx[active], nv, 1)
             pr = prior_w > 0
@@ -136,26 +183,29 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
                 xs = r.xstar[:, 0]
                 pr &= np.isfinite(xs)
                 W = np.bincount(star[active], weights=w[active], minlength=nstar) + prior_w
-                ref_scale = max(1.0, reference_scale((xs[pr] - prior[pr, 0]) ** 2,
-                                                     prior_var0[pr] * ref_scale ** 2,
-                                                     prior_w[pr] / W[pr], 1) * ref_scale)
-                prior_w = np.where(prior_w > 0, 1.0 / (prior_var0 * ref_scale ** 2), 0.0)
+                e = fit_reference_errors((xs[pr] - prior[pr, 0]) ** 2, cat_var[pr],
+                                         prior_w[pr] / W[pr], 1)
+                if e is not None:
+                    ref_scale, ref_floor = float(e.scale[0]), e.floor
+                    prior_w = np.where(prior_w > 0, 1.0 / (ref_scale ** 2 * cat_var
+                                                           + ref_floor ** 2), 0.0)
             w = 1.0 / new_errors.variance(sig0_2, vidx)
         model_moved = new_errors is not None and (
             errors is None or np.max(np.abs(new_errors.scale / errors.scale - 1)) > 0.01
             or abs(new_errors.floor - errors.floor) > 0.01 * max(new_errors.floor, 1e-4))
         if new_errors is not None:
             errors = new_errors
-        summ = IterationSummary("photometry", it + 1, float(r.chi2_det), r.ndof, rms,
+        summ = IterationSummary("photometry", it + 1, float(r.chi2), r.ndof, rms,
                                 int(active.sum()), nclip, float(r.t_assemble), float(r.t_solve))
         stats.iterations.append(summ)
         log.info(summ.line())
         if nclip <= chance_clips(int(active.sum()), thr, 1) and nback == 0 \
-                and thr <= cfg.clipSigma and not model_moved:
+                and thr <= cfg.clipSigma and not model_moved and not huber_moved:
             bad = inconsistent_stars(chi, star, active, nstar, prior_w > 0, 1) \
                 if cfg.rejectVariables and not variables_done else []
             variables_done = True
             if len(bad) == 0:
+                converged = True
                 break
             drop = np.isin(star, bad)
             active &= ~drop
@@ -163,9 +213,14 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
             n_variable = len(bad)
             log.info("photometry: %d stars inconsistent with a constant flux (variables, "
                      "galaxies) removed", len(bad))
+    if not converged:
+        log.warning("photometry of %s: not converged after maxIter=%d iterations (last: %d "
+                    "clipped, chi2/ndof %.3f): check the diagnostics' coherent residuals",
+                    filt or "the filter", cfg.maxIter, nclip, r.chi2 / max(r.ndof, 1))
     if r.ndof <= 0:
         raise MosaicError(f"too few stars to determine the photometric solution of {filt}: "
-                          f"{r.nobs_det} measurements for {r.nparam} parameters")
+                          f"{r.nobs} measurements (detections and reference values) for {r.nparam} "
+                          "parameters")
     coef = r.coef
     par = r.dccd[:, 0]
     model = PhotometricModel(filt, order, basis, scale, absolute=absolute)
@@ -178,19 +233,14 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
             model.coefficients[int(vv)] = coef[k]
     if not cfg.commonFluxCorr:
         model.ccd_terms = {int(c): float(par[k]) for k, c in enumerate(ccds)}
-    # FLUXMAG0ERR: clipped scatter of calibrated minus reference magnitudes per CCD (minus
-    # the fitted star magnitudes in a relative solution); resid = calibrated - star magnitude
+    # FLUXMAG0ERR: the scatter of all the CCD's usable residuals (calibrated minus fitted
+    # star magnitudes; resid = calibrated - star magnitude), not only of its reference stars
     xs = r.xstar[:, 0]
-    cal = res + xs[star]
     mag_err = {}
     for e_idx in np.unique(det.exp):
         m = (det.exp == e_idx) & active
         e = exposures[e_idx]
-        if absolute:
-            mm = m & (prior_w[star] > 0)
-            d = cal[mm] - prior[star[mm], 0]
-        else:
-            d = res[m]
+        d = res[m]
         mag_err[(e.visit, e.ccd)] = float(np.sqrt(np.mean(d ** 2))) if len(d) >= 3 else np.nan
     # the visit's median where a CCD has too few stars; in flux, as FLUXMAG0
     fluxmag0err = {}
@@ -201,14 +251,35 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         fluxmag0err[(vv, c)] = 10.0 ** (0.4 * model.zero_point(vv, c)) * 0.4 * np.log(10) * err
     if errors is not None:
         log.info("photometric errors of %s: scale %.2f-%.2f (median %.2f) per visit, floor "
-                 "%.2f mmag; reference magnitude errors x %.2f", filt, np.min(errors.scale),
-                 np.max(errors.scale), np.median(errors.scale), errors.floor * 1000.0, ref_scale)
+                 "%.2f mmag; reference magnitude errors x %.2f with a floor of %.2f mmag", filt,
+                 np.min(errors.scale), np.max(errors.scale), np.median(errors.scale),
+                 errors.floor * 1000.0, ref_scale, ref_floor * 1000.0)
     stats.photometry[filt] = PhotometryStats(
-        filter=filt, order=order, chi2=float(r.chi2_det), ndof=r.ndof, rms_mmag=rms,
+        filter=filt, order=order, chi2=float(r.chi2), ndof=r.ndof, rms_mmag=rms,
         clipped=int((usable & ~active).sum()), n_active=int(active.sum()), variables=n_variable,
         absolute=absolute, visits=[int(v) for v in visits], colour_terms=how,
         error_scale={int(v): float(x) for v, x in zip(visits, errors.scale)} if errors else {},
         error_floor_mmag=errors.floor * 1000.0 if errors else 0.0, ref_error_scale=ref_scale)
     data.photometry = PhotometryResult(active=active, resid=res, w=w, xstar=xs, m_cor=m_cor,
+                                       prior_w=prior_w, orders=orders,
                                        mag_ref=ref_mag_used[star])
-    return model, fluxmag0err
+    coherent = coherent_residuals(res, w, active, det.visit, det.ccd, det.x, det.y, sol.camera)
+    misfit = visit_misfit(coherent, visits)
+    for k in np.nonzero(misfit > 0.002)[0]:
+        log.warning("photometry of %s: visit %d: its CCDs' residuals scatter by %.1f mmag "
+                    "beyond their errors: the flux model does not describe the visit (a "
+                    "cloud's edge?); its uncertainties include it", filt or "the filter",
+                    visits[k], 1000.0 * misfit[k])
+    ccd_err = photometric_ccd_errors(sol, model, data, u, v, sol.camera, CCD_ZP_PRIOR_MAG,
+                                     solve_par and not cfg.commonFluxCorr, misfit)
+    stats.photometry[filt].converged = converged
+    stats.photometry[filt].coherent = [
+        dict(visit=v_, ccd=c_, rms_mmag=1000.0 * m_, noise_mmag=1000.0 * e_, n=n_)
+        for (v_, c_), (m_, e_, n_, bad) in sorted(coherent.items()) if bad]
+    for row in stats.photometry[filt].coherent:
+        log.warning("photometry of %s: visit %d CCD %d: its %d residuals follow a plane of "
+                    "%.1f mmag rms across the CCD (noise %.1f mmag): the model does not "
+                    "describe this CCD (a cloud's edge, a flat-field defect?)",
+                    filt or "the filter", row["visit"], row["ccd"], row["n"], row["rms_mmag"],
+                    row["noise_mmag"])
+    return model, fluxmag0err, ccd_err

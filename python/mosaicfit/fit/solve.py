@@ -22,10 +22,11 @@ from ..model.sky import mean_position
 from ..model.solution import Solution
 from ..model.statistics import RunStats
 from .association import associated_references, cross_match, match_reference
-from .astrometry import fit_astrometry
+from .astrometry import CCD_PLACEMENT_PRIOR_PX, fit_astrometry
 from .photometry import fit_photometry
 from .selection import select_detections
 from .state import FitData, PhotometryResult
+from .uncertainty import astrometric_ccd_errors
 
 log = logging.getLogger("mosaicfit.fit")
 
@@ -105,9 +106,19 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
             new.rejected_refs, new.damaged = data.rejected_refs, data.damaged
             data = new
             stats.iterations.clear()
+            before = sol.frozen
             sol.astrometry, sol.frozen, finish = fit_astrometry(data, camera, optics, plane,
                                                                 cfg, exposures, stats)
             sol.placement = sol.astrometry.placement
+            # a frozen visit's detections, placed by its single-frame WCS, may match nothing
+            # through the solution and leave the problem: it stays frozen, not unwritten
+            kept = {k: h for k, h in before.items()
+                    if k not in sol.frozen and not sol.astrometry.has_visit(k[0])}
+            if kept:
+                log.warning("visit %s: no detection left after association %d through the "
+                            "solution: kept at its single-frame WCS",
+                            "^".join(str(v) for v in sorted({v for v, _ in kept})), rnd)
+                sol.frozen.update(kept)
         else:
             if cfg.associationRounds:
                 log.warning("the associations still changed after %d rounds through the "
@@ -122,6 +133,7 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
         stats.timing["astrometry"] = time.time() - ta - (stats.timing["match"] - t_match)
     else:
         sol.frozen = {(e.visit, e.ccd): e.wcs_header for e in exposures}
+    ccd_mag_err = {}
     if cfg.doSolveFlux:
         tp_ = time.time()
         filters = {int(v): (visit_info[int(v)]["filter"] or "") for v in data.visits}
@@ -133,15 +145,59 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
                 continue
             if len(filters) > 1:
                 log.info("photometry of filter %s: %d visits", filt, len(sub.visits))
-            model, fluxmag0err = fit_photometry(sub, sol, cfg, exposures, filt, refcat_name,
-                                                scale, stats)
+            model, fluxmag0err, mag_err = fit_photometry(sub, sol, cfg, exposures, filt,
+                                                         refcat_name, scale, stats)
+            ccd_mag_err.update(mag_err)
             sol.photometry[filt] = model
             sol.fluxmag0err.update(fluxmag0err)
             _merge(data.photometry, sub)
         stats.timing["photometry"] = time.time() - tp_
+    if cfg.doSolveWcs:
+        _constrained_ccds(sol, data, camera, exposures, ccd_mag_err, cfg)
     stats.timing["solve_total"] = time.time() - t_start
     sol.detections, sol.stars = _record(sol, data)
     return sol
+
+
+def _constrained_ccds(sol, data, camera, exposures, mag_err, cfg):
+    """The uncertainty of every CCD of the fitted visits (fit.uncertainty) and whether the
+    solution constrains it (maxCcdPosError, maxCcdMagError): ``sol.stats.ccd_errors`` rows;
+    the CCDs outside said in the log."""
+    pos_err = astrometric_ccd_errors(sol, data, camera, CCD_PLACEMENT_PRIOR_PX)
+    a = data.astrometry
+    key = data.det.visit.astype(np.int64) * 1000 + data.det.ccd
+    n_used = dict(zip(*np.unique(key[a.active], return_counts=True)))
+    coherent = {(int(q["visit"]), int(q["ccd"])): q["rms_mmag"]
+                for p in sol.stats.photometry.values() for q in p.coherent}
+    absolute = bool(a.prior_w is not None and np.any(data.ref_of_star >= 0))
+    rows, outside = [], []
+    for v, c in sorted({(int(e.visit), int(e.ccd)) for e in exposures}):
+        if (v, c) in sol.frozen or (v, c) not in pos_err:
+            continue
+        pe, pe_max = pos_err[(v, c)]
+        me, me_max = mag_err.get((v, c), (np.nan, np.nan))
+        # a coherent residual (the model not describing the CCD) beyond the tolerance is an
+        # error of the product as well
+        co = coherent.get((v, c), 0.0)
+        # a relative solution's frame is tied to the single-frame WCSs only (0.5" a star):
+        # its CCDs are judged by having stars used by the fit, as before
+        pos_ok = pe <= cfg.maxCcdPosError if absolute else n_used.get(v * 1000 + c, 0) > 0
+        ok = bool(pos_ok
+                  and (not sol.has_photometry(v) or (me <= cfg.maxCcdMagError
+                                                     and abs(co) <= cfg.maxCcdMagError)))
+        rows.append(dict(visit=v, ccd=c, pos_err_mas=float(pe), pos_err_max_mas=float(pe_max),
+                         mag_err_mmag=float(me), mag_err_max_mmag=float(me_max),
+                         coherent_mmag=float(co),
+                         n_stars=int(n_used.get(v * 1000 + c, 0)), constrained=ok))
+        if not ok:
+            outside.append((v, c))
+    sol.stats.ccd_errors = rows
+    if outside:
+        log.warning("%d CCDs outside what their visit's stars constrain (uncertainty or "
+                    "coherent residual beyond maxCcdPosError=%.1f mas or maxCcdMagError=%.1f "
+                    "mmag): no products: %s",
+                    len(outside), cfg.maxCcdPosError, cfg.maxCcdMagError,
+                    format_visit_ccds(outside))
 
 
 class _Inputs:

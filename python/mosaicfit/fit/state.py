@@ -15,6 +15,8 @@ class AstrometryResult:
     w: np.ndarray           # (n,) weights, arcsec^-2
     xstar: np.ndarray       # (nstar, 2) star positions in the tract plane, arcsec
     y: np.ndarray           # (n, 2) proper-motion offsets from the mean epoch, arcsec
+    prior_w: np.ndarray = None   # (nstar,) weights of the stars' reference positions
+    orders: np.ndarray = None    # (nvisit,) polynomial order of each visit (-1: frozen)
 
 
 @dataclass
@@ -26,6 +28,8 @@ class PhotometryResult:
     xstar: np.ndarray       # (nstar,) star magnitudes (NaN: no photometry)
     m_cor: np.ndarray       # (n,) m_inst - 2.5 log10 J
     mag_ref: np.ndarray     # (n,) reference magnitude used (NaN: none)
+    prior_w: np.ndarray = None   # (nstar,) weights of the stars' reference magnitudes
+    orders: np.ndarray = None    # (nvisit,) flux polynomial order of each visit
 
     @classmethod
     def empty(cls, n, nstar):

@@ -223,14 +223,15 @@ def read_fcr(path, nq, width=HSC_CCD_WIDTH, height=HSC_CCD_HEIGHT):
                           filter=str(h.get("FILTER", "_unknown_")).strip())
 
 
-def write_fcr(path, fc):
-    """Write a FluxCorrection as an fcr file (atomically, as the real files are laid out)."""
+def write_fcr(path, fc, extra=()):
+    """Write a FluxCorrection as an fcr file (atomically, as the real files are laid out);
+    `extra`: further primary cards [(key, value, comment)] (mosaicfit's own)."""
     path = os.fspath(path)
     if not np.all(np.isfinite(fc.coeffs)) or not all(
             math.isfinite(float(v)) for v in (fc.x0, fc.y0, fc.u_max, fc.v_max,
                                               fc.fluxmag0, fc.fluxmag0err)):
         raise ValueError(f"{path}: non-finite flux correction values")
-    write_fcr_file(path, _fcr_card_images(fc))
+    write_fcr_file(path, _fcr_card_images(fc) + [card_image(k, v, c) for k, v, c in extra])
 
 
 def _fcr_card_images(fc):

@@ -178,6 +178,7 @@ class Solution:
         [(key, value, comment)] (the README's "Product header keywords")."""
         q = self.visit_quality(visit)
         cards = VisitQuality(**q).header_cards() if q is not None else []
+        cards += self.uncertainty_cards(visit, ccd)
         a = self.astrometry
         if a is not None and (int(visit), int(ccd)) not in self.frozen:
             if a.chromatic is not None:
@@ -189,6 +190,23 @@ class Solution:
                            "[mas] turbulence kernel rms per axis"),
                           ("MFTLEN", round(float(f.params.get("lenarcm", 0.0)), 3),
                            "[arcmin] von Karman outer scale / 2 pi")]
+        return cards
+
+    def uncertainty_cards(self, visit, ccd):
+        """The products' uncertainties from the normal equations (fit.uncertainty) as header
+        cards [(key, value, comment)] (none for a frozen visit's single-frame WCS)."""
+        r = self.ccd_error(visit, ccd)
+        if r is None:
+            return []
+        cards = [("MFPOSERR", round(float(r["pos_err_mas"]), 4),
+                  "[mas] astrometric uncertainty per axis, rms over the CCD"),
+                 ("MFPOSMAX", round(float(r["pos_err_max_mas"]), 4),
+                  "[mas] astrometric uncertainty per axis, largest on the CCD")]
+        if np.isfinite(r["mag_err_mmag"]):
+            cards += [("MFMAGERR", round(float(r["mag_err_mmag"]), 4),
+                       "[mmag] photometric uncertainty, rms over the CCD"),
+                      ("MFMAGMAX", round(float(r["mag_err_max_mmag"]), 4),
+                       "[mmag] photometric uncertainty, largest on the CCD")]
         return cards
 
     def forget_wcs(self, visit, ccd):
@@ -214,6 +232,27 @@ class Solution:
         if m is None and len(self.photometry) == 1:
             m = next(iter(self.photometry.values()))
         return m if m is not None and m.has_visit(visit) else None
+
+    def ccd_error(self, visit, ccd):
+        """The row of ``stats.ccd_errors`` of (visit, ccd) (pos_err_mas, mag_err_mmag,
+        n_stars, constrained), or None (a frozen visit, a CCD not in the run)."""
+        if not hasattr(self, "_ccd_error_index") or self._ccd_error_index[0] is not \
+                self.stats.ccd_errors:
+            self._ccd_error_index = (self.stats.ccd_errors, {
+                (int(r["visit"]), int(r["ccd"])): r for r in self.stats.ccd_errors})
+        return self._ccd_error_index[1].get((int(visit), int(ccd)))
+
+    def constrained(self, visit, ccd):
+        """Whether the solution constrains the products of (visit, ccd): a CCD of a frozen
+        visit (its single-frame WCS), or one whose uncertainties are within maxCcdPosError
+        and maxCcdMagError (fit.uncertainty). A solution without these rows (an older file)
+        constrains every CCD with stars used by the fit."""
+        if (int(visit), int(ccd)) in self.frozen:
+            return True
+        row = self.ccd_error(visit, ccd)
+        if row is None:
+            return not self.stats.ccd_errors
+        return bool(row["constrained"])
 
     def has_photometry(self, visit):
         """Whether `visit` has a photometric model (of its filter)."""

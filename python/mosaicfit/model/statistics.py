@@ -11,10 +11,12 @@ __all__ = ["IterationSummary", "AstrometryStats", "PhotometryStats", "RunStats",
 
 @dataclass
 class IterationSummary:
-    """One iteration of a fit. chi2 is that of the detections and ndof their number of
-    observations less the number of parameters (stars included): reference priors carry
-    little information at hscPipe's catRMS floor of 40 mas, and counting them as degrees of
-    freedom would bias chi2/ndof low."""
+    """One iteration of a fit. chi2 is that of all the observations: the detections, the
+    reference values of the stars tied to the catalogue and the priors of the model's
+    coefficients; ndof their number less the number of parameters (stars included). A
+    reference-tied star brings D parameters and D observations (its catalogue value), so a
+    one-visit fit against the catalogue is determined, and a partial run's chi2/ndof is not
+    biased high (issue 14)."""
     kind: str               # "astrometry" or "photometry"
     iteration: int
     chi2: float
@@ -113,6 +115,10 @@ class PhotometryStats:
     error_scale: dict = field(default_factory=dict)   # visit -> scale of the input errors
     error_floor_mmag: float = 0.0
     ref_error_scale: float = 1.0
+    converged: bool = True
+    # (visit, CCD)s where the model leaves a residual plane beyond chance
+    # (fit.uncertainty.coherent_residuals): dicts visit, ccd, rms_mmag, noise_mmag, n
+    coherent: list = field(default_factory=list)
 
     @property
     def chi2_ndof(self):
@@ -138,6 +144,9 @@ class RunStats:
     photometry: dict = field(default_factory=dict)    # filter -> PhotometryStats
     # visit -> the turbulence fit's figures (fit.turbulence.fit_visit_field's info)
     turbulence: dict = field(default_factory=dict)
+    # one row (dict) per (visit, CCD) of the fitted visits: the products' uncertainties from
+    # the normal equations (fit.uncertainty.CcdError's fields) and whether they are written
+    ccd_errors: list = field(default_factory=list)
 
     def to_dict(self):
         """Plain JSON-able values (tuples as lists)."""

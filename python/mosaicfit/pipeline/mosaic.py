@@ -178,7 +178,8 @@ def _run_mosaic(req, repo):
         print("\n".join(lines[:-1]))
         print(lines[-1].replace("time: ", f"time: read {t_read:.1f} s, "))
     log.info("mosaic done in %.1f s", time.time() - t_all)
-    # exit 1 when the user must act: unreadable inputs, or a visit too damaged for products
+    # exit 1 when the user must act: unreadable inputs, a visit too damaged for products, or a
+    # fit that did not converge
     return 1 if errors or n_excluded else 0
 
 
@@ -187,10 +188,13 @@ def write_products(sol, repo, tract, refs):
     the rerun, each atomically. Returns (number of files written, (visit, ccd) of the refs left
     without products)."""
     n = 0
-    # a CCD without any star used by the fit would only get an extrapolation of the visit's
-    # polynomials: it is excluded, and reported by the caller
+    # a CCD outside what its visit's stars constrain (fit.uncertainty: its uncertainty beyond
+    # maxCcdPosError / maxCcdMagError) would only get an extrapolation of the visit's
+    # polynomials: it is excluded, and reported by the caller; a CCD without stars of its own
+    # whose placement other visits fix is written. (A solution without these figures, an
+    # older file: the CCDs with stars used by the fit.)
     used = None
-    if sol.detections is not None and len(sol.detections):
+    if not sol.stats.ccd_errors and sol.detections is not None and len(sol.detections):
         d = sol.detections
         ok = np.asarray(d["astro_used"]) | np.asarray(d["phot_used"])
         used = set(zip(np.asarray(d["visit"])[ok].tolist(), np.asarray(d["ccd"])[ok].tolist()))
@@ -200,7 +204,7 @@ def write_products(sol, repo, tract, refs):
     for ref in refs:
         key = (ref.visit, ref.ccd)
         if (used is not None and key not in used and key not in sol.frozen) \
-                or ref.visit in damaged:
+                or (sol.stats.ccd_errors and not sol.constrained(*key)) or ref.visit in damaged:
             skipped.append(key)
             continue
         did = dict(ref.data_id, tract=tract)
@@ -212,7 +216,8 @@ def write_products(sol, repo, tract, refs):
             sol.forget_wcs(ref.visit, ref.ccd)       # keep memory flat
             n += 1
         if sol.has_photometry(ref.visit):
-            write_fcr(repo.path("fcr", **did), sol.flux_correction(ref.visit, ref.ccd))
+            write_fcr(repo.path("fcr", **did), sol.flux_correction(ref.visit, ref.ccd),
+                      extra=sol.uncertainty_cards(ref.visit, ref.ccd))
             n += 1
     return n, skipped
 
@@ -221,7 +226,7 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
                         refcat_name, diag_dir=None):
     """Fit one tract and write its wcs-/fcr- files (and diagnostics): the unit of work that
     runs locally or as a Dask task. Returns (tract, summary lines, number of files, number of
-    visits too damaged for products)."""
+    visits too damaged for products and of fits that did not converge)."""
     from .. import diagnostics       # matplotlib: only when diagnostics are asked for
     logging.getLogger("mosaicfit").setLevel(logging.INFO)
     repo = Repository(root, rerun)
@@ -237,7 +242,9 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
               file=sys.stderr)
     skipped_plain = [k for k in skipped if damaged.get(k[0], {}).get("flag") != "excluded"]
     if skipped_plain:
-        print(f"tract {tract}: no wcs-/fcr- for {len(skipped_plain)} CCDs without usable stars: "
+        print(f"tract {tract}: no wcs-/fcr- for {len(skipped_plain)} CCDs outside what the "
+              f"solution constrains (no usable stars, or uncertainties beyond maxCcdPosError/"
+              f"maxCcdMagError: diagnostics ccd_errors.csv): "
               f"{format_visit_ccds(skipped_plain)}", file=sys.stderr)
     st = sol.stats
     tm = st.timing
@@ -257,4 +264,11 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
                  f"photometry {tm.get('photometry', 0):.1f} s, write {t_write:.1f} s; wrote "
                  f"{len(out_refs) - len(skipped)} CCDs to "
                  f"{os.path.join(repo.rerun_dir, '*', '*', 'corr', f'{tract:04d}')}")
-    return tract, lines, n, sum(q["flag"] == "excluded" for q in damaged.values())
+    # a fit whose iterations stopped at maxIter: said, and the run exits 1 (the user must look)
+    unconverged = ([] if st_a is None or st_a.converged else ["astrometric"]) + \
+        [f"photometric ({f})" for f, p in st.photometry.items() if not p.converged]
+    for what in unconverged:
+        print(f"tract {tract}: the {what} fit did not converge within maxIter={cfg.maxIter} "
+              "iterations: check its diagnostics before using the products", file=sys.stderr)
+    return tract, lines, n, sum(q["flag"] == "excluded" for q in damaged.values()) \
+        + len(unconverged)

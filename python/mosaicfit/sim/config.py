@@ -47,7 +47,7 @@ class SimConfig:
 
     # -- effects of the real sky (sim.effects; none by default: the default simulation) -------
     effects: tuple = ()          # any of "edge-wcs", "dcr", "doubled", "centroid-errors",
-    #                              "turbulence"
+    #                              "turbulence", "clouds"
     # edge-wcs: the single-frame WCS error of a visit, at the centre and (rms) at the edge
     wcs_centre_arcsec: float = 0.05
     wcs_edge_arcsec: float = 1.5
@@ -74,6 +74,12 @@ class SimConfig:
     turbulence_b_fraction: float = 0.1
     turbulence_step_arcmin: float = 0.25
     turbulence_grid: int = 512
+    # clouds: the visit (0: the middle one) whose transparency has a cloud edge; its depth at
+    # the far side; where the ramp is half way (field angle along its direction) and its width
+    cloud_visit: int = 0
+    cloud_depth_mag: float = 0.6
+    cloud_edge_deg: float = 0.45
+    cloud_width_deg: float = 0.12
 
 
 # ------------------------------------------------------------------------------------------

@@ -21,6 +21,11 @@ effect on the simulation is the default one, number for number.
 * ``centroid-errors``: the centroid errors the SRC reports are misestimated: scaled per visit
   and with a per-detection log-normal scatter, while the true scatter has a floor of a few mas
   that the reported errors lack; the truth keeps the true error (column ``x_err_true``).
+* ``clouds``: the edge of a cloud across one visit: its transparency falls across the field
+  as a smooth ramp, ``depth * S((d - d0) / width)`` magnitudes with d the field angle along a
+  random direction and S the logistic function: clear on one side, up to ``cloud_depth_mag``
+  on the other (the 30-visit failure of issue 14: 0.1-0.6 mag over a third of the CCDs). The
+  truth's zero points carry it (:meth:`TruthModel.cloud_edge`).
 * ``turbulence``: a von Karman Gaussian random displacement field per visit (5-15 mas per
   axis, outer scale 3-10'), mostly curl-free (E mode) as Leget et al. (2021) measured on
   HSC-SSP, generated on an FFT grid; the truth evaluates it anywhere (bilinear on the grid).
@@ -40,7 +45,7 @@ __all__ = ["EFFECTS", "parse_effects", "effect_rng", "draw_effects", "air_refrac
            "SUBARU_LONGITUDE_DEG", "FIELD_EDGE_RAD"]
 
 
-EFFECTS = ("edge-wcs", "dcr", "doubled", "centroid-errors", "turbulence")
+EFFECTS = ("edge-wcs", "dcr", "doubled", "centroid-errors", "turbulence", "clouds")
 
 
 def parse_effects(text):
@@ -235,6 +240,8 @@ def draw_effects(cfg, params):
         _draw_centroid_errors(cfg, params, visits, effect_rng(cfg.seed, "centroid-errors"))
     if "turbulence" in effects:
         _draw_turbulence(cfg, params, visits, effect_rng(cfg.seed, "turbulence"))
+    if "clouds" in effects:
+        _draw_clouds(cfg, params, visits, effect_rng(cfg.seed, "clouds"))
     return params
 
 
@@ -310,6 +317,18 @@ def _draw_centroid_errors(cfg, params, visits, rng):
         seed=int(rng.integers(2 ** 31)))
     for v in visits:
         v["centroid_err_scale"] = float(rng.uniform(*cfg.centroid_err_scale))
+
+
+def _draw_clouds(cfg, params, visits, rng):
+    ids = [v["visit"] for v in visits]
+    visit = cfg.cloud_visit or ids[len(ids) // 2]
+    if visit not in ids:
+        raise MosaicError(f"--cloud-visit {visit} is not a simulated visit "
+                          f"({ids[0]}..{ids[-1]}:{cfg.visit_step})")
+    params["effects"]["clouds"] = dict(
+        visit=int(visit), depth_mag=float(cfg.cloud_depth_mag),
+        direction_deg=float(rng.uniform(0, 360.0)),          # of the deepest side, focal plane
+        edge_deg=float(cfg.cloud_edge_deg), width_deg=float(cfg.cloud_width_deg))
 
 
 def _draw_turbulence(cfg, params, visits, rng):

@@ -363,6 +363,9 @@ class SimulatedTract:
             elif e == "turbulence":
                 r = [v["turbulence"]["rms_mas"] for v in vis]
                 out.append(f"turbulence ({min(r):.0f}-{max(r):.0f} mas rms)")
+            elif e == "clouds":
+                c = t.effects["clouds"]
+                out.append(f"clouds (visit {c['visit']}, up to {c['depth_mag']:.2f} mag)")
         return out
 
 

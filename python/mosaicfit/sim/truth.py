@@ -246,11 +246,22 @@ class TruthModel:
         """
         return self.camera.focal_plane_to_field_angle(*self._ccd_to_fp(ccd, x, y))
 
+    def cloud_edge(self, visit, X, Y):
+        """Magnitudes of extinction of the ``clouds`` effect at field angles (X, Y) radians
+        (0 without it, and for the other visits)."""
+        e = self.effects.get("clouds")
+        if e is None or int(visit) != e["visit"]:
+            return np.zeros(np.shape(X))
+        t = np.radians(e["direction_deg"])
+        d = np.degrees(np.asarray(X) * np.cos(t) + np.asarray(Y) * np.sin(t))
+        return e["depth_mag"] / (1.0 + np.exp(-(d - e["edge_deg"]) / e["width_deg"]))
+
     def zeropoint(self, visit, ccd, x, y):
         """m_true = -2.5 log10(instFlux) + zeropoint, at 0-based pixel (x, y)."""
         v = self.visits[int(visit)]
         X, Y = self.field_angle(visit, ccd, x, y)
         return (v["zp"] - _poly_field(v["cloud"], X, Y) - _poly_field(self.params["illum"], X, Y)
+                - self.cloud_edge(visit, X, Y)
                 - self.ccds[int(ccd)]["dmag"] - 2.5 * np.log10(self.area_ratio(visit, ccd, x, y)))
 
 

@@ -1,0 +1,205 @@
+"""The uncertainty of each CCD's products, from the normal equations (issue 14).
+
+For a visit v the covariance of its polynomial's coefficients is taken from its own
+detections, each weighted by its share of the information, w_j (1 - h_j), h_j the leverage
+of its star (:func:`mosaicfit.fit.errors.leverage`: the star's position or magnitude, which
+the least squares eliminates, takes that share). The terms above the visit's order are held
+(fit.order) and have none. The error of the product at a point of a CCD is
+
+    sigma^2(x) = b(x)' C_v b(x) + sigma_ccd^2(x)
+
+with b(x) the basis at the point and sigma_ccd the error of the CCD's placement (astrometry:
+offset and rotation from all the detections on the CCD, with the placement's prior;
+photometry: the CCD's zero point with its prior). The CCD's figure is the largest sigma over a
+grid of points covering it: the rms of sigma over the grid (the expected rms error of the
+product against the truth) and its largest value, per coordinate (mas) or in magnitudes
+(mmag). A CCD on which a
+visit has no star gets the polynomial's extrapolation there, which grows fast outside the
+region its stars cover: that is what marks CCDs outside the visit's data footprint.
+
+The couplings between visits (through common stars) and between the polynomials and the CCD
+placement are left out beyond the stars' leverage: the figures are the precision of the
+solution, not its accuracy against a truth (the tests compare the two).
+"""
+import numpy as np
+
+from ..model.basis import PolyBasis, n_terms
+from .errors import leverage
+
+__all__ = ["CCD_GRID", "COHERENT_SIGMA", "COHERENT_FLOOR_MAG", "polynomial_covariances",
+           "astrometric_ccd_errors", "photometric_ccd_errors", "coherent_residuals",
+           "visit_misfit"]
+
+#: a (visit, CCD) whose residuals' plane is beyond chance at this many normal sigma ...
+COHERENT_SIGMA = 5.0
+#: ... and beyond this many magnitudes is one the model does not describe
+COHERENT_FLOOR_MAG = 0.002
+
+#: points across x and y of each CCD where the products' errors are evaluated
+CCD_GRID = (5, 9)
+
+
+def _grid(camera, ccd):
+    d = camera[int(ccd)]
+    gx, gy = np.meshgrid(np.linspace(0, d.width - 1, CCD_GRID[0]),
+                         np.linspace(0, d.height - 1, CCD_GRID[1]))
+    return gx.ravel(), gy.ravel()
+
+
+def polynomial_covariances(basis, a, b, weff, vidx, nv, orders):
+    """(nv, T, T) covariances of the visits' coefficients (per coordinate), from the points
+    (a, b) with effective weights `weff` (0: not used); the terms above each visit's order
+    (`orders`, -1: none fitted) have zero variance; a visit whose terms the points do not
+    determine gets infinite variance on them."""
+    T = basis.n_terms
+    cov = np.zeros((nv, T, T))
+    for k in range(nv):
+        if orders[k] < 0:
+            cov[k] = np.inf
+            continue
+        m = (vidx == k) & (weff > 0)
+        tf = n_terms(int(orders[k]))
+        B = basis.values(a[m], b[m])[:, :tf]
+        N = B.T @ (weff[m, None] * B)
+        ev, V = np.linalg.eigh(N)
+        if len(ev) == 0 or ev[0] <= 1e-14 * max(ev[-1], 1e-300):
+            cov[k, :tf, :tf] = np.inf
+            continue
+        cov[k, :tf, :tf] = (V / ev) @ V.T
+    return cov
+
+
+def _sigmas(B, C, extra2):
+    """(rms, largest) of sigma = sqrt(b' C b + extra2) over the rows b of B."""
+    if not np.all(np.isfinite(C)):
+        return np.inf, np.inf
+    var = np.maximum(np.einsum("ij,jk,ik->i", B, C, B) + extra2, 0.0)
+    return float(np.sqrt(np.mean(var))), float(np.sqrt(np.max(var)))
+
+
+def astrometric_ccd_errors(sol, data, camera, ccd_prior_px):
+    """{(visit, ccd): (rms, largest) mas} for every fitted visit and science CCD of `camera`:
+    the error per coordinate of the product over the CCD."""
+    am, A = sol.astrometry, data.astrometry
+    basis = am.basis
+    det, star, vidx = data.det, data.star, data.vidx
+    n = len(det)
+    h = leverage(A.w, star, A.active, data.nstar, A.prior_w)
+    weff = np.where(A.active, A.w * (1.0 - h), 0.0)            # arcsec^-2
+    a, b = np.empty(n), np.empty(n)
+    for c in np.unique(det.ccd):
+        m = det.ccd == c
+        a[m], b[m] = am.optics(*sol.placement.to_focal_plane(int(c), det.x[m], det.y[m]))
+    cov = polynomial_covariances(basis, a, b, weff, vidx, len(data.visits), A.orders)
+    # the CCD placement: offset (per coordinate) and rotation, in pixels and radians, from the
+    # detections of all visits on the CCD (pixel scale: the single-frame WCS's)
+    scale = float(np.median(det.pixscale))                    # arcsec / pixel
+    place_var = {}
+    for c in camera.science_ccds:
+        d = camera[int(c)]
+        half = 0.5 * np.hypot(d.width, d.height)
+        m = det.ccd == c
+        ox, oy = sol.placement.origin(int(c))
+        r2 = (data.u0[m] - ox) ** 2 + (data.v0[m] - oy) ** 2
+        s_off = float(np.sum(weff[m])) * scale ** 2 + 1.0 / ccd_prior_px ** 2
+        s_rot = float(np.sum(weff[m] * r2)) * scale ** 2 + (half / ccd_prior_px) ** 2
+        place_var[int(c)] = (1.0 / s_off, 1.0 / s_rot)
+    out = {}
+    for k, v in enumerate(data.visits):
+        if not sol.has_astrometry(v) or A.orders[k] < 0:
+            continue
+        for c in camera.science_ccds:
+            gx, gy = _grid(camera, c)
+            u, vv = sol.placement.to_focal_plane(int(c), gx, gy)
+            ga, gb = am.optics(u, vv)
+            ox, oy = sol.placement.origin(int(c))
+            var_off, var_rot = place_var[int(c)]
+            extra2 = scale ** 2 * (var_off + var_rot * ((u - ox) ** 2 + (vv - oy) ** 2))
+            rms, top = _sigmas(basis.values(ga, gb), cov[k], extra2)
+            out[(int(v), int(c))] = (1000.0 * rms, 1000.0 * top)
+    return out
+
+
+def photometric_ccd_errors(sol, model, data, u, v, camera, ccd_prior_mag, solve_ccd,
+                           misfit=None):
+    """{(visit, ccd): (rms, largest) mmag} for the visits of one filter's fit (`data`,
+    `model`; (u, v) the detections' focal-plane positions) and every science CCD: the error
+    of the calibration over the CCD. `misfit` (per visit, mag): the scatter of the CCDs'
+    residuals the visit's model leaves beyond their noise (:func:`visit_misfit`), added in
+    quadrature: where the model does not describe a visit its figures say so."""
+    p = data.photometry
+    basis = PolyBasis(model.order, model.kind)
+    h = leverage(p.w, data.star, p.active, data.nstar, p.prior_w)
+    weff = np.where(p.active, p.w * (1.0 - h), 0.0)            # mag^-2
+    s = model.scale
+    cov = polynomial_covariances(basis, u / s, v / s, weff, data.vidx, len(data.visits),
+                                 p.orders)
+    zp_var = {}
+    for c in camera.science_ccds:
+        m = data.det.ccd == c
+        zp_var[int(c)] = 1.0 / (float(np.sum(weff[m])) + 1.0 / ccd_prior_mag ** 2) \
+            if solve_ccd else 0.0
+    out = {}
+    for k, vis in enumerate(data.visits):
+        for c in camera.science_ccds:
+            gx, gy = _grid(camera, c)
+            gu, gv = sol.focal_plane(int(c), gx, gy)
+            B = basis.values(gu / s, gv / s)
+            sys2 = 0.0 if misfit is None else float(misfit[k]) ** 2
+            rms, top = _sigmas(B, cov[k], zp_var[int(c)] + sys2)
+            out[(int(vis), int(c))] = (1000.0 * rms, 1000.0 * top)
+    return out
+
+
+def coherent_residuals(res, w, active, visit, ccd, x, y, camera, min_n=6, z=COHERENT_SIGMA):
+    """{(visit, ccd): (rms, its noise, n, flagged)} of the residuals `res` (weights `w`) of
+    the active detections of each (visit, CCD) with at least `min_n`: a plane (offset and
+    slopes across the CCD) fitted to them by weighted least squares, `rms` its rms over the
+    CCD (mag) and `noise` the rms such a plane has from the errors alone (the errors scaled
+    by the scatter about the plane where larger). Flagged when the plane is beyond chance at
+    `z` normal sigma (chi2 with 3 degrees of freedom) and beyond COHERENT_FLOOR_MAG. A model
+    that describes the data leaves no such plane on a CCD; one that cannot follow them there
+    (a cloud's edge across the visit) does."""
+    from .clipping import chi2_quantile
+    out = {}
+    key = np.asarray(visit, np.int64) * 1000 + np.asarray(ccd)
+    act = np.nonzero(active)[0]
+    keys, inv = np.unique(key[act], return_inverse=True)
+    M = np.diag([1.0, 1.0 / 12.0, 1.0 / 12.0])    # the plane's mean square over the CCD
+    limit = float(chi2_quantile(3, z))
+    for i, k in enumerate(keys):
+        rows = act[inv == i]
+        n = len(rows)
+        if n < min_n:
+            continue
+        d = camera[int(k % 1000)]
+        A = np.stack([np.ones(n), x[rows] / d.width - 0.5, y[rows] / d.height - 0.5], axis=1)
+        ww, r = w[rows], res[rows]
+        N = A.T @ (ww[:, None] * A)
+        try:
+            C = np.linalg.inv(N)
+        except np.linalg.LinAlgError:
+            continue
+        b = C @ (A.T @ (ww * r))
+        chi2 = float(np.sum(ww * (r - A @ b) ** 2))
+        C = C * max(1.0, chi2 / max(n - 3, 1))
+        dchi2 = float(b @ np.linalg.solve(C, b))
+        rms = float(np.sqrt(b @ M @ b))
+        noise = float(np.sqrt(np.trace(M @ C)))
+        bad = dchi2 > limit and rms > COHERENT_FLOOR_MAG
+        out[(int(k // 1000), int(k % 1000))] = (rms, noise, n, bool(bad))
+    return out
+
+
+def visit_misfit(coherent, visits):
+    """(nvisit,) mag: what the CCDs' residual planes of each visit hold beyond their noise,
+    sqrt(max(0, mean(rms^2 - noise^2))) over its CCDs (`coherent`, from
+    :func:`coherent_residuals`): zero within the noise where the model describes the visit,
+    the size of what it misses where it does not (a cloud's edge, which no smooth polynomial
+    follows)."""
+    acc = {int(v): [] for v in visits}
+    for (v, _), (med, err, _, _) in coherent.items():
+        if v in acc:
+            acc[v].append(med * med - err * err)
+    return np.array([np.sqrt(max(0.0, float(np.mean(acc[int(v)])))) if acc[int(v)] else 0.0
+                     for v in visits])
