@@ -122,3 +122,24 @@ def test_corr_bytes_equal_astropy_path(tmp_path, pixels):
                             wcs_cards=wcs_header(w) if header_has_wcs(w) else None)
     write_fits(hdul, tmp_path / "old.fits")
     assert (tmp_path / "new.fits").read_bytes() == (tmp_path / "old.fits").read_bytes()
+
+
+def test_wcs_file_from_text_equals_astropy_path(tmp_path):
+    """write_wcs_file given card text (the mosaic's products) takes the WCS cards from the text
+    itself; the bytes are those of the astropy path (the same text as a parsed Header)."""
+    from mosaicfit.io.wcsfile import write_wcs_file
+    from mosaicfit.model.sip import cards_text, fit_tan_sip
+    x, y = np.meshgrid(np.linspace(0, 2047, 9), np.linspace(0, 4175, 17))
+    ra = 150.0 + 4.7e-5 * (x - 1024) + 1e-12 * (x - 1024) ** 2 * (y - 2000)
+    dec = 2.0 + 4.7e-5 * (y - 2088) - 3e-13 * (y - 2088) ** 3
+    cards, _ = fit_tan_sip(x, y, ra, dec, (1024.5, 2088.5), (150.0, 2.0), 5, as_cards=True)
+    text = cards_text(cards)
+    extra = [("MFTURB", False, "turbulence field removed (mosaicfit)")]
+    write_wcs_file(tmp_path / "a.fits", text, fluxmag0=1.5e13, filter_name="HSC-I", extra=extra)
+    write_wcs_file(tmp_path / "b.fits", fits.Header.fromstring(text), fluxmag0=1.5e13,
+                   filter_name="HSC-I", extra=extra)
+    assert (tmp_path / "a.fits").read_bytes() == (tmp_path / "b.fits").read_bytes()
+    bad = text.replace(text[text.index("CRVAL1"):][:80],
+                       "CRVAL1  = 'x'".ljust(80))
+    with pytest.raises(Exception, match="CRVAL1"):
+        write_wcs_file(tmp_path / "c.fits", bad)
