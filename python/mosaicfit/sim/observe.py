@@ -288,23 +288,25 @@ def src_table(det, wcs_header):
     n = len(det["x"])
     model = wcs_header if isinstance(wcs_header, SipModel) else SipModel.from_header(wcs_header)
     ra, dec = model.pixel_to_sky(det["x"], det["y"])
-    t = Table()
-    t["id"] = det["ids"]
-    t["coord_ra"] = np.radians(ra)
-    t["coord_dec"] = np.radians(dec)
-    t["parent"] = np.zeros(n, np.int64)
-    t["base_SdssCentroid_x"] = det["x"]
-    t["base_SdssCentroid_y"] = det["y"]
-    t["base_SdssCentroid_xSigma"] = det["x_err"].astype(np.float32)
-    t["base_SdssCentroid_ySigma"] = det["x_err"].astype(np.float32)
-    t["base_PsfFlux_flux"] = det["flux"]
-    t["base_PsfFlux_fluxSigma"] = det["flux_err"]
-    t["base_ClassificationExtendedness_value"] = det["ext"]
-    t["calib_psfUsed"] = det["psf_used"]
-    t["base_PixelFlags_flag_saturated"] = det["sat"]
-    t["base_PixelFlags_flag_saturatedCenter"] = det["sat"]
-    t["base_SdssCentroid_flag"] = np.zeros(n, bool)
-    t["base_PsfFlux_flag"] = det["flux"] <= 0
+    # one Table of all columns (adding them one by one costs ~1.5 ms a CCD)
+    t = Table({
+        "id": det["ids"],
+        "coord_ra": np.radians(ra),
+        "coord_dec": np.radians(dec),
+        "parent": np.zeros(n, np.int64),
+        "base_SdssCentroid_x": det["x"],
+        "base_SdssCentroid_y": det["y"],
+        "base_SdssCentroid_xSigma": det["x_err"].astype(np.float32),
+        "base_SdssCentroid_ySigma": det["x_err"].astype(np.float32),
+        "base_PsfFlux_flux": det["flux"],
+        "base_PsfFlux_fluxSigma": det["flux_err"],
+        "base_ClassificationExtendedness_value": det["ext"],
+        "calib_psfUsed": det["psf_used"],
+        "base_PixelFlags_flag_saturated": det["sat"],
+        "base_PixelFlags_flag_saturatedCenter": det["sat"],
+        "base_SdssCentroid_flag": np.zeros(n, bool),
+        "base_PsfFlux_flag": det["flux"] <= 0,
+    })
     return t
 
 
