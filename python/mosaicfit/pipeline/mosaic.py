@@ -26,6 +26,7 @@ from ..model.camera import hsc
 from ..model.fluxcorr import write_fcr
 from ..model.sip import SipModel, cards_text
 from .executor import dask_client
+from .progress import progress_bar
 from .inputs import load_exposures, resolve_refs
 from .references import match_references, refcat_folder, sky_circle
 
@@ -202,7 +203,9 @@ def write_products(sol, repo, tract, refs):
     skipped = []
     # a visit the fit found too damaged to trust (fit.quality) gets no products
     damaged = sol.stats.astrometry.damaged_visits(("excluded",)) if sol.stats.astrometry else {}
+    bar = progress_bar(len(refs), f"writing tract {tract}")
     for ref in refs:
+        bar.update()
         key = (ref.visit, ref.ccd)
         if (used is not None and key not in used and key not in sol.frozen) \
                 or (sol.stats.ccd_errors and not sol.constrained(*key)) or ref.visit in damaged:
@@ -220,6 +223,7 @@ def write_products(sol, repo, tract, refs):
             write_fcr(repo.path("fcr", **did), sol.flux_correction(ref.visit, ref.ccd),
                       extra=sol.uncertainty_cards(ref.visit, ref.ccd))
             n += 1
+    bar.close()
     return n, skipped
 
 
