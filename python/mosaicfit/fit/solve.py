@@ -171,9 +171,18 @@ def _constrained_ccds(sol, data, camera, exposures, mag_err, cfg):
                 for p in sol.stats.photometry.values() for q in p.coherent}
     absolute = bool(a.prior_w is not None and np.any(data.ref_of_star >= 0))
     rows, outside = [], []
-    for v, c in sorted({(int(e.visit), int(e.ccd)) for e in exposures}):
-        if (v, c) in sol.frozen or (v, c) not in pos_err:
-            continue
+    keys = [(v, c) for v, c in sorted({(int(e.visit), int(e.ccd)) for e in exposures})
+            if (v, c) not in sol.frozen and (v, c) in pos_err]
+    # the limits follow the data's noise: a CCD is outside what the stars constrain when its
+    # uncertainty is beyond maxCcdPosError AND maxCcdErrorRatio times the run's median CCD
+    # (on the real sky the per-star scatter is 5-10 mas and the field-edge CCDs' products
+    # 2.5-5 mas uncertain, well constrained; an extrapolated CCD is 10-100x the median)
+    med_pe = float(np.median([pos_err[k][0] for k in keys])) if keys else 0.0
+    mes = [mag_err[k][0] for k in keys if k in mag_err and np.isfinite(mag_err[k][0])]
+    med_me = float(np.median(mes)) if mes else 0.0
+    pos_limit = max(cfg.maxCcdPosError, cfg.maxCcdErrorRatio * med_pe)
+    mag_limit = max(cfg.maxCcdMagError, cfg.maxCcdErrorRatio * med_me)
+    for v, c in keys:
         pe, pe_max = pos_err[(v, c)]
         me, me_max = mag_err.get((v, c), (np.nan, np.nan))
         # a coherent residual (the model not describing the CCD) beyond the tolerance is an
@@ -181,9 +190,9 @@ def _constrained_ccds(sol, data, camera, exposures, mag_err, cfg):
         co = coherent.get((v, c), 0.0)
         # a relative solution's frame is tied to the single-frame WCSs only (0.5" a star):
         # its CCDs are judged by having stars used by the fit, as before
-        pos_ok = pe <= cfg.maxCcdPosError if absolute else n_used.get(v * 1000 + c, 0) > 0
+        pos_ok = pe <= pos_limit if absolute else n_used.get(v * 1000 + c, 0) > 0
         ok = bool(pos_ok
-                  and (not sol.has_photometry(v) or (me <= cfg.maxCcdMagError
+                  and (not sol.has_photometry(v) or (me <= mag_limit
                                                      and abs(co) <= cfg.maxCcdMagError)))
         rows.append(dict(visit=v, ccd=c, pos_err_mas=float(pe), pos_err_max_mas=float(pe_max),
                          mag_err_mmag=float(me), mag_err_max_mmag=float(me_max),
@@ -193,11 +202,12 @@ def _constrained_ccds(sol, data, camera, exposures, mag_err, cfg):
             outside.append((v, c))
     sol.stats.ccd_errors = rows
     if outside:
-        log.warning("%d CCDs outside what their visit's stars constrain (uncertainty or "
-                    "coherent residual beyond maxCcdPosError=%.1f mas or maxCcdMagError=%.1f "
-                    "mmag): no products: %s",
-                    len(outside), cfg.maxCcdPosError, cfg.maxCcdMagError,
-                    format_visit_ccds(outside))
+        log.warning("%d CCDs outside what their visit's stars constrain (uncertainty beyond "
+                    "%.1f mas or %.1f mmag: maxCcdPosError, maxCcdMagError or "
+                    "maxCcdErrorRatio=%g x the median CCD; or a coherent residual beyond "
+                    "maxCcdMagError=%.1f mmag): no products: %s",
+                    len(outside), pos_limit, mag_limit, cfg.maxCcdErrorRatio,
+                    cfg.maxCcdMagError, format_visit_ccds(outside))
 
 
 class _Inputs:

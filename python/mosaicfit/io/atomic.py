@@ -15,7 +15,8 @@ from astropy.io import fits
 
 from .. import MosaicError
 
-__all__ = ["OutputError", "atomic_path", "write_bytes", "write_fits", "write_table", "write_text"]
+__all__ = ["OutputError", "atomic_path", "write_bytes", "write_fits", "write_table", "write_temporary",
+           "write_text"]
 
 
 class OutputError(MosaicError):
@@ -74,11 +75,18 @@ def write_table(table, path, extname=None):
     write_fits(fits.HDUList([fits.PrimaryHDU(), hdu]), path)
 
 
+def write_temporary(tmp, data):
+    """Write `data` (bytes) to the temporary `tmp` of an :func:`atomic_path`: the one place
+    every byte-built product (SRC, CORR, CALSRC, CALEXP files) reaches the disk (the fault
+    injection of the reliability tests hooks here and at astropy's writeto)."""
+    with open(tmp, "wb") as f:
+        f.write(data)
+
+
 def write_bytes(data, path):
     """Write bytes to `path` atomically."""
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        write_temporary(tmp, data)
 
 
 def write_text(text, path):
