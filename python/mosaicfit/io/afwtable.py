@@ -25,9 +25,10 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .. import MosaicError
-from .fits import STRUCTURAL_KEYS, native, open_fits, pad_block, read_bintable, truncated_card
+from .fits import (STRUCTURAL_KEYS, astropy_card_image, hdu_bytes, native, open_fits, pad_block,
+                   read_bintable, truncated_card)
 
-__all__ = ["read_afw_table", "afw_table_hdu", "afw_table_parts"]
+__all__ = ["read_afw_table", "afw_table_hdu", "afw_table_parts", "afw_table_file_bytes"]
 
 _COLKEY = re.compile(r"^(TTYPE|TFORM|TDOC|TUNIT|TCCLS|TFLAG|TFDOC|TDIM|TZERO|TSCAL|TNULL|TDISP)"
                      r"(\d+)$")
@@ -435,3 +436,105 @@ def afw_table_parts(table, docs=None, units=None, classes=None, afw_type=None,
         warnings.simplefilter("ignore")
         header = fits.Header(cards)
     return header, data_bytes
+
+
+# ------------------------------------------------------------------------------------------
+# Writing many tables of one schema (the simulator's ~1000 SRC files): the header is the same
+# but for NAXIS2, and the rows are a numpy structured array. The layout of a schema is made
+# once by afw_table_parts (astropy) and kept only if the structured array gives the same bytes
+# as astropy for that first table; anything unusual (masked values, strings, unsigned or bool
+# array columns) takes the astropy path every time. The file bytes are those astropy writes
+# (tests/test_fastfits.py, and the simulated repository compared byte for byte).
+# ------------------------------------------------------------------------------------------
+_LAYOUTS = {}
+_FAST_KINDS = {"i", "f"}
+
+
+def _primary_images():
+    with _ASTROPY_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [c.image for c in fits.PrimaryHDU().header.cards]
+
+
+_PRIMARY = None
+
+
+def _layout_key(table, docs, units, classes, afw_type, extra_cards, version):
+    cols = []
+    for name in table.colnames:
+        col = table[name]
+        mask = getattr(col, "mask", None)
+        if mask is not None and np.any(mask):
+            return None
+        dt = col.dtype
+        if not (dt.kind in _FAST_KINDS and not (dt.kind == "i" and dt.itemsize == 1)
+                or (dt.kind == "b" and col.ndim == 1) or (dt.kind == "u" and dt.itemsize == 1)):
+            return None
+        cols.append((name, dt.str, col.shape[1:], repr(sorted(col.meta.items())),
+                     col.description, None if col.unit is None else str(col.unit)))
+    meta = table.meta
+    return (tuple(cols), repr(sorted((docs or {}).items())), repr(sorted((units or {}).items())),
+            repr(sorted((classes or {}).items())), afw_type, meta.get("afw_type"),
+            meta.get("afw_table_version"), version,
+            repr(extra_cards if extra_cards is not None else meta.get("afw_metadata", [])))
+
+
+def _rows(table, layout):
+    dtype, flag_names, data_names, nbytes = layout["dtype"], layout["flags"], layout["data"], \
+        layout["nbytes"]
+    n = len(table)
+    rows = np.zeros(n, dtype=dtype)
+    if flag_names:
+        bits = np.zeros((n, nbytes * 8), dtype=bool)
+        for k, name in enumerate(flag_names):
+            bits[:, k] = np.asarray(table[name])
+        rows["f0"] = np.packbits(bits, axis=1).reshape(n, nbytes) if n else 0
+    for k, name in enumerate(data_names):
+        rows[f"f{k + 1}"] = np.asarray(table[name])
+    return rows.tobytes()
+
+
+def _make_layout(table, header, data):
+    flag_names = [n for n in table.colnames if table[n].dtype.kind == "b"]
+    data_names = [n for n in table.colnames if table[n].dtype.kind != "b"]
+    nbytes = (len(flag_names) + 7) // 8
+    fields = [("f0", "u1", (nbytes,))] if flag_names else [("f0", "u1", (0,))]
+    for k, name in enumerate(data_names):
+        col = table[name]
+        fields.append((f"f{k + 1}", col.dtype.newbyteorder(">"), col.shape[1:]))
+    layout = dict(dtype=np.dtype(fields), flags=flag_names, data=data_names, nbytes=nbytes)
+    if _rows(table, layout) != data or layout["dtype"].itemsize != header["NAXIS1"]:
+        return None
+    images = [c.image for c in header.cards]
+    keys = [c.keyword for c in header.cards]
+    layout["images"] = images
+    layout["naxis2"] = keys.index("NAXIS2")
+    return layout
+
+
+def afw_table_file_bytes(table, docs=None, units=None, classes=None, afw_type=None,
+                         extra_cards=None, version=None, path="table"):
+    """The bytes of the FITS file write_fits(HDUList([PrimaryHDU(), afw_table_hdu(...)]))
+    writes (checksums included), built from a per-schema template when possible."""
+    global _PRIMARY
+    if _PRIMARY is None:
+        _PRIMARY = hdu_bytes(_primary_images())
+    key = _layout_key(table, docs, units, classes, afw_type, extra_cards, version)
+    layout = _LAYOUTS.get(key) if key is not None else None
+    if layout is None:
+        header, data = afw_table_parts(table, docs, units, classes, afw_type, extra_cards,
+                                       version, path)
+        with _ASTROPY_LOCK:
+            if key is not None and key not in _LAYOUTS and len(table):
+                _LAYOUTS[key] = _make_layout(table, header, data) or False
+            images = [c.image for c in header.cards]
+        return _PRIMARY + hdu_bytes(images, data)
+    if layout is False:
+        header, data = afw_table_parts(table, docs, units, classes, afw_type, extra_cards,
+                                       version, path)
+        with _ASTROPY_LOCK:
+            images = [c.image for c in header.cards]
+        return _PRIMARY + hdu_bytes(images, data)
+    images = list(layout["images"])
+    images[layout["naxis2"]] = astropy_card_image("NAXIS2", len(table), "number of rows in table")
+    return _PRIMARY + hdu_bytes(images, _rows(table, layout))

@@ -16,16 +16,18 @@ files). Arrays are indexed [y, x]; pixel (x, y) = (0, 0) is the first pixel (afw
 """
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.io import fits
 
 from .. import MosaicError
-from .atomic import write_fits
-from .fits import (BLOCK, STRUCTURAL_KEYS, card_image, data_bytes, header_has_wcs,
-                   header_only_fits_bytes, make_wcs, native, open_fits, read_headers,
-                   strip_wcs, wcs_header)
+from .atomic import write_bytes, write_fits
+from .fits import (BLOCK, STRUCTURAL_KEYS, astropy_card_image, astropy_image_of, card_image,
+                   data_bytes, hdu_bytes, header_has_wcs, header_only_fits_bytes,
+                   is_wcs_keyword, make_wcs, native, open_fits, read_headers, strip_wcs,
+                   wcs_header)
 
 __all__ = ["Exposure", "read_corr", "write_corr", "read_corr_header", "exposure_hdulist",
            "afw_header_only_exposure", "DEFAULT_MASK_PLANES"]
@@ -232,12 +234,129 @@ def write_corr(path, exposure, archive_from=None):
         header["AR_HDU"] = ar - first + 4             # HDU numbers are 1-based
     else:
         header.remove("AR_HDU", ignore_missing=True)  # no archive written: it would dangle
+    fast = _exposure_bytes(header, exposure)
+    if fast is not None:
+        write_bytes(fast + raw, path)
+        return
     hdul = exposure_hdulist(header, exposure.image, exposure.mask, exposure.variance,
                             image_header=exposure.wcs_header,
                             wcs_cards=wcs_header(exposure.wcs_header)
                             if header_has_wcs(exposure.wcs_header) else None,
                             mask_planes=exposure.mask_planes)
     write_fits(hdul, path, tail=raw)
+
+
+# The bytes write_fits(exposure_hdulist(...)) writes, built card by card (io.fits.hdu_bytes):
+# the simulator writes ~1000 CORR files of ~300 cards each, ~40 ms each through astropy. Only
+# the common case is built here: value cards only (no blank or commentary cards, whose
+# placement astropy's Header.append decides), float32/int32 pixels; anything else goes through
+# astropy, as before.
+_FAST_DTYPES = {np.dtype(np.float32): -32, np.dtype(np.int32): 32}
+_NO_FAST_KEYS = ("", "COMMENT", "HISTORY", "CONTINUE")
+_CONSTANT_IMAGES = {}
+
+
+def _constant_images(name, make):
+    out = _CONSTANT_IMAGES.get(name)
+    if out is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = _CONSTANT_IMAGES[name] = make()
+    return out
+
+
+def _pixel_part(data, dtype):
+    """(BITPIX, NAXIS1, NAXIS2, big-endian bytes) of an image plane, None if not fast."""
+    if data is None:
+        return _FAST_DTYPES[np.dtype(dtype)], 0, 0, b""
+    data = np.asarray(data)
+    if data.ndim != 2:
+        return None
+    if data.dtype != dtype:
+        if dtype == np.int32 and data.dtype == np.uint16:
+            return None
+        data = data.astype(dtype)
+    return (_FAST_DTYPES[np.dtype(dtype)], data.shape[1], data.shape[0],
+            data.astype(data.dtype.newbyteorder(">"), copy=False).tobytes())
+
+
+def _exposure_bytes(header, exposure):
+    image_header = exposure.wcs_header
+    cards = list(header.cards)
+    base = list(image_header.cards) if image_header is not None else []
+    if any(c.keyword in _NO_FAST_KEYS for c in cards) or \
+            any(c.keyword in _NO_FAST_KEYS for c in base):
+        return None
+    planes = (exposure.image, exposure.mask, exposure.variance)
+    if exposure.mask is not None and np.asarray(exposure.mask).dtype == np.uint16:
+        return None
+    shapes = {np.shape(a) for a in planes if a is not None}
+    if len(shapes) > 1:
+        return None                     # the astropy path raises the error
+    parts = [_pixel_part(a, t) for a, t in zip(planes, (np.float32, np.int32, np.float32))]
+    if any(p is None for p in parts):
+        return None
+    memo = {}
+
+    def image_of(card):
+        k = id(card)
+        if k not in memo:
+            memo[k] = astropy_image_of(card)
+        return memo[k]
+
+    primary = list(_constant_images("primary", lambda: [
+        c.image for c in fits.PrimaryHDU().header.cards]))
+    for card in cards:
+        if STRUCTURAL_KEYS.match(card.keyword) or card.keyword == "EXTEND":
+            continue
+        primary.append(image_of(card))
+    # exposure_hdulist puts the WCS cards of the image header (all of them, even an incomplete
+    # WCS) first in the image header and in the mask and variance headers
+    wcs_cards = [c for c in base if is_wcs_keyword(c.keyword)]
+    out = [hdu_bytes(primary)]
+    for (bitpix, nx, ny, raw), exttype in zip(parts, _EXTTYPES):
+        src = base if exttype == "IMAGE" else wcs_cards
+        h = []
+        for card in src:
+            k = card.keyword
+            if STRUCTURAL_KEYS.match(k) or k in ("EXTEND", "XTENSION", "SIMPLE") or \
+                    (exttype != "MASK" and k.startswith("MP_")):
+                continue
+            h.append((k, card))
+        if exttype == "IMAGE":
+            h = [(c.keyword, c) for c in wcs_cards] + \
+                [(k, c) for k, c in h if not is_wcs_keyword(k)]
+        keys = {k for k, _ in h}
+        h = [(k, image_of(c)) for k, c in h]
+        for key, value in (("LTV1", 0.0), ("LTV2", 0.0), ("INHERIT", True)):
+            if key not in keys:
+                h.append((key, astropy_card_image(key, value)))
+        if "EXTTYPE" in keys:
+            i = next(i for i, (k, _) in enumerate(h) if k == "EXTTYPE")
+            old = next(c for c in src if c.keyword == "EXTTYPE")
+            h[i] = ("EXTTYPE", astropy_card_image("EXTTYPE", exttype, old.comment))
+        else:
+            h.append(("EXTTYPE", astropy_card_image("EXTTYPE", exttype)))
+        keys = {k for k, _ in h}
+        if exttype == "MASK":
+            for name, bit in sorted((exposure.mask_planes or DEFAULT_MASK_PLANES).items(),
+                                    key=lambda x: x[1]):
+                key = f"MP_{name}"
+                full = key if len(key) <= 8 else f"HIERARCH {key}"
+                if key not in keys:
+                    h.append((key, astropy_card_image(full, int(bit))))
+        for card, image in _constant_images("A", lambda: [(c, c.image)
+                                                          for c in _afw_pixel_cards()]):
+            if card.keyword not in keys:
+                h.append((card.keyword, image))
+        struct = [astropy_card_image("XTENSION", "IMAGE", "Image extension"),
+                  astropy_card_image("BITPIX", bitpix, "array data type"),
+                  astropy_card_image("NAXIS", 2, "number of array dimensions"),
+                  astropy_card_image("NAXIS1", nx), astropy_card_image("NAXIS2", ny),
+                  astropy_card_image("PCOUNT", 0, "number of parameters"),
+                  astropy_card_image("GCOUNT", 1, "number of groups")]
+        out.append(hdu_bytes(struct + [im for _, im in h], raw))
+    return b"".join(out)
 
 
 # --------------------------------------------------------------------------------------------

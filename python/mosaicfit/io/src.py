@@ -13,12 +13,11 @@ import os
 import re
 
 import numpy as np
-from astropy.io import fits
 from astropy.table import Table
 
 from .. import MosaicError
-from .afwtable import afw_table_hdu, read_afw_table
-from .atomic import write_fits
+from .afwtable import afw_table_file_bytes, read_afw_table
+from .atomic import write_bytes
 
 __all__ = ["read_src", "write_src", "SCHEMAS", "REQUIRED_FIELDS", "detect_schema",
            "resolve_columns", "standardize"]
@@ -47,9 +46,8 @@ def write_src(path, table, docs=None, units=None, afw_type="SOURCE"):
     path = os.fspath(path)
     if not isinstance(table, Table):
         table = Table(table)
-    hdu = afw_table_hdu(table, docs=docs, units=units, afw_type=afw_type, path=path)
-    primary = fits.PrimaryHDU()
-    write_fits(fits.HDUList([primary, hdu]), path)
+    write_bytes(afw_table_file_bytes(table, docs=docs, units=units, afw_type=afw_type,
+                                     path=path), path)
 
 
 # --------------------------------------------------------------------------------------------

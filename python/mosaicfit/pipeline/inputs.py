@@ -19,6 +19,7 @@ from ..io.layout import Repository
 from ..io.src import read_src, standardize
 from ..model.sip import SipModel, sip_pixel_to_sky
 from .executor import process_pool
+from .progress import progress_bar
 
 __all__ = ["resolve_refs", "load_exposure", "load_exposures", "ccd_sky_corners"]
 
@@ -132,13 +133,23 @@ def load_exposures(repo, refs, jobs=1, column_map=None, client=None):
     parts = [refs[i::chunks] for i in range(chunks)]
     spec = f"{repo.input_rerun}:{repo.rerun}" if getattr(repo, "input_rerun", None) else repo.rerun
     tasks = [(repo.root, spec, p, column_map) for p in parts if p]
-    if client is not None:
-        results = client.gather(client.map(_load_many, tasks, pure=False))
-    elif jobs > 1 and len(refs) > 50:
-        with process_pool(jobs) as ex:
-            results = list(ex.map(_load_many, tasks))
-    else:
-        results = [_load_many(t) for t in tasks]
+    results = []
+    with progress_bar(len(refs), "reading") as bar:
+        if client is not None:
+            from distributed import as_completed
+            futures = client.map(_load_many, tasks, pure=False)
+            for fut in as_completed(futures):
+                bar.update(len(fut.result()))
+            results = client.gather(futures)
+        elif jobs > 1 and len(refs) > 50:
+            with process_pool(jobs) as ex:
+                for part in ex.map(_load_many, tasks):
+                    results.append(part)
+                    bar.update(len(part))
+        else:
+            for t in tasks:
+                results.append(_load_many(t))
+                bar.update(len(results[-1]))
     exposures, missing, errors = [], [], []
     for part in results:
         for status, ref, value in part:

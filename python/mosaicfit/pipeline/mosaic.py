@@ -33,8 +33,9 @@ from ..io.skymap import load_skymap
 from ..io.wcsfile import write_wcs_file
 from ..model.camera import hsc
 from ..model.fluxcorr import write_fcr
-from ..model.sip import cards_text, sip_pixel_to_sky
+from ..model.sip import SipModel, cards_text
 from .executor import dask_client
+from .progress import progress_bar
 from .inputs import load_exposures, resolve_refs
 from .references import match_references, refcat_folder, sky_circle
 
@@ -126,8 +127,9 @@ def _run_mosaic(req, repo):
     if not exposures:
         raise MosaicError(f"none of the {len(refs)} CCDs selected by --id has readable inputs")
     by_key = {(e.visit, e.ccd): e for e in exposures}
-    corners = {k: sip_pixel_to_sky(e.wcs_header, *camera.ccd_corners(e.ccd))
-               for k, e in by_key.items()}
+    # the SipModel read with the exposure, else parsed from its header (the same numbers)
+    corners = {k: (e.sip if e.sip is not None else SipModel.from_header(e.wcs_header))
+               .pixel_to_sky(*camera.ccd_corners(e.ccd)) for k, e in by_key.items()}
     tracts_given = {r.tract for r in refs if r.tract is not None}
     skymap = None
     if tracts_given:
@@ -265,7 +267,9 @@ def write_products(sol, repo, tract_refs):
     for tract, refs in sorted(tract_refs.items()):
         for ref in refs:
             where.setdefault((ref.visit, ref.ccd), []).append((tract, ref))
+    bar = progress_bar(len(where), "writing")
     for key, places in sorted(where.items()):
+        bar.update()
         visit, ccd = key
         if (used is not None and key not in used and key not in sol.frozen) \
                 or (sol.stats.ccd_errors and not sol.constrained(*key)) or visit in damaged:
@@ -287,6 +291,7 @@ def write_products(sol, repo, tract_refs):
             for _, fcr_path, _ in paths:
                 write_fcr(fcr_path, fc, extra=extra)
                 n += 1
+    bar.close()
     return n, skipped
 
 

@@ -130,7 +130,7 @@ def _write_one(sim, repo, key, images, rng_seed, matches=None):
         if sim.config.match_files and matches is not None:
             n += _write_match_files(sim, repo, did, key, src, matches, rng_seed)
     if what not in ("calexp", "both"):
-        wh = fits.Header(sim.wcs_headers[key])
+        wh = sim.wcs_headers[key]           # write_corr does not change it
         img = mask = var = None
         if images:
             img, mask, var = _render_ccd(sim, visit, ccd, np.random.default_rng(rng_seed))

@@ -55,6 +55,7 @@ class TruthModel:
         self.ccds = {int(c): v for c, v in params["ccds"].items()}
         self.effects = params.get("effects", {})
         self._turbulence = {}    # visit -> (dxi, deta) grids, the last few visits
+        self._axis_area = {}     # (visit, ccd, h) -> pixel area at the optical axis
 
     def has(self, effect):
         """Whether the simulation has `effect` (one of sim.effects.EFFECTS) switched on."""
@@ -234,8 +235,11 @@ class TruthModel:
             d = self.pixel_to_tangent(visit, cc, cx, cy - h)
             return np.abs((a[0] - b[0]) * (c[1] - d[1]) - (a[1] - b[1]) * (c[0] - d[0])) / (4 * h * h)
         # the optical axis seen from a CCD without offsets: the axis has no CCD of its own
-        ax, ay = self.camera.focal_plane_to_pixel(ccd, 0.0, 0.0)
-        return area(np.asarray(x, float), np.asarray(y, float), ccd) / area(ax, ay, ccd)
+        key = (int(visit), int(ccd), float(h))
+        if key not in self._axis_area:        # the same number each time: computed once
+            ax, ay = self.camera.focal_plane_to_pixel(ccd, 0.0, 0.0)
+            self._axis_area[key] = area(ax, ay, ccd)
+        return area(np.asarray(x, float), np.asarray(y, float), ccd) / self._axis_area[key]
 
     # -- photometry ----------------------------------------------------------------------------
     def field_angle(self, visit, ccd, x, y):
