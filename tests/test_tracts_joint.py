@@ -171,3 +171,30 @@ def test_tract_diagnostics_show_the_tract_visits(tmp_path):
     for v in sim.visits:
         assert os.path.exists(tmp_path / f"ResPosArrow2D_{v}.png") == (v in visits)
     assert os.path.exists(tmp_path / "index.html")
+
+
+def test_joint_run_on_a_dask_cluster(joint, corner, tmp_path):
+    """--scheduler: the joint fit and its products for every tract are one Dask task; the
+    products are those of the local run (to 0.01 mas: one-thread workers change the order of
+    the sums, test_mosaic) and identical across the tract folders."""
+    distributed = pytest.importorskip("dask.distributed", reason="dask[distributed] not installed")
+    root = str(tmp_path / "dask")
+    shutil.copytree(corner, root)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        assert cli.mosaic_main([root, "--rerun=sim", "--id", VISITS, CCDS,
+                                "--scheduler", cluster.scheduler_address]) == 0
+    local, remote = _products(joint[0]), _products(root)
+    assert local.keys() == remote.keys()
+    x, y = np.meshgrid(np.linspace(0, 2047, 5), np.linspace(0, 4175, 5))
+    for key, per_tract in list(remote.items())[::5]:
+        assert per_tract.keys() == local[key].keys()
+        first = next(iter(per_tract.values()))
+        assert all(p == first for p in per_tract.values()), key
+        tract = next(iter(per_tract))
+        ha, hb = (read_wcs_header(os.path.join(r, "rerun", "sim", "01201", "HSC-I", "corr",
+                                               f"{tract:04d}", f"wcs-{key[0]:07d}-{key[1]:03d}.fits"))
+                  for r in (joint[0], root))
+        ra, da = sip_pixel_to_sky(ha, x.ravel(), y.ravel())
+        rb, db = sip_pixel_to_sky(hb, x.ravel(), y.ravel())
+        assert np.hypot((ra - rb) * np.cos(np.radians(da)), da - db).max() * 3.6e6 < 0.01, key
