@@ -337,7 +337,7 @@ def phase_driver(root, jobs, out_json):
     sol = solve(exposures, hsc(), MosaicConfig(), refcat)
     t2 = time.time()
     keys = {(e.visit, e.ccd) for e in exposures}
-    write_products(sol, repo, 0, [r for r in refs if (r.visit, r.ccd) in keys])
+    write_products(sol, repo, {0: [r for r in refs if (r.visit, r.ccd) in keys]})
     t3 = time.time()
     time.sleep(0.1)
     done.set()

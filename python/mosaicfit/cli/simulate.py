@@ -58,8 +58,9 @@ for number; each is recorded in ROOT/truth/model.json with its parameters):
 def add(sub):
     """Add the ``simulate`` subcommand to the subparsers `sub`."""
     p = sub.add_parser("simulate", help="write a simulated HSC data repository with its truth",
-                       description="Simulate one field observed by Hyper Suprime-Cam and write "
-                       "it as an hscPipe data repository (registry, CORR, SRC, reference "
+                       description="Simulate one field (or, with --layout wide, a strip of "
+                       "fields) observed by Hyper Suprime-Cam and write it as an hscPipe data "
+                       "repository (registry, CORR, SRC, reference "
                        "catalogue) with the truth under ROOT/truth/.",
                        epilog=EFFECTS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", metavar="ROOT")
@@ -71,6 +72,15 @@ def add(sub):
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.add_argument("--ra", type=float, default=150.1, help="field centre RA, deg (default: COSMOS)")
     p.add_argument("--dec", type=float, default=2.2, help="field centre Dec, deg")
+    p.add_argument("--layout", choices=("deep", "wide"), default="deep",
+                   help="deep: 0.1-0.6 deg dithers about --ra/--dec (default); wide: an "
+                   "HSC-SSP-Wide-like strip of pointings heading east, centred on --ra/--dec, "
+                   "each position seen by ~1.5/--wide-step visits")
+    p.add_argument("--wide-step", type=float, default=0.2, metavar="DEG",
+                   help="wide: spacing of consecutive pointings along the strip (default 0.2)")
+    p.add_argument("--wide-width", type=float, default=0.3, metavar="DEG",
+                   help="wide: pointings spread uniformly over this width across the strip "
+                   "(default 0.3)")
     p.add_argument("--images", action="store_true",
                    help="also write CORR pixels (85 MB per CCD: use with a few CCDs)")
     p.add_argument("--schema", choices=("lsst", "hsc3"), default="lsst",
@@ -98,7 +108,9 @@ def run(args):
     from ..sim import simulate_repository
     sim = simulate_repository(args.root, rerun=args.rerun, jobs=args.jobs, visits=args.visits,
                               ccds=args.ccds, filter=args.filter, seed=args.seed, ra=args.ra,
-                              dec=args.dec, images=args.images, schema=args.schema,
+                              dec=args.dec, layout=args.layout, wide_step_deg=args.wide_step,
+                              wide_width_deg=args.wide_width, images=args.images,
+                              schema=args.schema,
                               match_files=tuple(args.match_files or ()),
                               effects=tuple(args.effects or ()),
                               doubled_visit=args.doubled_visit, cloud_visit=args.cloud_visit)

@@ -1,9 +1,18 @@
-"""What ``mosaic.py`` does: read the tract's inputs, fit each tract, write its products.
+"""What ``mosaic.py`` does: read the inputs, fit every visit of the run once, write the
+products into each tract folder.
+
+The tracts of a run (``tract=`` values, or the sky map's tracts the selected CCDs overlap)
+each want the products of the CCDs overlapping them. Rather than fitting each tract alone (as
+meas_mosaic did: the same CCD then had a different solution in each tract folder), the tracts
+sharing visits are fitted together (:func:`joint_runs`) and each (visit, CCD) gets one
+product, written byte-identical into every tract folder that wants it.
 
 :func:`run_mosaic` takes a :class:`MosaicRequest` (what the command line says) and returns the
-exit status; :func:`fit_and_write_tract` is the unit of work that runs locally or as a Dask
-task; :func:`write_products` writes the wcs-/fcr- files of a Solution into the rerun.
+exit status; :func:`fit_and_write` is the unit of work (one joint fit, its products in all its
+tracts) that runs locally or as a Dask task; :func:`write_products` writes the wcs-/fcr- files
+of a Solution into the rerun.
 """
+import copy
 import logging
 import os
 import sys
@@ -32,7 +41,8 @@ from .references import match_references, refcat_folder, sky_circle
 
 log = logging.getLogger("mosaicfit")
 
-__all__ = ["MosaicRequest", "run_mosaic", "fit_and_write_tract", "write_products"]
+__all__ = ["MosaicRequest", "run_mosaic", "joint_runs", "fit_and_write", "write_products",
+           "tract_view"]
 
 
 @dataclass
@@ -137,7 +147,7 @@ def _run_mosaic(req, repo):
         raise MosaicError(f"no reference catalogue in {os.path.join(repo.root, 'ref_cats')} "
                           "and no SRCMATCH or MATCH files for the selected CCDs (use --config "
                           "relativeSolution=True for a relative solution)")
-    jobs = []
+    outputs, tract_info = {}, {}
     for tract, trefs in sorted(groups.items()):
         tinfo = None
         if skymap is not None:
@@ -151,30 +161,41 @@ def _run_mosaic(req, repo):
             out_refs = [r for r in out_refs if tinfo.overlaps_polygon(*corners[(r.visit, r.ccd)])]
         if not out_refs:
             raise MosaicError(f"tract {tract} does not overlap any CCD selected by --id")
-        visits = {r.visit for r in out_refs}
+        outputs[tract], tract_info[tract] = out_refs, tinfo
+    jobs = []
+    for run in joint_runs({t: {r.visit for r in o} for t, o in outputs.items()}):
+        visits = set().union(*({r.visit for r in outputs[t]} for t in run))
         fit_exps = [e for e in exposures if e.visit in visits]
-        tp = (tinfo.ctr_ra, tinfo.ctr_dec) if tinfo is not None else None
+        circle = sky_circle([corners[(e.visit, e.ccd)] for e in fit_exps])
+        tinfo = tract_info[run[0]]
+        if len(run) > 1:
+            # one plane for the whole run: the footprint's centre (any point of the field would
+            # do, the visit polynomials absorb the projective change of plane; the centre keeps
+            # it smallest)
+            tp = circle[:2]
+        else:
+            tp = (tinfo.ctr_ra, tinfo.ctr_dec) if tinfo is not None else None
         refcat = None
         rc_name = os.path.basename(rc_path) if rc_path else ""
         if matched is not None:
             refcat, rc_name = matched.refcat, matched.name
         elif rc_path is not None:
-            refcat = read_refcat(rc_path, *sky_circle([corners[(e.visit, e.ccd)] for e in fit_exps]),
-                                 trim=True)
-        log.info("tract %d: fitting %d CCDs of %d visits (outputs for %d CCDs)", tract,
-                 len(fit_exps), len(visits), len(out_refs))
+            refcat = read_refcat(rc_path, *circle, trim=True)
+        log.info("%s: fitting %d CCDs of %d visits (outputs for %d CCDs%s)", _run_name(run),
+                 len(fit_exps), len(visits), sum(len(outputs[t]) for t in run),
+                 f" in {len(run)} tracts" if len(run) > 1 else "")
         ddir = None
         if req.diagnostics or cfg.outputDiag:
-            ddir = os.path.join(req.diag_dir or cfg.outputDir or
-                                os.path.join(repo.rerun_dir, "mosaic-diag"), f"{tract:04d}")
-        task = (repo.root, req.rerun, tract, fit_exps, out_refs, cfg, refcat, tp, rc_name, ddir)
-        # with a Dask scheduler, one task per tract fit (the inputs were read on the cluster too)
-        jobs.append(client.submit(fit_and_write_tract, *task, pure=False) if client is not None
+            ddir = req.diag_dir or cfg.outputDir or os.path.join(repo.rerun_dir, "mosaic-diag")
+        task = (repo.root, req.rerun, {t: outputs[t] for t in run}, fit_exps, cfg, refcat, tp,
+                rc_name, ddir)
+        # with a Dask scheduler, one task per joint fit (the inputs were read on the cluster
+        # too); its products for every tract are written by the same task
+        jobs.append(client.submit(fit_and_write, *task, pure=False) if client is not None
                     else task)
     n_excluded = 0
     for job in jobs:
-        tract, lines, n, excl = client.gather(job) if client is not None else \
-            fit_and_write_tract(*job)
+        lines, n, excl = client.gather(job) if client is not None else fit_and_write(*job)
         n_excluded += excl
         store_config()
         print("\n".join(lines[:-1]))
@@ -185,10 +206,49 @@ def _run_mosaic(req, repo):
     return 1 if errors or n_excluded else 0
 
 
-def write_products(sol, repo, tract, refs):
-    """Write the wcs-/fcr- files of `refs` (DataRefs with visit, ccd, pointing, filter) into
-    the rerun, each atomically. Returns (number of files written, (visit, ccd) of the refs left
-    without products)."""
+def joint_runs(tract_visits):
+    """The tracts whose visits are fitted together: the connected components of the graph
+    whose nodes are the tracts of `tract_visits` ({tract: set of visits}), two tracts linked
+    when a visit writes products into both. Returns a list of sorted lists of tracts.
+
+    Every visit is fitted once, with all the visits it shares a tract with, so that each
+    (visit, CCD) has one solution in every tract folder. Visits of different components
+    share no tract, hence no sky and no star (the tracts tile the sky): fitting them jointly
+    would tie them only through the CCD placements, in one tangent plane for fields that may be
+    far apart and one dense reduced system, so each component is fitted on its own.
+    """
+    parent = {t: t for t in tract_visits}
+
+    def root(t):
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    owner = {}
+    for t in sorted(tract_visits):
+        for v in tract_visits[t]:
+            if v in owner:
+                a, b = root(owner[v]), root(t)
+                parent[max(a, b)] = min(a, b)
+            else:
+                owner[v] = t
+    runs = {}
+    for t in sorted(tract_visits):
+        runs.setdefault(root(t), []).append(t)
+    return [runs[k] for k in sorted(runs)]
+
+
+def _run_name(tracts):
+    return f"tract {tracts[0]}" if len(tracts) == 1 else \
+        f"tracts {'^'.join(str(t) for t in tracts)}"
+
+
+def write_products(sol, repo, tract_refs):
+    """Write the wcs-/fcr- files of the refs of each tract (`tract_refs`: {tract: DataRefs
+    with visit, ccd, pointing, filter}) into the rerun, each atomically. A (visit, CCD) in
+    several tracts gets the same product, byte for byte, in each of their folders. Returns
+    (number of files written, {tract: (visit, ccd) of its refs left without products})."""
     n = 0
     # a CCD outside what its visit's stars constrain (fit.uncertainty: its uncertainty beyond
     # maxCcdPosError / maxCcdMagError) would only get an extrapolation of the visit's
@@ -200,61 +260,90 @@ def write_products(sol, repo, tract, refs):
         d = sol.detections
         ok = np.asarray(d["astro_used"]) | np.asarray(d["phot_used"])
         used = set(zip(np.asarray(d["visit"])[ok].tolist(), np.asarray(d["ccd"])[ok].tolist()))
-    skipped = []
+    skipped = {t: [] for t in tract_refs}
     # a visit the fit found too damaged to trust (fit.quality) gets no products
     damaged = sol.stats.astrometry.damaged_visits(("excluded",)) if sol.stats.astrometry else {}
-    bar = progress_bar(len(refs), f"writing tract {tract}")
-    for ref in refs:
+    where = {}           # (visit, ccd) -> [(tract, ref)]: each product made once, written to all
+    for tract, refs in sorted(tract_refs.items()):
+        for ref in refs:
+            where.setdefault((ref.visit, ref.ccd), []).append((tract, ref))
+    bar = progress_bar(len(where), "writing")
+    for key, places in sorted(where.items()):
         bar.update()
-        key = (ref.visit, ref.ccd)
+        visit, ccd = key
         if (used is not None and key not in used and key not in sol.frozen) \
-                or (sol.stats.ccd_errors and not sol.constrained(*key)) or ref.visit in damaged:
-            skipped.append(key)
+                or (sol.stats.ccd_errors and not sol.constrained(*key)) or visit in damaged:
+            for tract, _ in places:
+                skipped[tract].append(key)
             continue
-        did = dict(ref.data_id, tract=tract)
-        if sol.has_astrometry(ref.visit) or key in sol.frozen:
-            f0 = sol.fluxmag0(ref.visit, ref.ccd) if sol.has_photometry(ref.visit) else 0.0
-            write_wcs_file(repo.path("wcs", **did), cards_text(sol.wcs_cards(ref.visit, ref.ccd)),
-                           fluxmag0=f0, filter_name=ref.filter or "_unknown_",
-                           extra=sol.product_cards(ref.visit, ref.ccd))
-            sol.forget_wcs(ref.visit, ref.ccd)       # keep memory flat
-            n += 1
-        if sol.has_photometry(ref.visit):
-            write_fcr(repo.path("fcr", **did), sol.flux_correction(ref.visit, ref.ccd),
-                      extra=sol.uncertainty_cards(ref.visit, ref.ccd))
-            n += 1
+        paths = [(repo.path("wcs", **dict(ref.data_id, tract=tract)),
+                  repo.path("fcr", **dict(ref.data_id, tract=tract)), ref) for tract, ref in places]
+        if sol.has_astrometry(visit) or key in sol.frozen:
+            f0 = sol.fluxmag0(visit, ccd) if sol.has_photometry(visit) else 0.0
+            cards, extra = cards_text(sol.wcs_cards(visit, ccd)), sol.product_cards(visit, ccd)
+            for wcs_path, _, ref in paths:
+                write_wcs_file(wcs_path, cards, fluxmag0=f0, filter_name=ref.filter or "_unknown_",
+                               extra=extra)
+                n += 1
+            sol.forget_wcs(visit, ccd)       # keep memory flat
+        if sol.has_photometry(visit):
+            fc, extra = sol.flux_correction(visit, ccd), sol.uncertainty_cards(visit, ccd)
+            for _, fcr_path, _ in paths:
+                write_fcr(fcr_path, fc, extra=extra)
+                n += 1
     bar.close()
     return n, skipped
 
 
-def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, tangent_point,
-                        refcat_name, diag_dir=None):
-    """Fit one tract and write its wcs-/fcr- files (and diagnostics): the unit of work that
-    runs locally or as a Dask task. Returns (tract, summary lines, number of files, number of
-    visits too damaged for products and of fits that did not converge)."""
+def tract_view(sol, visits, no_products=()):
+    """The joint solution `sol` seen from one tract: its detections of `visits` (the visits
+    writing products into the tract), for the tract's diagnostics. The model, the stars and
+    the fit statistics are the joint fit's; `no_products`: the tract's CCDs left without."""
+    view = copy.copy(sol)
+    view.stats = copy.copy(sol.stats)
+    view.stats.no_products = list(no_products)
+    if sol.detections is not None:
+        view.detections = sol.detections[np.isin(np.asarray(sol.detections["visit"]),
+                                                 sorted(visits))]
+    return view
+
+
+def fit_and_write(root, rerun, tract_refs, exposures, cfg, refcat, tangent_point, refcat_name,
+                  diag_dir=None):
+    """Fit `exposures` once and write the wcs-/fcr- files of the refs of each tract
+    (`tract_refs`: {tract: DataRefs}) and the diagnostics (under `diag_dir`: one folder per
+    tract, and with several tracts one for the whole run, ``run-TTTT`` after its first
+    tract): the unit of work that runs locally or as a Dask task. Returns (summary lines,
+    number of files, number of visits too damaged for products and of fits that did not
+    converge)."""
     from .. import diagnostics       # matplotlib: only when diagnostics are asked for
     logging.getLogger("mosaicfit").setLevel(logging.INFO)
     repo = Repository(root, rerun)
+    tracts = sorted(tract_refs)
+    name = _run_name(tracts)
     sol = solve(exposures, hsc(), cfg, refcat, tangent_point=tangent_point, refcat_name=refcat_name)
     t2 = time.time()
-    n, skipped = write_products(sol, repo, tract, out_refs)
-    sol.stats.no_products = skipped
+    n, skipped = write_products(sol, repo, tract_refs)
+    sol.stats.no_products = sorted(set().union(*(set(k) for k in skipped.values())))
     t_write = time.time() - t2
     damaged = st_a.damaged_visits() if (st_a := sol.stats.astrometry) is not None else {}
     for v, q in sorted(damaged.items()):
-        print(f"tract {tract}: visit {v} is damaged ({q['flag']}): {q['note']}"
+        print(f"{name}: visit {v} is damaged ({q['flag']}): {q['note']}"
               + ("; no wcs-/fcr- written for it" if q["flag"] == "excluded" else ""),
               file=sys.stderr)
-    skipped_plain = [k for k in skipped if damaged.get(k[0], {}).get("flag") != "excluded"]
-    if skipped_plain:
-        print(f"tract {tract}: no wcs-/fcr- for {len(skipped_plain)} CCDs outside what the "
-              f"solution constrains (no usable stars, or uncertainties beyond maxCcdPosError/"
-              f"maxCcdMagError: diagnostics ccd_errors.csv): "
-              f"{format_visit_ccds(skipped_plain)}", file=sys.stderr)
+    for tract in tracts:
+        skipped_plain = [k for k in skipped[tract]
+                         if damaged.get(k[0], {}).get("flag") != "excluded"]
+        if skipped_plain:
+            print(f"tract {tract}: no wcs-/fcr- for {len(skipped_plain)} CCDs outside what the "
+                  f"solution constrains (no usable stars, or uncertainties beyond "
+                  f"maxCcdPosError/maxCcdMagError: diagnostics ccd_errors.csv): "
+                  f"{format_visit_ccds(skipped_plain)}", file=sys.stderr)
     st = sol.stats
     tm = st.timing
-    lines = [f"tract {tract}: {st.n_visits} visits, {st.n_ccds} CCDs, {st.n_stars} stars "
-             f"({st.n_ref_stars} reference), {st.n_detections} detections"]
+    lines = [f"{name}: {st.n_visits} visits, {st.n_ccds} CCDs, {st.n_stars} stars "
+             f"({st.n_ref_stars} reference), {st.n_detections} detections"
+             + (" (one fit)" if len(tracts) > 1 else "")]
     if st.astrometry is not None:
         a = st.astrometry
         lines.append(f"  astrometry: chi2/ndof {a.chi2_ndof:.3f}, {a.clipped} clipped, "
@@ -262,18 +351,37 @@ def fit_and_write_tract(root, rerun, tract, exposures, out_refs, cfg, refcat, ta
     for filt, p in st.photometry.items():
         lines.append(f"  photometry {filt}: chi2/ndof {p.chi2_ndof:.3f}, order {p.order}"
                      + (" (absolute)" if p.absolute else " (relative)"))
+    t3 = time.time()
     if diag_dir:
-        diagnostics.write_all(sol, diag_dir)
-        lines.append(f"  diagnostics: {os.path.join(diag_dir, 'index.html')}")
+        if len(tracts) > 1:
+            run_dir = os.path.join(diag_dir, f"run-{tracts[0]:04d}")
+            diagnostics.write_all(sol, run_dir)
+            lines.append(f"  diagnostics of the run: {os.path.join(run_dir, 'index.html')}")
+        for tract in tracts:
+            tdir = os.path.join(diag_dir, f"{tract:04d}")
+            view = sol if len(tracts) == 1 else \
+                tract_view(sol, {r.visit for r in tract_refs[tract]}, skipped[tract])
+            diagnostics.write_all(view, tdir)
+            lines.append(f"  diagnostics{'' if len(tracts) == 1 else f' of tract {tract}'}: "
+                         f"{os.path.join(tdir, 'index.html')}")
+    t_diag = time.time() - t3
+    where = lambda t: os.path.join(repo.rerun_dir, '*', '*', 'corr', f'{t:04d}')
+    if len(tracts) == 1:
+        wrote = f"wrote {len(tract_refs[tracts[0]]) - len(skipped[tracts[0]])} CCDs to " \
+            f"{where(tracts[0])}"
+    else:
+        for t in tracts:
+            lines.append(f"  tract {t}: wrote {len(tract_refs[t]) - len(skipped[t])} CCDs to "
+                         f"{where(t)}")
+        wrote = f"wrote {len({(r.visit, r.ccd) for t in tracts for r in tract_refs[t]})} " \
+            f"CCDs to {len(tracts)} tracts"
     lines.append(f"  time: match {tm.get('match', 0):.1f} s, astrometry {tm.get('astrometry', 0):.1f} s, "
-                 f"photometry {tm.get('photometry', 0):.1f} s, write {t_write:.1f} s; wrote "
-                 f"{len(out_refs) - len(skipped)} CCDs to "
-                 f"{os.path.join(repo.rerun_dir, '*', '*', 'corr', f'{tract:04d}')}")
+                 f"photometry {tm.get('photometry', 0):.1f} s, write {t_write:.1f} s"
+                 + (f", diagnostics {t_diag:.1f} s" if diag_dir else "") + f"; {wrote}")
     # a fit whose iterations stopped at maxIter: said, and the run exits 1 (the user must look)
     unconverged = ([] if st_a is None or st_a.converged else ["astrometric"]) + \
         [f"photometric ({f})" for f, p in st.photometry.items() if not p.converged]
     for what in unconverged:
-        print(f"tract {tract}: the {what} fit did not converge within maxIter={cfg.maxIter} "
+        print(f"{name}: the {what} fit did not converge within maxIter={cfg.maxIter} "
               "iterations: check its diagnostics before using the products", file=sys.stderr)
-    return tract, lines, n, sum(q["flag"] == "excluded" for q in damaged.values()) \
-        + len(unconverged)
+    return lines, n, sum(q["flag"] == "excluded" for q in damaged.values()) + len(unconverged)

@@ -30,6 +30,15 @@ class SimConfig:
     field_radius_deg: float = 1.0     # objects exist within this radius: edge CCDs see less
     dither_min_deg: float = 0.1
     dither_max_deg: float = 0.6
+    # the survey layout: "deep", dithers of 0.1-0.6 deg about (ra, dec) (HSC-SSP Deep-like,
+    # the default); "wide", an HSC-SSP-Wide-like strip of pointings along the great circle
+    # heading east through (ra, dec), centred there, consecutive pointings wide_step_deg apart
+    # and spread uniformly over wide_width_deg across the strip: with the 1.5 deg field each
+    # position of the strip's middle is seen by ~1.5 / wide_step_deg visits (7 by default),
+    # and the strip covers a tract (1.7 deg) every ~8 visits
+    layout: str = "deep"
+    wide_step_deg: float = 0.2
+    wide_width_deg: float = 0.3
     first_visit: int = 902798
     visit_step: int = 2
     mjd_start: float = 57101.4   # 2015-03-23; visits spread over a few nights

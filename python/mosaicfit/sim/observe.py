@@ -385,6 +385,11 @@ def make_tract(config=None, **kw):
                           + ", ".join(DEFAULT_BAND_FOR_FILTER))
     if cfg.visits < 1:
         raise MosaicError(f"--visits must be at least 1, not {cfg.visits}")
+    if cfg.layout not in ("deep", "wide"):
+        raise MosaicError(f"unknown layout {cfg.layout!r}: deep or wide")
+    if cfg.layout == "wide" and not (cfg.wide_step_deg > 0 and cfg.wide_width_deg >= 0):
+        raise MosaicError(f"--wide-step must be > 0 and --wide-width >= 0, not "
+                          f"{cfg.wide_step_deg} and {cfg.wide_width_deg}")
     camera = hsc()
     bad = [c for c in cfg.ccds if c not in camera.science_ccds]
     if bad:

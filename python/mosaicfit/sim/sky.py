@@ -8,7 +8,7 @@ from ..model.sky import tangent_to_sky
 from ..units import DAYS_PER_YEAR, DEG_MAS, MAS_RAD
 from .config import REF_EPOCH_MJD, REFCAT_NAME
 
-__all__ = ["draw_counts", "draw_sky", "ps1_mags", "colour_gi", "filter_mag", "positions_at",
+__all__ = ["draw_counts", "draw_sky", "strip_to_sky", "strip_extent", "ps1_mags", "colour_gi", "filter_mag", "positions_at",
            "make_refcat"]
 
 
@@ -19,8 +19,33 @@ def draw_counts(rng, n_mean, mlo, mhi, slope):
     return np.log10(a + rng.uniform(size=n) * (b - a)) / slope
 
 
+def strip_to_sky(lam, beta, ra0, dec0):
+    """(ra, dec) degrees of strip coordinates (lam, beta), degrees: lam along the great circle
+    heading east through (ra0, dec0), beta across it (north positive)."""
+    lam, beta = np.radians(lam), np.radians(beta)
+    r0, d0 = np.radians(ra0), np.radians(dec0)
+    e0 = np.array([np.cos(d0) * np.cos(r0), np.cos(d0) * np.sin(r0), np.sin(d0)])
+    east = np.array([-np.sin(r0), np.cos(r0), 0.0])
+    north = np.array([-np.sin(d0) * np.cos(r0), -np.sin(d0) * np.sin(r0), np.cos(d0)])
+    p = (np.multiply.outer(np.cos(beta) * np.cos(lam), e0)
+         + np.multiply.outer(np.cos(beta) * np.sin(lam), east)
+         + np.multiply.outer(np.sin(beta), north))
+    ra = np.degrees(np.arctan2(p[..., 1], p[..., 0])) % 360.0
+    dec = np.degrees(np.arcsin(np.clip(p[..., 2], -1.0, 1.0)))
+    return ra, dec
+
+
+def strip_extent(cfg):
+    """(lam_min, lam_max, beta_half) degrees of the sky a wide-layout simulation draws: the
+    pointings' strip widened by field_radius_deg on every side."""
+    half = 0.5 * (cfg.visits - 1) * cfg.wide_step_deg + cfg.field_radius_deg
+    return -half, half, 0.5 * cfg.wide_width_deg + cfg.field_radius_deg
+
+
 def draw_sky(cfg, rng, mean_mjd):
-    """Draw the stars and galaxies of the field: a cap of cfg.field_radius_deg about (cfg.ra, cfg.dec).
+    """Draw the stars and galaxies of the field: a cap of cfg.field_radius_deg about (cfg.ra,
+    cfg.dec), or with cfg.layout "wide" the strip of the pointings widened by as much
+    (:func:`strip_extent`).
 
     Returns
     -------
@@ -29,7 +54,12 @@ def draw_sky(cfg, rng, mean_mjd):
         times cos dec; 0 for galaxies); base_mag; is_star; size (galaxy Gaussian sigma, arcsec;
         0 for stars); ri (a colour for the other bands); mag (true magnitude in cfg.filter).
     """
-    area = 2 * np.pi * (1 - np.cos(np.radians(cfg.field_radius_deg))) * (180 / np.pi) ** 2
+    wide = cfg.layout == "wide"
+    if wide:
+        lam0, lam1, bh = strip_extent(cfg)
+        area = np.radians(lam1 - lam0) * 2 * np.sin(np.radians(bh)) * (180 / np.pi) ** 2
+    else:
+        area = 2 * np.pi * (1 - np.cos(np.radians(cfg.field_radius_deg))) * (180 / np.pi) ** 2
     # stars: slope 0.15 dex/mag from 14 to 25 mag, normalised to star_density at 17-25
     s = 0.15
     frac = (10 ** (s * 25) - 10 ** (s * 17)) / (10 ** (s * 25) - 10 ** (s * 14))
@@ -37,11 +67,18 @@ def draw_sky(cfg, rng, mean_mjd):
     m_gal = draw_counts(rng, cfg.galaxy_density * area, 18.0, 24.5, 0.35)
     n_s, n_g = len(m_star), len(m_gal)
     n = n_s + n_g
-    # uniform on the cap
-    cosr = 1 - rng.uniform(size=n) * (1 - np.cos(np.radians(cfg.field_radius_deg)))
-    r = np.arccos(cosr)
-    phi = rng.uniform(0, 2 * np.pi, n)
-    ra, dec = tangent_to_sky(np.tan(r) * np.cos(phi), np.tan(r) * np.sin(phi), cfg.ra, cfg.dec)
+    if wide:
+        # uniform on the strip: lam uniform, sin(beta) uniform
+        lam = rng.uniform(lam0, lam1, n)
+        beta = np.degrees(np.arcsin(rng.uniform(-1, 1, n) * np.sin(np.radians(bh))))
+        ra, dec = strip_to_sky(lam, beta, cfg.ra, cfg.dec)
+    else:
+        # uniform on the cap
+        cosr = 1 - rng.uniform(size=n) * (1 - np.cos(np.radians(cfg.field_radius_deg)))
+        r = np.arccos(cosr)
+        phi = rng.uniform(0, 2 * np.pi, n)
+        ra, dec = tangent_to_sky(np.tan(r) * np.cos(phi), np.tan(r) * np.sin(phi), cfg.ra,
+                                 cfg.dec)
     is_star = np.r_[np.ones(n_s, bool), np.zeros(n_g, bool)]
     # proper motions (mas/yr): a thick-disc/halo-like spread, a few fast movers
     pm = np.zeros((n, 2))

@@ -18,7 +18,7 @@ from ..model.sky import sky_to_tangent, tangent_to_sky
 from ..units import MAS_RAD, RAD_MAS
 from .config import CLEAN, REF_EPOCH_MJD
 from .effects import bilinear, von_karman_field, wcs_error_tangent
-from .sky import colour_gi, positions_at
+from .sky import colour_gi, positions_at, strip_to_sky
 
 __all__ = ["TruthModel", "Truth", "draw_params", "evaluate_inputs", "evaluate_outputs",
            "FIELD_SCALE"]
@@ -302,14 +302,20 @@ def draw_params(cfg, rng, camera):
     visits = []
     mjd = cfg.mjd_start
     for k in range(n):
-        # HSC-SSP-like dithers: offsets of 0.1-0.6 deg around the field centre, some rotated
-        if k == 0:
-            r, phi = 0.0, 0.0
+        if cfg.layout == "wide":
+            # HSC-SSP-Wide-like: the k-th pointing of a strip, scattered across it
+            ra_c, dec_c = strip_to_sky((k - 0.5 * (n - 1)) * cfg.wide_step_deg,
+                                       rng.uniform(-0.5, 0.5) * cfg.wide_width_deg,
+                                       cfg.ra, cfg.dec)
         else:
-            r = rng.uniform(cfg.dither_min_deg, cfg.dither_max_deg)
-            phi = 2 * np.pi * (k - 1) / max(n - 1, 1) + rng.normal(0, 0.3)
-        dra, ddec = r * np.cos(phi), r * np.sin(phi)
-        ra_c, dec_c = tangent_to_sky(np.radians(dra), np.radians(ddec), cfg.ra, cfg.dec)
+            # HSC-SSP-like dithers: offsets of 0.1-0.6 deg around the field centre, some rotated
+            if k == 0:
+                r, phi = 0.0, 0.0
+            else:
+                r = rng.uniform(cfg.dither_min_deg, cfg.dither_max_deg)
+                phi = 2 * np.pi * (k - 1) / max(n - 1, 1) + rng.normal(0, 0.3)
+            dra, ddec = r * np.cos(phi), r * np.sin(phi)
+            ra_c, dec_c = tangent_to_sky(np.radians(dra), np.radians(ddec), cfg.ra, cfg.dec)
         # pointing error of the telescope: ~1" rms
         ra_b, dec_b = tangent_to_sky(*(rng.normal(0, 1.0, 2) * np.pi / 648000), ra_c, dec_c)
         sky_angle = 270.0 if k % 3 != 2 else 270.0 + rng.choice([-1, 1]) * rng.uniform(20, 90)
@@ -342,8 +348,12 @@ def draw_params(cfg, rng, camera):
                             rot_rad=float(rng.normal(0, 3e-5)), dmag=float(rng.normal(0, 0.01)))
     # illumination residual: radial, ~3% at the edge, plus a small tilt
     illum = [[0.0, 0.004, 0.03], [0.006, 0.0, 0.0], [0.03, 0.0, 0.0]]
-    return dict(camera=camera.name, filter=cfg.filter, seed=cfg.seed, visits=visits, ccds=ccds,
-                illum=illum, ref_epoch_mjd=REF_EPOCH_MJD)
+    out = dict(camera=camera.name, filter=cfg.filter, seed=cfg.seed, visits=visits, ccds=ccds,
+               illum=illum, ref_epoch_mjd=REF_EPOCH_MJD)
+    if cfg.layout == "wide":
+        out["layout"] = dict(kind="wide", centre=[cfg.ra, cfg.dec], step_deg=cfg.wide_step_deg,
+                             width_deg=cfg.wide_width_deg)
+    return out
 
 
 # ------------------------------------------------------------------------------------------
