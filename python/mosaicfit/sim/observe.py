@@ -344,6 +344,10 @@ class SimulatedTract:
                  f"{int(np.sum(self.stars['is_star']))} stars, "
                  f"{int(np.sum(~self.stars['is_star']))} galaxies; {len(self.refcat)} "
                  "reference stars"]
+        if cfg.layout == "wide":
+            lines.append(f"  layout wide: a strip of {len(self.visits)} pointings "
+                         f"{cfg.wide_step_deg:g} deg apart heading east through ({cfg.ra:g}, "
+                         f"{cfg.dec:g}), scattered over {cfg.wide_width_deg:g} deg across it")
         if self.missing:
             lines.append(f"  missing on purpose (dead or failed CCDs): {len(self.missing)} "
                          "(visit, ccd) inputs")
