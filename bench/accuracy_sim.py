@@ -77,6 +77,11 @@ def evaluate(root, rerun, visits, against):
             out["edge" if centres[ccd.id] > 0.8 * rmax else "centre"].append(d)
             out["mag"].append(truth.photometric_error(visit, ccd.id, lambda x, y, f: -2.5 * np.log10(
                 f * fc.factor(x, y, sip.area_ratio(x, y)) / fc.fluxmag0)))
+            if len(d) and len(out["mag"][-1]):
+                # issue 14's check: no written CCD worse than 2 mas or 10 mmag rms
+                out.setdefault("per_ccd", []).append((
+                    float(np.sqrt(np.mean(d ** 2, axis=0)).max()),
+                    float(np.sqrt(np.mean(out["mag"][-1] ** 2))), visit, ccd.id))
     res = {}
     for k in ("all", "edge", "centre"):
         d = np.concatenate(out[k]) if out[k] else np.zeros((0, 2))
@@ -84,6 +89,9 @@ def evaluate(root, rerun, visits, against):
     m = np.concatenate(out["mag"]) if out["mag"] else np.zeros(0)
     res["mag_rms"], res["mag_mean"] = float(np.sqrt(np.mean(m ** 2))), float(np.mean(m))
     res["ccds"], res["missing"] = out["ccds"], out["missing"]
+    pc = out.get("per_ccd", [])
+    res["worst_pos"] = max(pc) if pc else None                          # (mas, mmag, visit, ccd)
+    res["worst_mag"] = max(pc, key=lambda r: r[1]) if pc else None
     res["visit"] = {v: [float(x) for x in np.sqrt(np.mean(np.concatenate(d) ** 2, axis=0))]
                     for v, d in sorted(per_visit.items())}
     return res
@@ -142,6 +150,10 @@ def main(argv=None):
           f"{res['centre'][1]:.3f}")
     print(f"  calibrated magnitudes: rms {res['mag_rms']:.3f} mmag, mean {res['mag_mean']:+.3f} mmag")
     print(f"  visits flagged: {', '.join(flags) or 'none'}")
+    for what, r in (("position", res["worst_pos"]), ("magnitude", res["worst_mag"])):
+        if r is not None:
+            print(f"  worst written CCD in {what}: visit {r[2]} ccd {r[3]}: {r[0]:.2f} mas "
+                  f"(worse axis), {r[1]:.2f} mmag rms")
     print("  per visit (RA/Dec mas): " + ", ".join(f"{v} {x:.2f}/{y:.2f}"
                                                   for v, (x, y) in res["visit"].items()))
     if not a.keep:
