@@ -298,12 +298,19 @@ def _draw_dcr(cfg, params, visits, rng):
                               parallactic_deg=float(q))
 
 
-def _draw_doubled(cfg, params, visits, rng):
+def _chosen_visit(requested, option, cfg, visits):
+    """The visit an effect of one visit hits: `requested` (the `option` given), else the
+    middle one; a visit not simulated is a one-line error."""
     ids = [v["visit"] for v in visits]
-    visit = cfg.doubled_visit or ids[len(ids) // 2]
+    visit = requested or ids[len(ids) // 2]
     if visit not in ids:
-        raise MosaicError(f"--doubled-visit {visit} is not a simulated visit "
+        raise MosaicError(f"{option} {visit} is not a simulated visit "
                           f"({ids[0]}..{ids[-1]}:{cfg.visit_step})")
+    return visit
+
+
+def _draw_doubled(cfg, params, visits, rng):
+    visit = _chosen_visit(cfg.doubled_visit, "--doubled-visit", cfg, visits)
     params["effects"]["doubled"] = dict(
         visit=int(visit), fraction=cfg.doubled_fraction,
         shift_mas=[float(s) for s in cfg.doubled_shift_mas],
@@ -320,11 +327,7 @@ def _draw_centroid_errors(cfg, params, visits, rng):
 
 
 def _draw_clouds(cfg, params, visits, rng):
-    ids = [v["visit"] for v in visits]
-    visit = cfg.cloud_visit or ids[len(ids) // 2]
-    if visit not in ids:
-        raise MosaicError(f"--cloud-visit {visit} is not a simulated visit "
-                          f"({ids[0]}..{ids[-1]}:{cfg.visit_step})")
+    visit = _chosen_visit(cfg.cloud_visit, "--cloud-visit", cfg, visits)
     params["effects"]["clouds"] = dict(
         visit=int(visit), depth_mag=float(cfg.cloud_depth_mag),
         direction_deg=float(rng.uniform(0, 360.0)),          # of the deepest side, focal plane
