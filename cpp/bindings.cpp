@@ -101,11 +101,12 @@ FitResult fit_mosaic(const In<std::int32_t>& star, const In<std::int32_t>& visit
                      const OptIn<double>& coef_prior, const OptIn<double>& coef_prior_w,
                      const OptIn<std::uint8_t>& ccd_fixed, const OptIn<double>& ccd_prior,
                      const OptIn<double>& ccd_prior_w, int nvisit, int nccd, int nstar, int D,
-                     int K, int order, int basis, bool ccd_sum_zero) {
+                     int K, int order, int basis, bool ccd_sum_zero, bool covariance) {
     FitProblem p;
     p.D = D; p.K = K; p.order = order; p.basis = static_cast<Basis>(basis);
     p.nvisit = nvisit; p.nccd = nccd; p.nstar = nstar; p.n = star.size();
     p.ccd_sum_zero = ccd_sum_zero;
+    p.covariance = covariance;
     p.star = star.data(); p.visit = visit.data(); p.ccd = ccd.data(); p.active = active.data();
     p.u = u.data(); p.v = v.data(); p.y = y.data(); p.w = w.data();
     p.G = data_or_null(G);
@@ -182,6 +183,21 @@ PYBIND11_MODULE(_core, m) {
             const auto& r = self.cast<const FitResult&>();
             return view(r.resid, {static_cast<py::ssize_t>(r.n), r.D}, self);
         }, "(n, D) residuals model - star - y")
+        .def_property_readonly("visit_cov", [](py::object self) -> py::object {
+            const auto& r = self.cast<const FitResult&>();
+            if (r.visit_cov.empty()) return py::none();
+            return view(r.visit_cov, {r.nvisit, r.D, r.nterms, r.nterms}, self);
+        }, "(nvisit, D, nterms, nterms) marginal covariances of the polynomials, or None")
+        .def_property_readonly("ccd_cov", [](py::object self) -> py::object {
+            const auto& r = self.cast<const FitResult&>();
+            if (r.visit_cov.empty()) return py::none();
+            return view(r.ccd_cov, {r.nccd, r.K, r.K}, self);
+        }, "(nccd, K, K) marginal covariances of the CCD parameters, or None")
+        .def_property_readonly("cross_cov", [](py::object self) -> py::object {
+            const auto& r = self.cast<const FitResult&>();
+            if (r.visit_cov.empty()) return py::none();
+            return view(r.cross_cov, {r.nvisit, r.nccd, r.D, r.nterms, r.K}, self);
+        }, "(nvisit, nccd, D, nterms, K) visit x CCD covariances, or None")
         .def_readonly("chi2", &FitResult::chi2)
         .def_readonly("chi2_det", &FitResult::chi2_det)
         .def_readonly("nobs", &FitResult::nobs)
@@ -195,7 +211,8 @@ PYBIND11_MODULE(_core, m) {
           py::arg("active"), py::arg("u"), py::arg("v"), py::arg("y"), py::arg("w"), py::arg("G"),
           py::arg("prior"), py::arg("prior_w"), py::arg("coef_prior"), py::arg("coef_prior_w"),
           py::arg("ccd_fixed"), py::arg("ccd_prior"), py::arg("ccd_prior_w"), py::arg("nvisit"), py::arg("nccd"), py::arg("nstar"), py::arg("D"),
-          py::arg("K"), py::arg("order"), py::arg("basis"), py::arg("ccd_sum_zero"));
+          py::arg("K"), py::arg("order"), py::arg("basis"), py::arg("ccd_sum_zero"),
+          py::arg("covariance") = false);
 
     m.def("basis", &basis_array, py::arg("u"), py::arg("v"), py::arg("order"), py::arg("basis"),
           py::arg("derivatives") = false);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <limits>
 
+#include "covariance.hpp"
 #include "factor.hpp"
 #include "normal_equations.hpp"
 
@@ -126,6 +127,14 @@ FitResult solve_mosaic(const FitProblem& p) {
     Eigen::VectorXd x = Eigen::VectorXd::Zero(N);
     r.status = "ok";
     r.min_pivot = 1.0;
+    if (p.covariance) {
+        Covariances cv;
+        if (marginal_covariances(sys, p.nvisit, p.nccd, cv)) {
+            r.visit_cov = std::move(cv.visit);
+            r.ccd_cov = std::move(cv.ccd);
+            r.cross_cov = std::move(cv.cross);
+        }
+    }
     {
         Mat xv;
         Eigen::VectorXd c;

@@ -49,6 +49,7 @@ struct FitProblem {
     const double* ccd_prior = nullptr;
     const double* ccd_prior_w = nullptr;
     bool ccd_sum_zero = true;                   // gauge: sum over free CCDs of each parameter = 0
+    bool covariance = false;                    // also the marginal covariances (covariance.hpp)
 };
 
 struct FitResult {
@@ -67,6 +68,10 @@ struct FitResult {
     std::string status;             // "ok" (LLT, or LDLT where the LLT fails) or "singular"
     double min_pivot = 0.0;         // smallest D_ii / max D_ii of the LDLT (conditioning)
     double t_assemble = 0.0, t_solve = 0.0;
+    // with p.covariance (covariance.hpp; empty otherwise or if singular)
+    std::vector<double> visit_cov;  // nvisit x D x nterms x nterms
+    std::vector<double> ccd_cov;    // nccd x K x K
+    std::vector<double> cross_cov;  // nvisit x nccd x D x nterms x K
 };
 
 // The phases (normal_equations.hpp, factor.hpp), then the stars and residuals. The problem is

@@ -6,9 +6,11 @@ import pytest
 
 import golden
 
-# numerical noise of the solve (thread-count dependent summation order, BLAS): far below
-# 1e-4 mas and 1e-4 mmag; a real change of the fit moves the products by 0.01-1 mas
-TOL_MAS, TOL_MMAG = 1e-4, 1e-4
+# numerical noise of the solve (thread-count dependent summation order, BLAS, and the
+# versions of numpy, astropy and Eigen a fresh install takes: up to 2e-4 mas at a CCD corner
+# seen between two installs of the same code): far below 1e-3 mas and 1e-3 mmag; a real change
+# of the fit moves the products by 0.01-1 mas
+TOL_MAS, TOL_MMAG = 1e-3, 1e-3
 
 
 @pytest.fixture(scope="module")

@@ -190,7 +190,7 @@ OPTIONS = (
     _O("maxCcdMagError", float, 5.0, "mmag: the same for the photometric uncertainty (and "
        "the largest coherent residual of a CCD, a model that does not describe it)",
        minimum=0.0, above=True),
-    _O("maxCcdErrorRatio", float, 10.0, "a CCD is outside only when its uncertainty is also "
+    _O("maxCcdErrorRatio", float, 5.0, "a CCD is outside only when its uncertainty is also "
        "beyond this many times the run's median CCD uncertainty: the limits follow the "
        "data's noise (real-sky edge CCDs are 2-4x the median, extrapolated ones 10-100x)",
        minimum=1.0),

@@ -86,6 +86,12 @@ class LeastSquaresSolution:
     rcond: float                # smallest pivot / largest of the factorisations
     t_assemble: float           # seconds
     t_solve: float
+    # with solve_least_squares(..., covariance=True) (cpp/covariance.hpp), else None: the
+    # marginal covariances of the parameters, the stars profiled out, in the units of y and
+    # of the scaled coordinates; parameters held (ccd_fixed, no data) are not meaningful
+    visit_cov: np.ndarray = None      # (nvisit, D, n_terms, n_terms)
+    ccd_cov: np.ndarray = None        # (nccd, K, K)
+    cross_cov: np.ndarray = None      # (nvisit, nccd, D, n_terms, K)
 
     @property
     def ndof(self):
@@ -121,9 +127,11 @@ def _ccd_data_weight(args, p):
                      for q in range(g2.shape[1])], axis=1)
 
 
-def solve_least_squares(p):
+def solve_least_squares(p, covariance=False):
     """Solve `p` (a :class:`LeastSquaresProblem`); a singular system gives status 'singular'
-    with zero parameters, an inconsistent problem a ValueError."""
+    with zero parameters, an inconsistent problem a ValueError. With `covariance`, also the
+    parameters' marginal covariances (costs a dense inverse of the visit block: once per fit,
+    not per iteration)."""
     n = len(p.star)
     D, K, T = p.D, p.K, n_terms(p.order)
     if p.basis not in KINDS:
@@ -168,7 +176,8 @@ def solve_least_squares(p):
                          args["prior_w"], args["coef_prior"], args["coef_prior_w"],
                          args["ccd_fixed"], args["ccd_prior"], args["ccd_prior_w"],
                          int(p.nvisit), int(p.nccd), int(p.nstar), D, K,
-                         int(p.order), KINDS[p.basis], bool(p.ccd_sum_zero))
+                         int(p.order), KINDS[p.basis], bool(p.ccd_sum_zero),
+                         bool(covariance))
     # the coefficient and CCD priors as observations (chi2 and count; the C++ side counts the
     # stars'), those of held CCDs aside
     chi2_coef, nobs_coef, n_prior_ccd = 0.0, 0, 0
@@ -210,7 +219,8 @@ def solve_least_squares(p):
         coef=r.coef, dccd=r.dccd, xstar=r.xstar, resid=r.resid, chi2=r.chi2 + chi2_coef,
         chi2_det=r.chi2_det, nobs=r.nobs + nobs_coef, nobs_det=r.nobs_det, nparam=r.nparam,
         status=r.status, n_ccd_dof=n_ccd_dof, rcond=r.rcond,
-        t_assemble=r.t_assemble, t_solve=r.t_solve)
+        t_assemble=r.t_assemble, t_solve=r.t_solve,
+        visit_cov=r.visit_cov, ccd_cov=r.ccd_cov, cross_cov=r.cross_cov)
 
 
 def require_solution(sol, what):
