@@ -2,6 +2,7 @@
 positions (the model: :mod:`mosaicfit.model.astrometry`), iterated (the CCD rotations are the
 only non-linear parameters) with worst-first clipping.
 """
+import dataclasses
 import logging
 
 import numpy as np
@@ -236,12 +237,13 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
                          int(sparse.sum()), cfg.minStarsPerCcd, CCD_PLACEMENT_PRIOR_PX)
         else:
             G = np.zeros((n, 2, 3))
-        r = require_solution(solve_least_squares(LeastSquaresProblem(
-            star=star, visit=vidx, ccd=cidx, active=active, u=a, v=b, y=y + y_dcr, w=w, G=G,
-            prior=prior, prior_w=prior_w, prior_is_measurement=bool(ref_prior.any()),
+        lsp = LeastSquaresProblem(
+            star=star, visit=vidx, ccd=cidx, active=active.copy(), u=a, v=b, y=y + y_dcr, w=w,
+            G=G, prior=prior, prior_w=prior_w.copy(), prior_is_measurement=bool(ref_prior.any()),
             coef_prior=coef_prior, coef_prior_w=coef_prior_w,
             ccd_fixed=ccd_fixed, ccd_prior=ccd_prior, ccd_prior_w=ccd_prior_w, nvisit=nv,
-            nccd=nc, nstar=nstar, order=order, basis="legendre")), "astrometric")
+            nccd=nc, nstar=nstar, order=order, basis="legendre")
+        r = require_solution(solve_least_squares(lsp), "astrometric")
         coef = r.coef
         res = r.resid
         dcr_step = 0.0
@@ -375,7 +377,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
             log.warning("visit %d looks %s: %s (down-weighted by its error scale %.2f)",
                         q.visit, q.flag, q.note, q.error_scale)
     data.astrometry = AstrometryResult(active=active, resid=res, w=w, xstar=r.xstar, y=y,
-                                       prior_w=prior_w, orders=orders)
+                                       prior_w=prior_w, orders=orders, problem=lsp)
     if not cfg.fitTurbulence:
         return model, frozen, None
 
@@ -426,7 +428,9 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         a.clipped = int(((usable | reserved) & ~excluded & ~act).sum())
         data.astrometry = AstrometryResult(active=act, resid=r2.resid, w=w, xstar=r2.xstar,
                                            prior_w=prior_w, orders=orders,
-                                           y=y + y_turb)
+                                           y=y + y_turb, problem=dataclasses.replace(
+                                               lsp, active=act.copy(), w=w,
+                                               prior_w=prior_w.copy()))
     return model, frozen, finish
 
 

@@ -17,7 +17,8 @@ from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage
                      model_leverage, repeated_only)
 from .order import HELD, affordable_order, visit_orders
 from .state import PhotometryResult
-from .uncertainty import coherent_residuals, photometric_ccd_errors, visit_misfit
+from .uncertainty import (ccd_excess, coherent_residuals, exact_affordable,
+                          photometric_ccd_errors, visit_misfit)
 
 log = logging.getLogger("mosaicfit.fit")
 
@@ -274,13 +275,11 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
                     visits[k], 1000.0 * misfit[k])
     # the products' errors from the marginal covariances of the last solve (the stars
     # profiled out: the couplings between visits through their common stars included)
-    cov = None if cfg.commonFluxCorr else solve_least_squares(lsp, covariance=True)
-    # and what each CCD's own residuals hold beyond their noise (the plane of
-    # fit.uncertainty.coherent_residuals, flagged or not): a product the model misses there
-    # says so in its figure (the 30-visit check of issue 14: a field-edge CCD 12 mmag off,
-    # its residuals 13 mmag off, its statistical error 2.7 mmag)
-    excess = {k: float(np.sqrt(max(0.0, m_ ** 2 - e_ ** 2)))
-              for k, (m_, e_, n_, bad) in coherent.items()}
+    cov = None if cfg.commonFluxCorr or not exact_affordable(lsp) else \
+        solve_least_squares(lsp, covariance=True)
+    # and what each CCD's own residuals hold beyond their noise (fit.uncertainty.ccd_excess):
+    # a product the model misses there says so in its figure
+    excess = ccd_excess(coherent)
     ccd_err = photometric_ccd_errors(sol, model, data, u, v, sol.camera, CCD_ZP_PRIOR_MAG,
                                      solve_par and not cfg.commonFluxCorr, misfit, cov,
                                      excess)

@@ -17,6 +17,10 @@ class AstrometryResult:
     y: np.ndarray           # (n, 2) proper-motion offsets from the mean epoch, arcsec
     prior_w: np.ndarray = None   # (nstar,) weights of the stars' reference positions
     orders: np.ndarray = None    # (nvisit,) polynomial order of each visit (-1: frozen)
+    # the last least-squares problem of the fit, CCD placement included (a
+    # fit.core.LeastSquaresProblem): its marginal covariances give the products' errors
+    # (fit.uncertainty.astrometric_ccd_errors)
+    problem: object = None
 
 
 @dataclass
