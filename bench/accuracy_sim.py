@@ -92,6 +92,7 @@ def evaluate(root, rerun, visits, against):
     pc = out.get("per_ccd", [])
     res["worst_pos"] = max(pc) if pc else None                          # (mas, mmag, visit, ccd)
     res["worst_mag"] = max(pc, key=lambda r: r[1]) if pc else None
+    res["per_ccd"] = pc
     res["visit"] = {v: [float(x) for x in np.sqrt(np.mean(np.concatenate(d) ** 2, axis=0))]
                     for v, d in sorted(per_visit.items())}
     return res
