@@ -286,7 +286,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
                 log.info("astrometry: %d reference associations contradicted by the detections "
                          "(beyond %.0f sigma) dropped", int(wrong.sum()), thr)
         summ = IterationSummary("astrometry", it + 1, float(r.chi2), r.ndof, rms,
-                                int(active.sum()), nclip, float(r.t_assemble), float(r.t_solve))
+                                int(active.sum()), nclip, float(r.t_assemble), float(r.t_solve),
+                                r.solver)
         stats.iterations.append(summ)
         log.info(summ.line())
         step = r.dccd
