@@ -89,8 +89,8 @@ def accuracy(root, prods, visits, max_visits=25):
     d = np.concatenate(pos) if pos else np.zeros((0, 2))
     m = np.concatenate(mag) if mag else np.zeros(0)
     rms = lambda a: float(np.sqrt(np.mean(a ** 2))) if len(a) else float("nan")
-    return dict(ra=rms(d[:, 0]), dec=rms(d[:, 1]), mag=rms(m) * 1000.0 if m.size else float("nan"),
-                mag_mean=float(np.mean(m)) * 1000.0 if m.size else float("nan"),
+    return dict(ra=rms(d[:, 0]), dec=rms(d[:, 1]), mag=rms(m),  # photometric_error: mmag
+                mag_mean=float(np.mean(m)) if m.size else float("nan"),
                 ccds=n, visits=len(sample), every=k, stars=int(len(d)))
 
 

@@ -13,8 +13,22 @@ using Eigen::Index;
 
 namespace {
 
+// Eigen's own GEMM threads off while the small block products run: Eigen gives each product
+// of 55 x 55 x 312 blocks an OpenMP region of its own, which costs milliseconds when the cores
+// are shared (measured: the 50-visit strip's astrometric solve took 0.27 s on one thread and
+// 17 s on two under a load of 4). The loops that matter are parallel themselves (by_columns,
+// the updates), and inside a parallel region Eigen stays on one thread anyway.
+struct EigenSerial {
+    int n = Eigen::nbThreads();
+    EigenSerial() { Eigen::setNbThreads(1); }
+    ~EigenSerial() { Eigen::setNbThreads(n); }
+};
+
 constexpr double kMinPivot = 1e-13;   // as ScaledFactor's LDLT
-constexpr double kParallelFlops = 4e6;  // work below which a loop stays on one thread
+// work below which a loop of the factorisation stays on one thread: a parallel region costs
+// milliseconds when the cores are shared with other jobs (measured: the 50-visit strip's
+// photometric factorisation took 0.03 s on one thread and 0.25-1 s on two under a load of 2)
+constexpr double kParallelFlops = 5e7;
 
 // The block elimination tree's fill of the lower pattern `adj` (per position k: rows i > k)
 // in that order: struct(k) = adj(k) u (struct(c) \ {k}) over the children c of k.
@@ -166,8 +180,7 @@ bool SparseFactor::block_cholesky(ReducedSystem& sys, double& piv) {
         const int m = static_cast<int>(r.size());
         if (m == 0) continue;
         // L_ik = A_ik L_kk^-T
-        // (threads only for columns with enough work: a parallel region costs milliseconds
-        // when the cores are shared with other jobs)
+        // (threads only for columns with enough work: kParallelFlops)
         const double T3 = static_cast<double>(T) * T * T;
         const auto U = Ld_[k].transpose().triangularView<Eigen::Upper>();
 #pragma omp parallel for schedule(static) if (m * T3 > kParallelFlops)
@@ -190,6 +203,7 @@ bool SparseFactor::block_cholesky(ReducedSystem& sys, double& piv) {
 
 bool SparseFactor::compute(ReducedSystem& sys, const BlockSymbolic& sym, const std::string& mode,
                            double& min_pivot) {
+    const EigenSerial serial;
     T_ = sys.T;
     N_ = sys.NV1;
     sym_ = &sym;
@@ -254,7 +268,7 @@ namespace {
 template <typename F>
 void by_columns(Mat& M, F f) {
     const Index nb = M.cols();
-    if (nb <= 16 || M.rows() * nb < 200000) { f(M); return; }
+    if (nb <= 16 || static_cast<double>(M.rows()) * nb < 2e6) { f(M); return; }
     const Index step = std::max<Index>(16, (nb + 7) / 8);
 #pragma omp parallel for schedule(dynamic)
     for (Index c0 = 0; c0 < nb; c0 += step) {
@@ -267,6 +281,7 @@ void by_columns(Mat& M, F f) {
 }  // namespace
 
 void SparseFactor::half_solve(Mat& M) const {
+    const EigenSerial serial;
     M = sc_.asDiagonal() * M;
     if (!Ld_.empty()) {
         const BlockSymbolic& s = *sym_;
@@ -286,6 +301,7 @@ void SparseFactor::half_solve(Mat& M) const {
 }
 
 void SparseFactor::half_back(Mat& M) const {
+    const EigenSerial serial;
     if (!Ld_.empty()) {
         by_columns(M, [this](Mat& X) { block_backward(X); });
         const BlockSymbolic& s = *sym_;
