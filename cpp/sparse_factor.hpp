@@ -9,11 +9,13 @@
 // permuted matrix, computed a block at a time with GEMMs, so its rounding is that of any
 // Cholesky, and the solves with many right-hand sides (the CCD columns of C) are block GEMMs.
 //
-// Measured on the 200-visit wide strip of bench/wide_strip.py (T = 55, ~16 blocks per visit
-// column after fill), against Eigen's SimplicialLLT on the same scaled scalar matrix with its
-// AMD ordering ("simplicial", kept as an option for this measurement and as the fallback):
-// see bench/RESULTS.md, "Wide strip (issue 16)". The simplicial factor is column by column
-// with scattered updates, the block one runs at GEMM speed.
+// The choice, measured (bench/wide_strip.py, bench/RESULTS.md "Wide strip (issue 16)"): on the
+// first astrometric problem of the 50-visit strip (NV1 = 2750, 322 visit pairs sharing stars,
+// the factor 29% of the dense one's blocks) the factorisation and solves took 0.45 s with the
+// block Cholesky, 0.87 s with Eigen's SimplicialLLT on the same scaled scalar matrix with its
+// AMD ordering ("simplicial", kept as an option for this comparison and, as SimplicialLDLT, as
+// the fallback) and 1.86 s dense; on the photometric one (T = 36) 0.09, 0.29 and 0.43 s. The
+// simplicial factor goes column by column with scattered updates, the block one at GEMM speed.
 //
 // Semantics as ScaledFactor (factor.hpp): the matrix is scaled to unit diagonal first;
 // min_pivot is lowered to the smallest / largest pivot (L_ii^2 of the scaled matrix, i.e. the
