@@ -24,7 +24,7 @@ Eigen's SimplicialLLT; ``dense``: the dense path, for N <= --dense-up-to), with 
 peak memory and the largest difference from the sparse solution: the dense / sparse ratio of
 the same problem.
 
-``--profile`` adds a cProfile of each mosaic run (the 12 functions of mosaicfit with the most
+``--profile`` adds a cProfile of each mosaic run (the 25 functions of mosaicfit with the most
 own time).
 """
 import argparse
@@ -166,7 +166,7 @@ def one_run(a):
         import io
         import pstats
         s = io.StringIO()
-        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats("mosaicfit", 12)
+        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats("mosaicfit", 25)
         out["profile"] = s.getvalue()
     print("RESULT " + json.dumps(out))
 
@@ -261,7 +261,7 @@ def main():
               f"{ac['mag']:.3f} mmag rms (mean {ac['mag_mean']:+.3f})")
         if "profile" in r:
             print("  profile (own time):\n" + "\n".join("    " + x for x in
-                                                       r["profile"].splitlines()[-18:]))
+                                                       r["profile"].splitlines()[-32:]))
         # the same problems with each solver
         for kind in ("astrometry", "photometry"):
             pk = os.path.join(work, f"w{n}-{kind}.pkl")
