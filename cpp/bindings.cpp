@@ -101,12 +101,14 @@ FitResult fit_mosaic(const In<std::int32_t>& star, const In<std::int32_t>& visit
                      const OptIn<double>& coef_prior, const OptIn<double>& coef_prior_w,
                      const OptIn<std::uint8_t>& ccd_fixed, const OptIn<double>& ccd_prior,
                      const OptIn<double>& ccd_prior_w, int nvisit, int nccd, int nstar, int D,
-                     int K, int order, int basis, bool ccd_sum_zero, bool covariance) {
+                     int K, int order, int basis, bool ccd_sum_zero, const std::string& solver,
+                     bool covariance) {
     FitProblem p;
     p.D = D; p.K = K; p.order = order; p.basis = static_cast<Basis>(basis);
     p.nvisit = nvisit; p.nccd = nccd; p.nstar = nstar; p.n = star.size();
     p.ccd_sum_zero = ccd_sum_zero;
     p.covariance = covariance;
+    p.solver = solver;
     p.star = star.data(); p.visit = visit.data(); p.ccd = ccd.data(); p.active = active.data();
     p.u = u.data(); p.v = v.data(); p.y = y.data(); p.w = w.data();
     p.G = data_or_null(G);
@@ -205,6 +207,9 @@ PYBIND11_MODULE(_core, m) {
         .def_readonly("nparam", &FitResult::nparam)
         .def_readonly("status", &FitResult::status)
         .def_readonly("rcond", &FitResult::min_pivot)
+        .def_readonly("solver", &FitResult::solver)
+        .def_readonly("fill", &FitResult::fill)
+        .def_readonly("npairs", &FitResult::npairs)
         .def_readonly("t_assemble", &FitResult::t_assemble)
         .def_readonly("t_solve", &FitResult::t_solve);
     m.def("fit_mosaic", &fit_mosaic, py::arg("star"), py::arg("visit"), py::arg("ccd"),
@@ -212,7 +217,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("prior"), py::arg("prior_w"), py::arg("coef_prior"), py::arg("coef_prior_w"),
           py::arg("ccd_fixed"), py::arg("ccd_prior"), py::arg("ccd_prior_w"), py::arg("nvisit"), py::arg("nccd"), py::arg("nstar"), py::arg("D"),
           py::arg("K"), py::arg("order"), py::arg("basis"), py::arg("ccd_sum_zero"),
-          py::arg("covariance") = false);
+          py::arg("solver") = "auto", py::arg("covariance") = false);
 
     m.def("basis", &basis_array, py::arg("u"), py::arg("v"), py::arg("order"), py::arg("basis"),
           py::arg("derivatives") = false);

@@ -6,14 +6,23 @@ namespace mosaicfit {
 
 using Eigen::Index;
 
+namespace {
+constexpr double kMinPivot = 1e-13;   // smallest pivot / largest of a non-singular system
+}  // namespace
+
 bool ScaledFactor::compute(Mat& M, double& min_pivot) {
     sc = M.diagonal().cwiseSqrt().cwiseInverse();
     for (Index j = 0; j < M.cols(); ++j)
         for (Index i = 0; i < M.rows(); ++i) M(i, j) *= sc[i] * sc[j];
     llt.compute(M);
     if (llt.info() == Eigen::Success) {
-        min_pivot = std::min(min_pivot, llt.rcond());
-        return true;
+        const double rc = llt.rcond();
+        if (rc > kMinPivot) {
+            min_pivot = std::min(min_pivot, rc);
+            return true;
+        }
+        // an exactly singular system can pass the Cholesky by rounding (rcond ~1e-18): the
+        // LDLT's pivots decide, as for one that fails it
     }
     use_ldlt = true;
     ldlt.compute(M);
@@ -22,7 +31,7 @@ bool ScaledFactor::compute(Mat& M, double& min_pivot) {
     const double dmin = d.size() ? d.minCoeff() : 0.0;
     const double piv = dmax > 0 ? dmin / dmax : 0.0;
     min_pivot = std::min(min_pivot, piv);
-    return ldlt.info() == Eigen::Success && piv > 1e-13 && ldlt.isPositive();
+    return ldlt.info() == Eigen::Success && piv > kMinPivot && ldlt.isPositive();
 }
 
 void ScaledFactor::solve(Mat& Bm) const {

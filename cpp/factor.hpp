@@ -13,7 +13,9 @@ namespace mosaicfit {
 
 // A symmetric positive (semi-)definite matrix M factored after scaling it to unit diagonal
 // (the visit and CCD blocks differ by many orders): M = Sc^-1 L L' Sc^-1 by LLT, or the pivoted
-// LDLT when rounding makes a nearly singular system fail the Cholesky.
+// LDLT when rounding makes a nearly singular system fail the Cholesky or pass it with an rcond
+// estimate <= 1e-13 (an exactly singular one can pass by rounding); singular when the LDLT's
+// smallest / largest pivot is <= 1e-13 too.
 struct ScaledFactor {
     Eigen::VectorXd sc;        // Sc: 1 / sqrt(diag M)
     Eigen::LLT<Mat> llt;

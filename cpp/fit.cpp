@@ -7,6 +7,7 @@
 #include "covariance.hpp"
 #include "factor.hpp"
 #include "normal_equations.hpp"
+#include "sparse_factor.hpp"
 
 namespace mosaicfit {
 
@@ -105,9 +106,17 @@ FitResult solve_mosaic(const FitProblem& p) {
 
     // -- assembly -------------------------------------------------------------------------------
     const StarSums st = star_sums(p);
-    ReducedSystem sys = zero_system(p);
+    ReducedSystem sys;
+    BlockSymbolic sym;
     {
         const VisitRows vr = visit_rows(p);
+        // the visit pairs that share stars decide the path: dense A, or its blocks
+        auto pairs = visit_pairs(p, vr);
+        sym = block_symbolic(p.nvisit, pairs);
+        // (the marginal covariances need the dense visit block: asked for up to a few
+        // thousand visit parameters only, fit.uncertainty.EXACT_MAX_PARAMS)
+        const bool sparse = p.nvisit > 0 && !p.covariance && use_sparse(p.solver, sym);
+        sys = zero_system(p, std::move(pairs), sparse);
         add_visit_blocks(sys, p, st, vr);
         add_ccd_terms(sys, p, st, vr);
         add_right_hand_side(sys, p, st, vr);
@@ -120,6 +129,8 @@ FitResult solve_mosaic(const FitProblem& p) {
     FitResult r;
     r.D = D; r.nterms = T; r.nvisit = p.nvisit; r.nccd = p.nccd; r.K = K; r.nstar = p.nstar;
     r.n = p.n;
+    r.fill = block_fill(sym);
+    r.npairs = static_cast<std::int64_t>(sys.pairs.size()) - p.nvisit;
     const double t1 = now();
     r.t_assemble = t1 - t0;
 
@@ -138,7 +149,15 @@ FitResult solve_mosaic(const FitProblem& p) {
     {
         Mat xv;
         Eigen::VectorXd c;
-        if (solve_reduced_system(sys, xv, c, r.min_pivot)) {
+        bool ok;
+        if (sys.sparse) {
+            const std::string mode = p.solver == "simplicial" ? "simplicial" : "sparse";
+            ok = solve_reduced_sparse(sys, sym, mode, xv, c, r.min_pivot, r.solver);
+        } else {
+            r.solver = "dense";
+            ok = solve_reduced_system(sys, xv, c, r.min_pivot);
+        }
+        if (ok) {
             for (int v = 0; v < p.nvisit; ++v)
                 for (int d = 0; d < D; ++d)
                     x.segment(static_cast<Index>(v) * D * T + d * T, T) = xv.block(sys.visit_row(v), d, T, 1);

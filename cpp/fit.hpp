@@ -1,5 +1,6 @@
 // Joint least squares of a mosaic: per-visit polynomials + per-CCD parameters + per-star values,
-// with the star blocks eliminated analytically (Schur complement) before a dense Cholesky solve.
+// with the star blocks eliminated analytically (Schur complement) before a Cholesky solve (dense,
+// or block-sparse where visits overlap only their neighbours: sparse_factor.hpp).
 //
 // Model of detection j of star s in visit v on CCD c (D = 2 for positions, 1 for magnitudes):
 //
@@ -50,6 +51,10 @@ struct FitProblem {
     const double* ccd_prior_w = nullptr;
     bool ccd_sum_zero = true;                   // gauge: sum over free CCDs of each parameter = 0
     bool covariance = false;                    // also the marginal covariances (covariance.hpp)
+    // the visit block's factorisation (sparse_factor.hpp): "dense", "sparse" (block Cholesky
+    // on the visit pairs that share stars), "simplicial" (Eigen's SimplicialLLT, for
+    // comparison) or "auto" (sparse where few visit pairs share stars: a wide survey)
+    std::string solver = "auto";
 };
 
 struct FitResult {
@@ -67,6 +72,9 @@ struct FitResult {
     std::int64_t nparam = 0;        // free parameters (model + stars - gauge)
     std::string status;             // "ok" (LLT, or LDLT where the LLT fails) or "singular"
     double min_pivot = 0.0;         // smallest D_ii / max D_ii of the LDLT (conditioning)
+    std::string solver;             // the path taken: "dense", "sparse", "simplicial" (+ "+ldlt")
+    double fill = 0.0;              // blocks of the sparse factor / of the dense one
+    std::int64_t npairs = 0;        // visit pairs sharing stars (off-diagonal blocks of A)
     double t_assemble = 0.0, t_solve = 0.0;
     // with p.covariance (covariance.hpp; empty otherwise or if singular)
     std::vector<double> visit_cov;  // nvisit x D x nterms x nterms

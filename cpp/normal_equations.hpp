@@ -16,11 +16,18 @@
 // one matrix product per pair of visits over the stars they share (a star has at most one
 // detection per visit: the detections of two visits are paired one to one by star). C_d couples the visits and
 // the CCDs in dimension d, E the CCDs, through the derivatives G_j. The functions below fill
-// these blocks phase by phase, in this order: star sums, visit rows, visit blocks, CCD terms,
-// right-hand side, then coefficient priors, the CCD gauge and the parameters held fixed.
+// these blocks phase by phase, in this order: star sums, visit rows, visit pairs, visit
+// blocks, CCD terms, right-hand side, then coefficient priors, the CCD gauge and the
+// parameters held fixed.
+//
+// A has a block only for the visit pairs that share a star (visit_pairs). The dense path
+// stores A whole; the sparse path (sparse_factor.hpp: a wide survey, where each visit
+// overlaps only its neighbours) keeps just those blocks and never allocates the NV1 x NV1
+// matrix.
 #pragma once
 #include <Eigen/Dense>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "fit.hpp"
@@ -45,11 +52,20 @@ struct VisitRows {
 };
 VisitRows visit_rows(const FitProblem& p);
 
+// The pairs of visits (a, b), a <= b, whose block A_ab can be non-zero: every (a, a), and
+// (a, b) where the two share a star among their active detections; sorted. Found from each
+// visit's stars and each star's visits, so the cost is that of the pairs, not nvisit^2.
+std::vector<std::pair<int, int>> visit_pairs(const FitProblem& p, const VisitRows& vr);
+
 struct ReducedSystem {
     int D = 0, T = 0, K = 0;
     Eigen::Index NV1 = 0;             // visit parameters of one dimension: nvisit * T
     Eigen::Index NC = 0;              // CCD parameters: nccd * K
-    Mat A;                            // NV1 x NV1
+    bool sparse = false;              // A kept as blocks (Ablk) rather than whole (A)
+    std::vector<std::pair<int, int>> pairs;   // visit_pairs
+    Mat A;                            // dense: NV1 x NV1 (empty when sparse)
+    std::vector<Mat> Ablk;            // sparse: T x T block A_ab of each pair (a, b)
+    std::vector<int> diag_blk;        // sparse: the pair index of (v, v)
     std::vector<Mat> C;               // D of NV1 x NC
     Mat E;                            // NC x NC
     std::vector<Eigen::VectorXd> gv;  // D of NV1
@@ -59,11 +75,15 @@ struct ReducedSystem {
 
     // first row of visit v in A (and of CCD c in E)
     Eigen::Index visit_row(int v) const { return static_cast<Eigen::Index>(v) * T; }
+    // A(i, i) on either path
+    double& A_diag(Eigen::Index i) {
+        return sparse ? Ablk[diag_blk[i / T]](i % T, i % T) : A(i, i);
+    }
     Eigen::Index ccd_row(int c) const { return static_cast<Eigen::Index>(c) * K; }
 };
 
-// All blocks zero, sized for p.
-ReducedSystem zero_system(const FitProblem& p);
+// All blocks zero, sized for p, A dense or as the blocks of `pairs` (sparse).
+ReducedSystem zero_system(const FitProblem& p, std::vector<std::pair<int, int>> pairs, bool sparse);
 
 // A: the direct visit terms minus the eliminated stars (visit pairs on OpenMP threads).
 void add_visit_blocks(ReducedSystem& sys, const FitProblem& p, const StarSums& st,

@@ -7,14 +7,18 @@ Model of detection j of star s in visit v on CCD c (D = 2 for positions, 1 for m
 P_v a polynomial of :class:`~mosaicfit.model.basis.PolyBasis` (order, kind) per visit (or per
 polynomial index), dc_c the K parameters of CCD c (linearised increments: G_j their
 derivative), x_s the value of star s (free, with an optional Gaussian prior), y_j a known
-offset. The star parameters are eliminated (Schur complement) before a dense Cholesky solve
-of the visit and CCD parameters, then recovered; :func:`solve_least_squares` returns all of
-them with the residuals and the chi2.
+offset. The star parameters are eliminated (Schur complement) before a Cholesky solve of the
+visit and CCD parameters, then recovered; :func:`solve_least_squares` returns all of them with
+the residuals and the chi2. The visit block is factored densely where most visits share stars
+(a deep field) and block-sparse where each visit overlaps only its neighbours (a wide survey:
+cpp/sparse_factor.hpp); ``solver`` (or the environment variable ``MOSAICFIT_SOLVER``)
+overrides the automatic choice, and the solution says which was used.
 
 Arrays are checked here (shapes, index ranges, the order, the coefficient prior weights) and
 passed on without copies where their types already fit; the C++ side trusts them. The arrays of
 the solution are views of the C++ result (``_core.FitResult``), which they keep alive.
 """
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +26,13 @@ import numpy as np
 from .. import MosaicError, _core
 from ..model.basis import KINDS, n_terms
 
-__all__ = ["LeastSquaresProblem", "LeastSquaresSolution", "solve_least_squares"]
+__all__ = ["LeastSquaresProblem", "LeastSquaresSolution", "solve_least_squares", "SOLVERS"]
+
+#: the factorisations of the visit block: auto (sparse from 24 visits on when the sparse
+#: factor holds <= 35% of the dense one's blocks), dense, sparse (a block Cholesky on the visit
+#: pairs that share stars), simplicial (Eigen's SimplicialLLT on the same pattern: slower, for
+#: comparison)
+SOLVERS = ("auto", "dense", "sparse", "simplicial")
 
 
 @dataclass
@@ -56,6 +66,8 @@ class LeastSquaresProblem:
     # counted in chi2 and ndof), or only a regulariser (a relative solution's weak tie to the
     # single-frame positions: neither)
     prior_is_measurement: bool = True
+    # one of SOLVERS; None: $MOSAICFIT_SOLVER, else "auto"
+    solver: str = None
 
     @property
     def D(self):
@@ -86,6 +98,10 @@ class LeastSquaresSolution:
     rcond: float                # smallest pivot / largest of the factorisations
     t_assemble: float           # seconds
     t_solve: float
+    solver: str = "dense"       # the visit block's factorisation: dense, sparse, simplicial
+    #                             (+ "+ldlt" where the Cholesky failed and an LDLT was used)
+    fill: float = 1.0           # the sparse factor's blocks / the dense factor's
+    npairs: int = 0             # pairs of visits sharing stars
     # with solve_least_squares(..., covariance=True) (cpp/covariance.hpp), else None: the
     # marginal covariances of the parameters, the stars profiled out, in the units of y and
     # of the scaled coordinates; parameters held (ccd_fixed, no data) are not meaningful
@@ -134,6 +150,9 @@ def solve_least_squares(p, covariance=False):
     not per iteration)."""
     n = len(p.star)
     D, K, T = p.D, p.K, n_terms(p.order)
+    solver = p.solver or os.environ.get("MOSAICFIT_SOLVER") or "auto"
+    if solver not in SOLVERS:
+        raise ValueError(f"least squares: unknown solver {solver!r} (one of {SOLVERS})")
     if p.basis not in KINDS:
         raise ValueError(f"least squares: unknown basis {p.basis!r}")
     if not 0 <= p.order <= 30:
@@ -176,7 +195,7 @@ def solve_least_squares(p, covariance=False):
                          args["prior_w"], args["coef_prior"], args["coef_prior_w"],
                          args["ccd_fixed"], args["ccd_prior"], args["ccd_prior_w"],
                          int(p.nvisit), int(p.nccd), int(p.nstar), D, K,
-                         int(p.order), KINDS[p.basis], bool(p.ccd_sum_zero),
+                         int(p.order), KINDS[p.basis], bool(p.ccd_sum_zero), solver,
                          bool(covariance))
     # the coefficient and CCD priors as observations (chi2 and count; the C++ side counts the
     # stars'), those of held CCDs aside
@@ -219,8 +238,8 @@ def solve_least_squares(p, covariance=False):
         coef=r.coef, dccd=r.dccd, xstar=r.xstar, resid=r.resid, chi2=r.chi2 + chi2_coef,
         chi2_det=r.chi2_det, nobs=r.nobs + nobs_coef, nobs_det=r.nobs_det, nparam=r.nparam,
         status=r.status, n_ccd_dof=n_ccd_dof, rcond=r.rcond,
-        t_assemble=r.t_assemble, t_solve=r.t_solve,
-        visit_cov=r.visit_cov, ccd_cov=r.ccd_cov, cross_cov=r.cross_cov)
+        t_assemble=r.t_assemble, t_solve=r.t_solve, solver=r.solver, fill=r.fill,
+        npairs=r.npairs, visit_cov=r.visit_cov, ccd_cov=r.ccd_cov, cross_cov=r.cross_cov)
 
 
 def require_solution(sol, what):

@@ -216,7 +216,8 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         if new_errors is not None:
             errors = new_errors
         summ = IterationSummary("photometry", it + 1, float(r.chi2), r.ndof, rms,
-                                int(active.sum()), nclip, float(r.t_assemble), float(r.t_solve))
+                                int(active.sum()), nclip, float(r.t_assemble), float(r.t_solve),
+                                r.solver)
         stats.iterations.append(summ)
         log.info(summ.line())
         if nclip <= chance_clips(int(active.sum()), thr, 1) and nback == 0 \

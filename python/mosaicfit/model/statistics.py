@@ -26,6 +26,7 @@ class IterationSummary:
     n_clipped: int
     t_assemble: float       # seconds
     t_solve: float
+    solver: str = ""        # the reduced system's factorisation (fit.core.SOLVERS): dense, sparse
 
     def line(self):
         """The iteration as one log line: chi2/ndof, rms (mas or mmag), counts and timings."""
@@ -33,7 +34,8 @@ class IterationSummary:
         return (f"{self.kind} iteration {self.iteration}: chi2/ndof = {self.chi2:.1f}/{self.ndof} "
                 f"= {self.chi2 / max(self.ndof, 1):.3f}, rms {self.rms:.2f} {unit}, "
                 f"{self.n_active} detections, {self.n_clipped} clipped "
-                f"(assemble {self.t_assemble:.2f} s, solve {self.t_solve:.2f} s)")
+                f"(assemble {self.t_assemble:.2f} s, solve {self.t_solve:.2f} s"
+                + (f", {self.solver})" if self.solver else ")"))
 
 
 @dataclass
