@@ -242,8 +242,13 @@ def _model_positions(sol, det):
     CCDs kept at it)."""
     ra, dec = det.ra.copy(), det.dec.copy()
     key = det.visit.astype(np.int64) * 1000 + det.ccd
-    for k in np.unique(key):
-        m = key == k
+    # the rows of each (visit, CCD) grouped once (a mask per exposure is O(exposures x
+    # detections): 15 s of a 100-visit strip)
+    keys, inv = np.unique(key, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[order], np.arange(len(keys) + 1))
+    for i, k in enumerate(keys):
+        m = order[bounds[i]:bounds[i + 1]]
         v, c = int(k // 1000), int(k % 1000)
         if sol.has_astrometry(v) and (v, c) not in sol.frozen:
             ra[m], dec[m] = sol.astrometry.pixel_to_sky(v, c, det.x[m], det.y[m])
