@@ -107,9 +107,9 @@ def one_run(a):
     keep = {}
 
     def wrap(kind, real):
-        def f(p):
+        def f(p, **kw):
             t = time.time()
-            r = real(p)
+            r = real(p, **kw)
             calls.append(dict(kind=kind, t=time.time() - t, asm=r.t_assemble, solve=r.t_solve,
                               solver=r.solver, fill=r.fill, npairs=r.npairs))
             if kind not in keep:
