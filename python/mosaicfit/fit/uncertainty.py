@@ -17,12 +17,13 @@ product against the truth) and its largest value, per coordinate (mas) or in mag
 visit has no star gets the polynomial's extrapolation there, which grows fast outside the
 region its stars cover: that is what marks CCDs outside the visit's data footprint.
 
-The photometric figures come from the fit's exact marginal covariances (cpp/covariance.hpp:
-the stars profiled out, the couplings between visits through their common stars and with
-the CCD zero points included); the astrometric ones, and the photometry of commonFluxCorr,
-from the per-visit estimate above, which leaves those couplings out beyond the stars'
-leverage. Either is the precision of the solution, not its accuracy against a truth (the
-tests compare the two).
+Up to EXACT_MAX_PARAMS visit parameters the figures come from the fit's exact marginal
+covariances instead (cpp/covariance.hpp: the stars profiled out, the couplings between visits
+through their common stars and with the CCD placement or zero points included); beyond, and
+for commonFluxCorr, from the per-visit estimate above, which leaves those couplings out
+beyond the stars' leverage. Either is the precision of the solution, not its accuracy against
+a truth (the tests compare the two); the photometric figures add what the residuals show the
+model misses (visit_misfit, ccd_excess).
 """
 import logging
 
@@ -94,7 +95,9 @@ def astrometric_ccd_errors(sol, data, camera, ccd_prior_px):
     the error per coordinate of the product over the CCD."""
     am, A = sol.astrometry, data.astrometry
     if A.problem is not None and exact_affordable(A.problem):
-        return _exact_astrometric_errors(sol, data, camera, ccd_prior_px)
+        out = _exact_astrometric_errors(sol, data, camera, ccd_prior_px)
+        if out is not None:
+            return out
     basis = am.basis
     det, star, vidx = data.det, data.star, data.vidx
     n = len(det)
@@ -146,9 +149,7 @@ def photometric_ccd_errors(sol, model, data, u, v, camera, ccd_prior_mag, solve_
     `cov`: the last solve with its marginal covariances (one polynomial per visit, one zero
     point per CCD of ``data.ccds``): then the error at a point is exactly
     b' C_v b + 2 b' C_vc + C_c, the couplings between visits and with the CCD zero points
-    included (the per-visit estimate misses a sky region that all visits see at their field
-    edge, tied to the reference catalogue by few stars: 2 mmag claimed, 18 mmag true, on the
-    30-visit check of issue 14)."""
+    included, which the per-visit estimate leaves out."""
     p = data.photometry
     basis = PolyBasis(model.order, model.kind)
     if cov is not None and cov.visit_cov is not None:
@@ -305,7 +306,7 @@ def _exact_astrometric_errors(sol, data, camera, ccd_prior_px):
     cov = solve_least_squares(p, covariance=True)
     scale = float(np.median(data.det.pixscale))               # arcsec / pixel
     if cov.visit_cov is None:
-        return {}
+        return None                   # singular: the caller falls back to the estimate
     T = n_terms(p.order)
     par = {int(c): k for k, c in enumerate(data.ccds)}
     fixed = np.zeros(p.nccd, bool) if p.ccd_fixed is None else np.asarray(p.ccd_fixed, bool)
