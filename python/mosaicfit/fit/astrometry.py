@@ -102,8 +102,9 @@ def _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, rotation):
     return G
 
 
-def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
-    """Fit the astrometry of `data` (a :class:`~mosaicfit.fit.state.FitData`).
+def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None):
+    """Fit the astrometry of `data` (a :class:`~mosaicfit.fit.state.FitData`); with `held`
+    (a :class:`~mosaicfit.fit.state.CcdTerms`) the CCD placement is held at its values.
 
     Returns (AstrometricModel, frozen, finish) with `frozen` the {(visit, ccd): single-frame
     header} of the visits with too few stars for their polynomial and `finish` the turbulence
@@ -149,6 +150,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
     n_ref_rejected = 0
 
     geom = np.zeros((nc, 3))
+    if held is not None:
+        geom[:] = [held.placement.get(int(c), (0.0, 0.0, 0.0)) for c in ccds]
     half_diag = np.array([0.5 * np.hypot(camera[int(c)].width, camera[int(c)].height)
                           for c in ccds])
 
@@ -223,7 +226,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats):
         a, b = optics(u, v)                       # the polynomial's coordinates
         ccd_fixed = np.ones(nc, bool)
         ccd_prior = ccd_prior_w = None
-        if it > 0 and cfg.solveCcd:
+        if it > 0 and cfg.solveCcd and held is None:
             G = _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, cfg.allowRotation)
             n_on = np.bincount(cidx[active], minlength=nc)
             # a weak prior towards the nominal placement on every CCD: it holds the sparse

@@ -35,9 +35,10 @@ HUBER_TOL = 0.05
 HUBER_TOL_MAG = 1e-5
 
 
-def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
+def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, held=None):
     """Fit the photometry of `data` (the detections of one filter, a FitData subset) on top of
-    the astrometry of `sol` (J of its TAN-SIP products). Returns (PhotometricModel,
+    the astrometry of `sol` (J of its TAN-SIP products); with `held` ({ccd: dC}, magnitudes)
+    the CCD terms are held at those values. Returns (PhotometricModel,
     {(visit, ccd): FLUXMAG0ERR}, {(visit, ccd): uncertainty of the calibration, mmag} (every
     science CCD: fit.uncertainty)); sets ``data.photometry``; appends to `stats`."""
     det, star, nstar = data.det, data.star, data.nstar
@@ -118,6 +119,12 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
         par_idx = cidx.astype(np.int32)
         npoly, npar = nv, nc
     solve_par = cfg.commonFluxCorr or cfg.fluxFitSolveCcd
+    # CCD terms held at given values: a known offset of each detection, the parameters fixed
+    c0 = np.zeros(nc)
+    if held is not None and not cfg.commonFluxCorr:
+        c0 = np.array([held.get(int(c), 0.0) for c in ccds])
+        solve_par = False
+    y_held = (-m_cor - c0[cidx])[:, None]
     coef_prior = np.zeros((npoly, 1, T))
     coef_prior_w = np.zeros((npoly, 1, T))
     ccd_prior = ccd_prior_w = None
@@ -153,7 +160,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
     for it in range(cfg.maxIter):
         lsp = LeastSquaresProblem(
             star=star, visit=poly_idx, ccd=par_idx, active=active.copy(), u=u / s, v=v / s,
-            y=-m_cor[:, None], w=w * huber, G=G, prior=prior, prior_w=prior_w.copy(),
+            y=y_held, w=w * huber, G=G, prior=prior, prior_w=prior_w.copy(),
             coef_prior=coef_prior, coef_prior_w=coef_prior_w,
             ccd_fixed=None if solve_par else np.ones(npar, bool),
             ccd_prior=ccd_prior, ccd_prior_w=ccd_prior_w,
@@ -243,7 +250,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats):
                           f"{r.nobs} measurements (detections and reference values) for {r.nparam} "
                           "parameters")
     coef = r.coef
-    par = r.dccd[:, 0]
+    par = r.dccd[:, 0] + (0.0 if cfg.commonFluxCorr else c0)
     model = PhotometricModel(filt, order, basis, scale, absolute=absolute)
     for k, vv in enumerate(visits):
         if cfg.commonFluxCorr:

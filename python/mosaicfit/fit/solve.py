@@ -33,7 +33,8 @@ log = logging.getLogger("mosaicfit.fit")
 __all__ = ["solve"]
 
 
-def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refcat_name=""):
+def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refcat_name="",
+          ccd_terms=None):
     """Fit the tract made of `exposures` (list of :class:`ExposureData`).
 
     refcat: an astropy Table in the LSST reference-catalogue convention (coord_ra/dec
@@ -41,6 +42,8 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
     relative solution (config.relativeSolution). tangent_point: (ra, dec) of the tract plane,
     degrees (default: the centre of the detections). refcat_name: the catalogue's name, which
     selects its colour terms (e.g. ps1_pv3_3pi_20170110; config.photoCatName overrides it).
+    ccd_terms: a :class:`~mosaicfit.fit.state.CcdTerms` to hold the CCD placement and the
+    photometric CCD terms at (a region of a split run: pipeline.regions), else they are fitted.
     Visits of several filters share one astrometric solution and get one photometric
     solution per filter. Returns a :class:`~mosaicfit.model.solution.Solution`.
 
@@ -79,10 +82,11 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
     sol = Solution(camera, CcdPlacement(camera), sip_order=cfg.fittingOrder,
                    visit_info=visit_info, stats=stats)
 
+    held_placement = ccd_terms if ccd_terms is not None and ccd_terms.placement else None
     if cfg.doSolveWcs:
         ta = time.time()
         sol.astrometry, sol.frozen, finish = fit_astrometry(data, camera, optics, plane, cfg,
-                                                            exposures, stats)
+                                                            exposures, stats, held_placement)
         sol.placement = sol.astrometry.placement
         for rnd in range(1, cfg.associationRounds + 1):
             tm = time.time()
@@ -108,7 +112,8 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
             stats.iterations.clear()
             before = sol.frozen
             sol.astrometry, sol.frozen, finish = fit_astrometry(data, camera, optics, plane,
-                                                                cfg, exposures, stats)
+                                                                cfg, exposures, stats,
+                                                                held_placement)
             sol.placement = sol.astrometry.placement
             # a frozen visit's detections, placed by its single-frame WCS, may match nothing
             # through the solution and leave the problem: it stays frozen, not unwritten
@@ -145,8 +150,9 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
                 continue
             if len(filters) > 1:
                 log.info("photometry of filter %s: %d visits", filt, len(sub.visits))
-            model, fluxmag0err, mag_err = fit_photometry(sub, sol, cfg, exposures, filt,
-                                                         refcat_name, scale, stats)
+            model, fluxmag0err, mag_err = fit_photometry(
+                sub, sol, cfg, exposures, filt, refcat_name, scale, stats,
+                held=ccd_terms.flux.get(filt) if ccd_terms is not None else None)
             ccd_mag_err.update(mag_err)
             sol.photometry[filt] = model
             sol.fluxmag0err.update(fluxmag0err)

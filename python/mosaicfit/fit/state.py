@@ -4,7 +4,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-__all__ = ["FitData", "AstrometryResult", "PhotometryResult"]
+__all__ = ["FitData", "AstrometryResult", "PhotometryResult", "CcdTerms"]
 
 
 @dataclass
@@ -41,6 +41,68 @@ class PhotometryResult:
         nan = np.full(n, np.nan)
         return cls(np.zeros(n, bool), nan.copy(), nan.copy(), np.full(nstar, np.nan), nan.copy(),
                    nan.copy())
+
+
+@dataclass
+class CcdTerms:
+    """CCD parameters a fit holds at given values instead of fitting them: the placement
+    {ccd: (dx, dy, theta)} (focal-plane pixels, radians, from the nominal placement) and the
+    photometric CCD terms {filter: {ccd: dC}} (magnitudes). A CCD absent from them is held at
+    its nominal placement, or 0. The CCDs are the camera's, shared by every visit of a
+    survey: the regions of a split run (pipeline.regions) hold them at their common
+    consensus, so that no region's products differ from its neighbours' by its own CCD fit.
+
+    `weights` (same keys) say how strongly each value is determined (the detections the fit
+    used on the CCD): :meth:`consensus` averages the regions' values with them."""
+    placement: dict = field(default_factory=dict)
+    flux: dict = field(default_factory=dict)
+    placement_weights: dict = field(default_factory=dict)
+    flux_weights: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, sol):
+        """The CCD terms fitted by the solution `sol` (a model.solution.Solution), weighted by
+        the detections each fit used on each CCD."""
+        d = sol.detections
+        ccd = np.asarray(d["ccd"]) if d is not None and len(d) else np.zeros(0, int)
+        count = lambda used: {int(c): int(n) for c, n in zip(*np.unique(ccd[used],
+                                                                         return_counts=True))}
+        terms = cls()
+        if sol.astrometry is not None:
+            terms.placement = dict(sol.placement.offsets)
+            terms.placement_weights = count(np.asarray(d["astro_used"], bool)) if len(ccd)                 else {}
+        for filt, model in sol.photometry.items():
+            terms.flux[filt] = dict(model.ccd_terms)
+            used = np.asarray(d["phot_used"], bool) if len(ccd) else np.zeros(0, bool)
+            if len(ccd):
+                mine = [v for v, i in sol.visit_info.items() if (i.get("filter") or "") == filt]
+                used = used & np.isin(np.asarray(d["visit"]), mine)
+            terms.flux_weights[filt] = count(used)
+        return terms
+
+    @classmethod
+    def consensus(cls, terms):
+        """The weighted mean of several fits' CCD terms (a CCD absent from a fit, or with
+        weight 0, does not count there)."""
+        def mean(values, weights):
+            acc = {}
+            for val, wt in zip(values, weights):
+                for c, x in val.items():
+                    w = wt.get(c, 0)
+                    if w > 0:
+                        a = acc.setdefault(c, [0.0, 0.0])
+                        a[0] = a[0] + w * np.asarray(x, float)
+                        a[1] += w
+            return ({c: (tuple(float(y) for y in a[0] / a[1]) if np.ndim(a[0]) else
+                         float(a[0] / a[1])) for c, a in acc.items()},
+                    {c: a[1] for c, a in acc.items()})
+        out = cls()
+        out.placement, out.placement_weights = mean([t.placement for t in terms],
+                                                    [t.placement_weights for t in terms])
+        for filt in sorted({f for t in terms for f in t.flux}):
+            out.flux[filt], out.flux_weights[filt] = mean(
+                [t.flux.get(filt, {}) for t in terms], [t.flux_weights.get(filt, {}) for t in terms])
+        return out
 
 
 @dataclass
