@@ -113,6 +113,20 @@ OPTIONS = (
        "single-frame WCS, as hscPipe did", minimum=0),
     _O("requireTractOverlap", bool, True, "write products only for the CCDs that overlap the "
        "tract"),
+    # -- regions (pipeline.regions) --
+    _O("regionNside", int, 0, "split the run into sky regions, the HEALPix cells (nested, "
+       "this nside: cells of ~58.6/nside deg) of its visits' centres, each fitted as one task "
+       "(a Dask task with --scheduler, a local process with -j N) with the visits within "
+       "regionOverlap of its own, whose products it writes; 0: one fit for the run",
+       choices=(0,) + tuple(2 ** k for k in range(14))),
+    _O("regionOverlap", float, 3.0, "degrees: a region also fits the visits whose centres lie "
+       "within this distance of one of its own (two HSC field diameters: the visits its "
+       "border visits overlap, and theirs), so that neighbouring regions agree where they "
+       "meet", minimum=0.0),
+    _O("regionCcdTerms", bool, True, "with regions: fit each region once for the CCD "
+       "placement and flux terms (the camera's, shared by all regions), then every region "
+       "with them held at the regions' consensus (twice the fitting time; off: each region "
+       "fits its own, and its products carry them across its borders)"),
     # -- astrometry --
     _O("doSolveWcs", bool, True, "fit the astrometry (else the single-frame WCS is kept)"),
     _O("fittingOrder", int, 9, "order of the per-visit astrometric polynomial",

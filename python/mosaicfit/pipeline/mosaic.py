@@ -24,6 +24,7 @@ import numpy as np
 from .. import MosaicError
 from ..config import MosaicConfig
 from ..fit.solve import solve
+from ..fit.state import CcdTerms
 from ..io.atomic import write_text
 from ..io.dataid import format_visit_ccds
 from ..io.layout import Repository
@@ -34,10 +35,11 @@ from ..io.wcsfile import write_wcs_file
 from ..model.camera import hsc
 from ..model.fluxcorr import write_fcr
 from ..model.sip import SipModel, cards_text
-from .executor import dask_client
+from .executor import dask_client, process_pool
 from .progress import progress_bar
 from .inputs import load_exposures, resolve_refs
 from .references import match_references, refcat_folder, sky_circle
+from .regions import sky_regions
 
 log = logging.getLogger("mosaicfit")
 
@@ -104,17 +106,21 @@ def run_mosaic(req):
     visit was too damaged for products)."""
     repo = Repository(req.root, req.rerun)
     with rerun_lock(repo.root, repo.rerun_dir, "mosaic.py"):
-        return _run_mosaic(req, repo)
+        client = dask_client(req.scheduler)
+        try:
+            return _run_mosaic(req, repo, client)
+        finally:
+            if client is not None:
+                client.close()      # before the cluster may go: no reconnection attempts
 
 
-def _run_mosaic(req, repo):
+def _run_mosaic(req, repo, client):
     t_all = time.time()
     logging.getLogger("mosaicfit").setLevel(logging.INFO)   # progress and iterations
     cfg = MosaicConfig().update(req.config)
     store_config = stored_config(repo, cfg, "mosaic", req.clobber_config)
     camera = hsc()
     refs = resolve_refs(repo, req.ids)
-    client = dask_client(req.scheduler)
     t0 = time.time()
     exposures, missing, errors = load_exposures(repo, refs, jobs=req.jobs, client=client,
                                                 column_map=cfg.column_map())
@@ -163,12 +169,22 @@ def _run_mosaic(req, repo):
             raise MosaicError(f"tract {tract} does not overlap any CCD selected by --id")
         outputs[tract], tract_info[tract] = out_refs, tinfo
     jobs = []
-    for run in joint_runs({t: {r.visit for r in o} for t, o in outputs.items()}):
+    for run, region in _fits_of(joint_runs({t: {r.visit for r in o} for t, o in outputs.items()}),
+                                outputs, exposures, corners, cfg):
         visits = set().union(*({r.visit for r in outputs[t]} for t in run))
+        if region is not None:
+            visits = set(region.fitted)
         fit_exps = [e for e in exposures if e.visit in visits]
         circle = sky_circle([corners[(e.visit, e.ccd)] for e in fit_exps])
         tinfo = tract_info[run[0]]
-        if len(run) > 1:
+        own = {t: [r for r in outputs[t] if region is None or r.visit in region.own]
+               for t in run}
+        own = {t: o for t, o in own.items() if o}
+        if not own:
+            continue                  # a region whose visits want no products
+        if region is not None:
+            tp = circle[:2]           # each region in a plane of its own (as below)
+        elif len(run) > 1:
             # one plane for the whole run: the footprint's centre (any point of the field would
             # do, the visit polynomials absorb the projective change of plane; the centre keeps
             # it smallest)
@@ -181,29 +197,117 @@ def _run_mosaic(req, repo):
             refcat, rc_name = matched.refcat, matched.name
         elif rc_path is not None:
             refcat = read_refcat(rc_path, *circle, trim=True)
-        log.info("%s: fitting %d CCDs of %d visits (outputs for %d CCDs%s)", _run_name(run),
-                 len(fit_exps), len(visits), sum(len(outputs[t]) for t in run),
-                 f" in {len(run)} tracts" if len(run) > 1 else "")
+        name = region.name if region is not None else _run_name(run)
+        log.info("%s: fitting %d CCDs of %d visits (outputs for %d CCDs%s)", name,
+                 len(fit_exps), len(visits), sum(len(o) for o in own.values()),
+                 f" in {len(own)} tracts" if len(own) > 1 else "")
         ddir = None
         if req.diagnostics or cfg.outputDiag:
             ddir = req.diag_dir or cfg.outputDir or os.path.join(repo.rerun_dir, "mosaic-diag")
-        task = (repo.root, req.rerun, {t: outputs[t] for t in run}, fit_exps, cfg, refcat, tp,
-                rc_name, ddir)
-        # with a Dask scheduler, one task per joint fit (the inputs were read on the cluster
-        # too); its products for every tract are written by the same task
-        jobs.append(client.submit(fit_and_write, *task, pure=False) if client is not None
-                    else task)
+        if client is not None:
+            # the inputs sent to the cluster once, for both passes of a region split
+            fit_exps, refcat = client.scatter([fit_exps, refcat], hash=False)
+        jobs.append(((repo.root, req.rerun, own, fit_exps, cfg, refcat, tp, rc_name, ddir),
+                     dict(region=region), tuple(run)))
+    split = [j for j in jobs if j[1]["region"] is not None]
+    pool = None
+    if client is None and req.jobs > 1 and len(split) > 1:
+        # independent regions in local processes, each fit using its own threads
+        pool = process_pool(min(req.jobs, len(jobs)))
+    if split and cfg.regionCcdTerms:
+        # the CCD terms are the camera's, shared by every region: each region fitted once for
+        # them, then every region fitted again with them held at the regions' consensus
+        # (otherwise each region's products would carry its own CCD fit across its borders)
+        terms = _execute(_fit_ccd_terms, [(t[3:8], {}) for t, _, _ in split], client, pool)
+        by_run = {}
+        for (_, kw, run), tm in zip(split, terms):
+            by_run.setdefault(run, []).append((kw["region"], tm))
+        for run, got in by_run.items():
+            common = CcdTerms.consensus([tm for _, tm in got])
+            log.info("%s: CCD terms held at the consensus of its %d regions' fits (%s)",
+                     _run_name(list(run)), len(got), _spread(common, [tm for _, tm in got]))
+            for _, kw, r in split:
+                if r == run:
+                    kw["ccd_terms"] = common
     n_excluded = 0
-    for job in jobs:
-        lines, n, excl = client.gather(job) if client is not None else fit_and_write(*job)
+    for lines, n, excl in _execute(fit_and_write, [(t, kw) for t, kw, _ in jobs], client, pool,
+                                   lazy=True):
         n_excluded += excl
         store_config()
         print("\n".join(lines[:-1]))
         print(lines[-1].replace("time: ", f"time: read {t_read:.1f} s, "))
+    if pool is not None:
+        pool.shutdown()
     log.info("mosaic done in %.1f s", time.time() - t_all)
     # exit 1 when the user must act: unreadable inputs, a visit too damaged for products, or a
     # fit that did not converge
     return 1 if errors or n_excluded else 0
+
+
+def _execute(fn, calls, client, pool, lazy=False):
+    """fn(*args, **kw) of each (args, kw) of `calls`: as Dask tasks, in the local process
+    pool, or here one after the other; the results in order (with `lazy`, a generator that
+    yields each as it is needed: the local fits then run one at a time)."""
+    if client is not None:
+        futures = [client.submit(fn, *a, pure=False, **kw) for a, kw in calls]
+        out = (client.gather(f) for f in futures)
+    elif pool is not None:
+        futures = [pool.submit(fn, *a, **kw) for a, kw in calls]
+        out = (f.result() for f in futures)
+    else:
+        out = (fn(*a, **kw) for a, kw in calls)
+    return out if lazy else list(out)
+
+
+def _fit_ccd_terms(exposures, cfg, refcat, tangent_point, refcat_name):
+    """The CCD terms a region's own fit finds (the first pass of a region split). Its log is
+    kept to errors: the second pass fits the same visits again and says what they need."""
+    logger = logging.getLogger("mosaicfit")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return CcdTerms.of(solve(exposures, hsc(), cfg, refcat, tangent_point=tangent_point,
+                                 refcat_name=refcat_name))
+    finally:
+        logger.setLevel(level)
+
+
+def _spread(common, terms):
+    """How far the regions' own CCD terms were from their consensus (rms over CCDs and
+    regions): the seam each region's own CCD fit would have left."""
+    dp, dm = [], []
+    for t in terms:
+        dp += [np.hypot(*np.subtract(x[:2], common.placement[c][:2]))
+               for c, x in t.placement.items() if c in common.placement]
+        dm += [x - common.flux[f][c] for f, fl in t.flux.items() for c, x in fl.items()
+               if c in common.flux.get(f, {})]
+    rms = lambda a: float(np.sqrt(np.mean(np.square(a)))) if len(a) else 0.0
+    return f"the regions' own placements {rms(dp):.4f} px and flux terms " \
+        f"{1000 * rms(dm):.3f} mmag rms from it"
+
+
+def _fits_of(runs, outputs, exposures, corners, cfg):
+    """(run, region) of each fit: one per joint run of tracts (region None), or with
+    regionNside one per sky region of a run with visits in more than one region
+    (pipeline.regions)."""
+    for run in runs:
+        regions = None
+        if cfg.regionNside:
+            visits = set().union(*({r.visit for r in outputs[t]} for t in run))
+            # all the CCDs read of the visit: its centre does not depend on the tracts asked for
+            centres = {v: sky_circle([corners[(e.visit, e.ccd)] for e in exposures
+                                      if e.visit == v])[:2] for v in sorted(visits)}
+            regions = sky_regions(centres, cfg.regionNside, cfg.regionOverlap)
+            log.info("%s: %d visits in %d regions of HEALPix nside %d (each fits its own and "
+                     "those within %.2f deg: %s)", _run_name(run), len(visits), len(regions),
+                     cfg.regionNside, cfg.regionOverlap,
+                     ", ".join(f"{r.pixel}: {len(r.own)}+{len(r.fitted) - len(r.own)}"
+                               for r in regions))
+        if regions is None or len(regions) == 1:
+            yield run, None
+        else:
+            for region in regions:
+                yield run, region
 
 
 def joint_runs(tract_visits):
@@ -309,24 +413,28 @@ def tract_view(sol, visits, no_products=()):
 
 
 def fit_and_write(root, rerun, tract_refs, exposures, cfg, refcat, tangent_point, refcat_name,
-                  diag_dir=None):
+                  diag_dir=None, region=None, ccd_terms=None):
     """Fit `exposures` once and write the wcs-/fcr- files of the refs of each tract
     (`tract_refs`: {tract: DataRefs}) and the diagnostics (under `diag_dir`: one folder per
     tract, and with several tracts one for the whole run, ``run-TTTT`` after its first
-    tract): the unit of work that runs locally or as a Dask task. Returns (summary lines,
-    number of files, number of visits too damaged for products and of fits that did not
-    converge)."""
+    tract; for a `region` (pipeline.regions.Region), whose `tract_refs` are its own visits',
+    one folder ``region-PPPPP`` of its own visits): the unit of work that runs locally or as
+    a Dask task. Returns (summary lines, number of files, number of visits too damaged for
+    products and of fits that did not converge)."""
     from .. import diagnostics       # matplotlib: only when diagnostics are asked for
     logging.getLogger("mosaicfit").setLevel(logging.INFO)
     repo = Repository(root, rerun)
     tracts = sorted(tract_refs)
-    name = _run_name(tracts)
-    sol = solve(exposures, hsc(), cfg, refcat, tangent_point=tangent_point, refcat_name=refcat_name)
+    name = region.name if region is not None else _run_name(tracts)
+    sol = solve(exposures, hsc(), cfg, refcat, tangent_point=tangent_point, refcat_name=refcat_name,
+                ccd_terms=ccd_terms)
     t2 = time.time()
     n, skipped = write_products(sol, repo, tract_refs)
     sol.stats.no_products = sorted(set().union(*(set(k) for k in skipped.values())))
     t_write = time.time() - t2
     damaged = st_a.damaged_visits() if (st_a := sol.stats.astrometry) is not None else {}
+    if region is not None:            # the margin's visits are their own regions' to report
+        damaged = {v: q for v, q in damaged.items() if v in region.own}
     for v, q in sorted(damaged.items()):
         print(f"{name}: visit {v} is damaged ({q['flag']}): {q['note']}"
               + ("; no wcs-/fcr- written for it" if q["flag"] == "excluded" else ""),
@@ -343,7 +451,8 @@ def fit_and_write(root, rerun, tract_refs, exposures, cfg, refcat, tangent_point
     tm = st.timing
     lines = [f"{name}: {st.n_visits} visits, {st.n_ccds} CCDs, {st.n_stars} stars "
              f"({st.n_ref_stars} reference), {st.n_detections} detections"
-             + (" (one fit)" if len(tracts) > 1 else "")]
+             + (f" (products of its own {len(region.own)} visits)" if region is not None
+                else " (one fit)" if len(tracts) > 1 else "")]
     if st.astrometry is not None:
         a = st.astrometry
         lines.append(f"  astrometry: chi2/ndof {a.chi2_ndof:.3f}, {a.clipped} clipped, "
@@ -352,7 +461,12 @@ def fit_and_write(root, rerun, tract_refs, exposures, cfg, refcat, tangent_point
         lines.append(f"  photometry {filt}: chi2/ndof {p.chi2_ndof:.3f}, order {p.order}"
                      + (" (absolute)" if p.absolute else " (relative)"))
     t3 = time.time()
-    if diag_dir:
+    if diag_dir and region is not None:
+        rdir = os.path.join(diag_dir, f"region-{region.pixel:05d}")
+        diagnostics.write_all(tract_view(sol, set(region.own), sol.stats.no_products), rdir)
+        lines.append(f"  diagnostics of the region's own visits: "
+                     f"{os.path.join(rdir, 'index.html')}")
+    elif diag_dir:
         if len(tracts) > 1:
             run_dir = os.path.join(diag_dir, f"run-{tracts[0]:04d}")
             diagnostics.write_all(sol, run_dir)
