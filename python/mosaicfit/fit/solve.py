@@ -286,28 +286,39 @@ def _association_radii(data, plane, cfg):
 
 def _changed_detections(a, b):
     """How many detections two associations treat differently: present in one only, or in a
-    star whose other detections or reference differ."""
-    def labels(d):
-        # a detection is (exposure, x, y); its star is named by the star's first detection
-        key = np.rec.fromarrays([d.det.exp, d.det.x, d.det.y])
-        order = np.argsort(key, order=("f0", "f1", "f2"))
-        first = np.full(d.nstar, -1, np.int64)
-        first[d.star[order][::-1]] = order[::-1]
-        return {tuple(k): (int(first[s]), int(r)) for k, s, r in
-                zip(key.tolist(), d.star, d.ref_of_star[d.star])}, key
-    la, ka = labels(a)
-    lb, kb = labels(b)
-    # star names are row numbers of each association's own detections: map them to keys
-    name_a = {i: tuple(k) for i, k in enumerate(ka.tolist())}
-    name_b = {i: tuple(k) for i, k in enumerate(kb.tolist())}
-    changed = 0
-    for k in set(la) | set(lb):
-        if k not in la or k not in lb:
-            changed += 1
-            continue
-        (sa, ra), (sb, rb) = la[k], lb[k]
-        changed += name_a[sa] != name_b[sb] or ra != rb
-    return changed
+    star whose other detections or reference differ.
+
+    A detection is its (exposure, x, y); a star is named by its first detection in that
+    order. Vectorised over one lexicographic sort of both associations' detections (a loop
+    over the detections was 7 s of a 100-visit strip)."""
+    dt = np.dtype([("e", np.int64), ("x", float), ("y", float)])
+
+    def keys(d):
+        k = np.empty(len(d.det.exp), dt)
+        k["e"], k["x"], k["y"] = d.det.exp, d.det.x, d.det.y
+        return k
+    ka, kb = keys(a), keys(b)
+    _, uid = np.unique(np.concatenate([ka, kb]), return_inverse=True)
+    uid = uid.ravel()
+    ua, ub = uid[:len(ka)], uid[len(ka):]
+    nkey = int(uid.max()) + 1 if len(uid) else 0
+
+    def by_key(d, u):
+        """(present, star name, reference) per key; the name is the smallest key of the
+        star's detections, i.e. its first in the sort."""
+        first = np.full(max(d.nstar, 1), nkey, np.int64)
+        np.minimum.at(first, d.star, u)
+        present = np.zeros(nkey, bool)
+        name = np.full(nkey, -1, np.int64)
+        ref = np.full(nkey, -2, np.int64)
+        present[u] = True
+        name[u] = first[d.star]
+        ref[u] = d.ref_of_star[d.star]
+        return present, name, ref
+    pa, na, ra = by_key(a, ua)
+    pb, nb, rb = by_key(b, ub)
+    both = pa & pb
+    return int(np.sum(pa ^ pb)) + int(np.sum(both & ((na != nb) | (ra != rb))))
 
 
 def _associate(inputs, ra, dec, r_int, r_ref, exposures, camera, cfg, stats, quiet=False,
