@@ -214,30 +214,33 @@ def _run_mosaic(req, repo, client):
     if client is None and req.jobs > 1 and len(split) > 1:
         # independent regions in local processes, each fit using its own threads
         pool = process_pool(min(req.jobs, len(jobs)))
-    if split and cfg.regionCcdTerms:
-        # the CCD terms are the camera's, shared by every region: each region fitted once for
-        # them, then every region fitted again with them held at the regions' consensus
-        # (otherwise each region's products would carry its own CCD fit across its borders)
-        terms = _execute(_fit_ccd_terms, [(t[3:8], {}) for t, _, _ in split], client, pool)
-        by_run = {}
-        for (_, kw, run), tm in zip(split, terms):
-            by_run.setdefault(run, []).append((kw["region"], tm))
-        for run, got in by_run.items():
-            common = CcdTerms.consensus([tm for _, tm in got])
-            log.info("%s: CCD terms held at the consensus of its %d regions' fits (%s)",
-                     _run_name(list(run)), len(got), _spread(common, [tm for _, tm in got]))
-            for _, kw, r in split:
-                if r == run:
-                    kw["ccd_terms"] = common
     n_excluded = 0
-    for lines, n, excl in _execute(fit_and_write, [(t, kw) for t, kw, _ in jobs], client, pool,
-                                   lazy=True):
-        n_excluded += excl
-        store_config()
-        print("\n".join(lines[:-1]))
-        print(lines[-1].replace("time: ", f"time: read {t_read:.1f} s, "))
-    if pool is not None:
-        pool.shutdown()
+    try:
+        if split and cfg.regionCcdTerms:
+            # the CCD terms are the camera's, shared by every region: each region fitted once
+            # for them, then every region fitted again with them held at the regions'
+            # consensus (otherwise each region's products would carry its own CCD fit across
+            # its borders)
+            terms = _execute(_fit_ccd_terms, [(t[3:8], {}) for t, _, _ in split], client, pool)
+            by_run = {}
+            for (_, kw, run), tm in zip(split, terms):
+                by_run.setdefault(run, []).append(tm)
+            for run, got in by_run.items():
+                common = CcdTerms.consensus(got)
+                log.info("%s: CCD terms held at the consensus of its %d regions' fits (%s)",
+                         _run_name(list(run)), len(got), _spread(common, got))
+                for _, kw, r in split:
+                    if r == run:
+                        kw["ccd_terms"] = common
+        for lines, n, excl in _execute(fit_and_write, [(t, kw) for t, kw, _ in jobs], client,
+                                       pool, lazy=True):
+            n_excluded += excl
+            store_config()
+            print("\n".join(lines[:-1]))
+            print(lines[-1].replace("time: ", f"time: read {t_read:.1f} s, "))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     log.info("mosaic done in %.1f s", time.time() - t_all)
     # exit 1 when the user must act: unreadable inputs, a visit too damaged for products, or a
     # fit that did not converge
@@ -295,8 +298,11 @@ def _fits_of(runs, outputs, exposures, corners, cfg):
         if cfg.regionNside:
             visits = set().union(*({r.visit for r in outputs[t]} for t in run))
             # all the CCDs read of the visit: its centre does not depend on the tracts asked for
-            centres = {v: sky_circle([corners[(e.visit, e.ccd)] for e in exposures
-                                      if e.visit == v])[:2] for v in sorted(visits)}
+            of_visit = {}
+            for e in exposures:
+                if e.visit in visits:
+                    of_visit.setdefault(e.visit, []).append(corners[(e.visit, e.ccd)])
+            centres = {v: sky_circle(c)[:2] for v, c in sorted(of_visit.items())}
             regions = sky_regions(centres, cfg.regionNside, cfg.regionOverlap)
             log.info("%s: %d visits in %d regions of HEALPix nside %d (each fits its own and "
                      "those within %.2f deg: %s)", _run_name(run), len(visits), len(regions),
