@@ -910,6 +910,22 @@ def scamp_config_text(results):
 
 
 # ------------------------------------------------------------------------------------------
+def with_hand_sections(text, path):
+    """`text` followed by the sections of the existing file at `path` that this script does
+    not write (the measurements of other benchmarks, written by hand): rewriting the file
+    must not lose them."""
+    if not os.path.exists(path):
+        return text
+    ours = {line for line in text.splitlines() if line.startswith("## ")}
+    with open(path) as f:
+        old = f.read()
+    kept = [part for part in ("\n" + old).split("\n## ")[1:]
+            if "## " + part.splitlines()[0] not in ours]
+    if not kept:
+        return text
+    return text.rstrip("\n") + "\n\n" + "\n".join("## " + p.rstrip("\n") + "\n" for p in kept)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small tracts, < 5 minutes")
@@ -953,7 +969,7 @@ def main(argv=None):
     if args.report_only:
         with open(os.path.join(out, "results.json")) as f:
             results = json.load(f)
-        text = report(results, results.get("quick", args.quick))
+        text = with_hand_sections(report(results, results.get("quick", args.quick)), res_path)
         print(text)
         with open(res_path, "w") as f:
             f.write(text)
@@ -982,7 +998,7 @@ def main(argv=None):
         apply_section(out, spec, args.jobs, results)
     results["elapsed_s"] = time.time() - t0
     save(results, out)
-    text = report(results, args.quick)
+    text = with_hand_sections(report(results, args.quick), res_path)
     print()
     print(text)
     with open(res_path, "w") as f:

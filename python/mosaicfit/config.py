@@ -131,6 +131,9 @@ OPTIONS = (
     _O("doSolveWcs", bool, True, "fit the astrometry (else the single-frame WCS is kept)"),
     _O("fittingOrder", int, 9, "order of the per-visit astrometric polynomial",
        minimum=1, maximum=15),
+    _O("commonFromOrder", int, 4, "the visits' polynomial terms of this order and above get a "
+       "prior at their common value over the visits (in the camera's frame), as wide as their "
+       "spread between visits measured by the fit (0: none)", minimum=0, maximum=15),
     _O("internalFitting", bool, True, "use stars without a reference match"),
     _O("solveCcd", bool, True, "fit the CCD offsets (and rotations)"),
     _O("allowRotation", bool, True, "fit the CCD rotations"),

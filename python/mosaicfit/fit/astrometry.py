@@ -16,6 +16,8 @@ from .core import LeastSquaresProblem, require_solution, solve_least_squares
 from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage,
                      model_leverage, repeated_only)
 from .order import HELD, visit_orders
+from .shrinkage import MIN_VISITS, common_terms_prior
+from .uncertainty import polynomial_covariances
 from .chromatic import DcrFit, star_colours, visit_refraction
 from .quality import assess_visits
 from .turbulence import reserved_scatter, reserved_stars, visit_field, visit_kernel
@@ -100,6 +102,41 @@ def _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, rotation):
         if rotation:                         # du/dtheta = -rv, dv/dtheta = ru
             G[m, :, 2] = (dpu * -rv[m] + dpv * ru[m]).T
     return G
+
+
+def _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visits, orders,
+                  coef_prior, coef_prior_w, from_order):
+    """Sets the common-terms prior (fit.shrinkage) in `coef_prior`/`coef_prior_w` from the
+    solution `coef` at the points (a, b); True where it covers any term."""
+    h = leverage(w, star, active, nstar, prior_w)
+    weff = np.where(active, w * (1.0 - h), 0.0)
+    cov = polynomial_covariances(model.basis, a, b, weff, vidx, len(visits), orders)
+    var = np.diagonal(cov, axis1=1, axis2=2)
+    held = coef_prior_w[:, 0, :] >= HELD
+    target, weight, spread = common_terms_prior(coef, var, orders, from_order, held)
+    if not spread:
+        log.info("astrometry: no common-terms prior (fewer than %d visits determine the terms "
+                 "of order >= %d)", MIN_VISITS, from_order)
+        return False
+    degs = sorted(spread)
+    on = weight > 0
+    coef_prior[on] = target[on]
+    coef_prior_w[on] = weight[on]
+    # the held terms of a visit: at the common value rather than at the optics
+    hold = np.zeros_like(on)
+    hold[:, :, :] = held[:, None, :]
+    hold &= np.isin(_term_degrees(coef.shape[2]), degs)[None, None, :]
+    coef_prior[hold] = target[hold]
+    log.info("astrometry: common-terms prior on orders %d-%d of the visit polynomials, spread "
+             "between visits %s mas (%d-%d visits)", degs[0], degs[-1],
+             "/".join(f"{1000.0 * spread[d][0]:.2g}" for d in degs),
+             min(s[1] for s in spread.values()), max(s[1] for s in spread.values()))
+    return True
+
+
+def _term_degrees(T):
+    """The total degree of each of the first T basis terms."""
+    return np.concatenate([np.full(d + 1, d) for d in range(T)])[:T]
 
 
 def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None):
@@ -220,6 +257,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
     returned = np.zeros(n, bool)      # reinstated once (fit.clipping.update_active)
     n_refits = 0                      # of the error model (fit.errors.MAX_REFITS)
     passes, at_floor, converged = 0, False, False    # the damaged-visit check (fit.quality)
+    # the common-terms prior (fit.shrinkage): estimated once from the converged fit without it
+    common_pending = cfg.commonFromOrder > 0 and order >= cfg.commonFromOrder and nv >= 2
     for it in range(cfg.maxIter):
         g = geom[cidx]
         u, v, ru, rv = placement.place(ox, oy, g[:, 0], g[:, 1], g[:, 2], data.u0, data.v0)
@@ -338,6 +377,11 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
                 data.damaged[q.visit] = q.shift_direction_deg
             active &= ~excluded
             if grew:
+                continue
+        if done and common_pending and it < cfg.maxIter - 2:
+            common_pending = False
+            if _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visits,
+                             orders, coef_prior, coef_prior_w, cfg.commonFromOrder):
                 continue
         if done:
             converged = True

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..model.basis import PolyBasis, n_terms
 from .errors import leverage
+from .order import HELD
 
 __all__ = ["CCD_GRID", "COHERENT_SIGMA", "COHERENT_FLOOR_MAG", "polynomial_covariances",
            "astrometric_ccd_errors", "photometric_ccd_errors", "coherent_residuals",
@@ -54,11 +55,12 @@ def _grid(camera, ccd):
     return gx.ravel(), gy.ravel()
 
 
-def polynomial_covariances(basis, a, b, weff, vidx, nv, orders):
+def polynomial_covariances(basis, a, b, weff, vidx, nv, orders, prior_w=None):
     """(nv, T, T) covariances of the visits' coefficients (per coordinate), from the points
-    (a, b) with effective weights `weff` (0: not used); the terms above each visit's order
-    (`orders`, -1: none fitted) have zero variance; a visit whose terms the points do not
-    determine gets infinite variance on them."""
+    (a, b) with effective weights `weff` (0: not used) and the coefficients' priors `prior_w`
+    (nv, T) if any (fit.shrinkage); the terms above each visit's order (`orders`, -1: none
+    fitted) have zero variance; a visit whose terms the points and priors do not determine
+    gets infinite variance on them."""
     T = basis.n_terms
     cov = np.zeros((nv, T, T))
     # the used points grouped by visit once (a mask per visit is O(visits x points): 23 s of
@@ -74,6 +76,8 @@ def polynomial_covariances(basis, a, b, weff, vidx, nv, orders):
         tf = n_terms(int(orders[k]))
         B = basis.values(a[m], b[m])[:, :tf]
         N = B.T @ (weff[m, None] * B)
+        if prior_w is not None:
+            N[np.diag_indices(tf)] += prior_w[k, :tf]
         ev, V = np.linalg.eigh(N)
         if len(ev) == 0 or ev[0] <= 1e-14 * max(ev[-1], 1e-300):
             cov[k, :tf, :tf] = np.inf
@@ -107,7 +111,11 @@ def astrometric_ccd_errors(sol, data, camera, ccd_prior_px):
     for c in np.unique(det.ccd):
         m = det.ccd == c
         a[m], b[m] = am.optics(*sol.placement.to_focal_plane(int(c), det.x[m], det.y[m]))
-    cov = polynomial_covariances(basis, a, b, weff, vidx, len(data.visits), A.orders)
+    prior_w = None
+    if A.problem is not None and A.problem.coef_prior_w is not None:
+        prior_w = np.asarray(A.problem.coef_prior_w)[:, 0, :]
+        prior_w = np.where(prior_w < HELD, prior_w, 0.0)        # the held terms are not fitted
+    cov = polynomial_covariances(basis, a, b, weff, vidx, len(data.visits), A.orders, prior_w)
     # the CCD placement: offset (per coordinate) and rotation, in pixels and radians, from the
     # detections of all visits on the CCD (pixel scale: the single-frame WCS's)
     scale = float(np.median(det.pixscale))                    # arcsec / pixel

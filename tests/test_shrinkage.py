@@ -1,0 +1,143 @@
+"""The common-terms prior of the visit polynomials (fit.shrinkage), against analytic truth."""
+import numpy as np
+import pytest
+
+from mosaicfit.fit.shrinkage import (TAU_FLOOR_ARCSEC, common_terms_prior, paule_mandel,
+                                     visit_rotations)
+from mosaicfit.model.basis import n_terms
+
+
+def _rot(theta):
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def test_paule_mandel_recovers_the_between_group_variance():
+    rng = np.random.default_rng(1)
+    G, n, tau = 400, 20, 2.0
+    var = rng.uniform(0.5, 2.0, (G, n))
+    mu = rng.normal(0, 10, G)
+    d = mu[:, None] + rng.normal(0, tau, (G, n)) + rng.normal(0, np.sqrt(var))
+    grp = np.repeat(np.arange(G), n)
+    t2, m, vm = paule_mandel(d.ravel(), var.ravel(), grp)
+    # tau^2 from G (n - 1) = 7600 degrees of freedom: a relative error ~ sqrt(2 / 7600) x
+    # (1 + var / tau^2) ~ 2%
+    assert t2 == pytest.approx(tau ** 2, rel=0.08)
+    assert np.sqrt(np.mean((m - mu) ** 2)) < 3 * np.sqrt(np.mean(vm))
+    assert np.allclose(vm, 1.0 / np.sum(1.0 / (var + t2), axis=1))
+
+
+def test_paule_mandel_is_zero_within_the_errors():
+    rng = np.random.default_rng(2)
+    var = np.full(300, 4.0)
+    d = rng.normal(0, 1.0, 300)                  # scatter below the stated errors
+    t2, m, _ = paule_mandel(d, var, np.zeros(300, int))
+    assert t2 == 0.0 and m[0] == pytest.approx(np.mean(d))
+
+
+def test_visit_rotations_are_the_polar_factor_of_the_linear_terms():
+    rng = np.random.default_rng(3)
+    th = rng.uniform(-np.pi, np.pi, 12)
+    coef = rng.normal(0, 1e-3, (12, 2, 10))
+    for k, t in enumerate(th):
+        # a scale and a 1e-4 shear on top of the rotation
+        coef[k, :, 1:3] = 600.0 * _rot(t) @ np.array([[1.0, 1e-4], [1e-4, 1.0 - 2e-4]])
+    R = visit_rotations(coef)
+    for k, t in enumerate(th):
+        assert np.allclose(R[k], _rot(t), atol=2e-4)
+
+
+def _visits(nv=20, order=6, tau=2e-4, sig=1e-4, seed=4):
+    """Visits at random rotations sharing common terms c in the camera's frame, each with
+    its own departure of rms `tau` and a measurement error `sig` (arcsec)."""
+    rng = np.random.default_rng(seed)
+    T = n_terms(order)
+    c = rng.normal(0, 5e-3, (2, T))
+    th = rng.uniform(-np.pi, np.pi, nv)
+    own = rng.normal(0, tau, (nv, 2, T))
+    coef = np.empty((nv, 2, T))
+    for k in range(nv):
+        coef[k] = _rot(th[k]) @ (c + own[k]) + rng.normal(0, sig, (2, T))
+        coef[k, :, 1:3] = 600.0 * _rot(th[k])
+    var = np.full((nv, T), sig ** 2)
+    return coef, var, th, c
+
+
+def test_the_prior_is_the_common_terms_seen_through_each_rotation():
+    coef, var, th, c = _visits()
+    orders = np.full(len(th), 6)
+    target, weight, spread = common_terms_prior(coef, var, orders, 4)
+    assert sorted(spread) == [4, 5, 6]
+    for deg, (tau, nvis) in spread.items():
+        assert nvis == len(th)
+        # the true spread 0.2 mas, from 20 visits x 2 x (deg + 1) terms
+        assert tau == pytest.approx(2e-4, rel=0.25), (deg, tau)
+    lo, hi = n_terms(3), n_terms(6)
+    assert np.all(weight[:, :, :lo] == 0) and np.all(weight[:, :, lo:hi] > 0)
+    for k in range(len(th)):
+        want = _rot(th[k]) @ c[:, lo:]
+        # the common value known to tau / sqrt(20)
+        assert np.max(np.abs(target[k, :, lo:] - want)) < 5 * 2.2e-4 / np.sqrt(20)
+    # the weight: 1 / (tau^2 + the common value's variance)
+    tau5 = spread[5][0]
+    assert weight[0, 0, n_terms(4)] == pytest.approx(1.0 / tau5 ** 2, rel=0.1)
+
+
+def test_a_visit_that_does_not_determine_its_terms_gets_the_common_ones():
+    coef, var, th, c = _visits()
+    var[3] = np.inf                              # a visit whose stars cover a corner only
+    coef[3, :, n_terms(3):] = 1.0                # whatever its few stars allowed
+    orders = np.full(len(th), 6)
+    target, weight, spread = common_terms_prior(coef, var, orders, 4)
+    assert all(n == len(th) - 1 for _, n in spread.values())   # not used for the estimate
+    want = _rot(th[3]) @ c
+    assert np.max(np.abs(target[3, :, n_terms(3):] - want[:, n_terms(3):])) < 5e-4
+    assert np.all(weight[3, :, n_terms(3):] > 0)
+
+
+def test_held_terms_get_the_target_but_keep_their_weight():
+    coef, var, th, c = _visits()
+    orders = np.full(len(th), 6)
+    orders[5] = 4
+    held = np.zeros((len(th), n_terms(6)), bool)
+    held[5, n_terms(4):] = True
+    target, weight, _ = common_terms_prior(coef, var, orders, 4, held)
+    assert np.all(weight[5, :, n_terms(4):] == 0)
+    assert np.allclose(target[5, :, n_terms(4):], (_rot(th[5]) @ c)[:, n_terms(4):], atol=5e-4)
+
+
+def test_no_prior_from_too_few_visits_or_when_off():
+    coef, var, th, _ = _visits(nv=2)
+    orders = np.full(2, 6)
+    assert common_terms_prior(coef, var, orders, 4)[2] == {}
+    coef, var, th, _ = _visits()
+    t, w, s = common_terms_prior(coef, var, np.full(len(th), 6), 0)
+    assert s == {} and not w.any()
+
+
+def test_the_spread_has_a_floor():
+    coef, var, th, c = _visits(tau=0.0, sig=1e-7)
+    _, _, spread = common_terms_prior(coef, var, np.full(len(th), 6), 4)
+    assert all(t == TAU_FLOOR_ARCSEC for t, _ in spread.values())
+
+
+def test_the_per_visit_covariances_count_the_prior():
+    from mosaicfit.fit.uncertainty import polynomial_covariances
+    from mosaicfit.model.basis import PolyBasis
+    basis = PolyBasis(4, "legendre")
+    rng = np.random.default_rng(5)
+    # visit 0 covers the field, visit 1 one corner only: its order-4 terms are undetermined
+    a = np.r_[rng.uniform(-1, 1, 400), rng.uniform(0.8, 1.0, 400)]
+    b = np.r_[rng.uniform(-1, 1, 400), rng.uniform(0.8, 1.0, 400)]
+    vidx = np.repeat([0, 1], 400)
+    weff = np.ones(800)
+    orders = np.array([4, 4])
+    cov = polynomial_covariances(basis, a, b, weff, vidx, 2, orders)
+    assert np.all(np.isfinite(cov[0]))
+    pw = np.zeros((2, basis.n_terms))
+    pw[:, n_terms(3):] = 1e6                         # the prior on the order-4 terms
+    cp = polynomial_covariances(basis, a, b, weff, vidx, 2, orders, pw)
+    assert np.all(np.isfinite(cp[1]))
+    # a prior only adds information; with the data's weak in a direction, the prior's variance
+    assert np.all(np.diag(cp[0]) <= np.diag(cov[0]) * (1 + 1e-9))
+    assert np.all(np.diag(cp[1])[n_terms(3):] <= 1e-6 * (1 + 1e-9))
