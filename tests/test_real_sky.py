@@ -12,7 +12,7 @@ from mosaicfit.fit.quality import doubled_outliers
 from mosaicfit.fit.selection import ExposureData
 from mosaicfit.fit.solve import solve
 from mosaicfit.fit.turbulence import (correlation_function, fit_kernel, predict_grid,
-                                      reserved_stars, von_karman)
+                                      reserved_stars, visit_kernel, von_karman)
 from mosaicfit.io.src import standardize
 from mosaicfit.model.camera import hsc
 from mosaicfit.model.solution import Solution
@@ -45,6 +45,33 @@ def test_kernel_fit_recovers_the_kernel_of_an_exact_correlation_function():
     assert s2 == pytest.approx(4e-5, rel=0.05)
     assert ell == pytest.approx(70.0, rel=0.1)
     assert signif > 100
+
+
+def test_kernel_significance_is_the_noise_s():
+    """The significance of a kernel is its amplitude over the error the noise alone gives
+    (uncorrelated residuals: each pair's product has variance 2 s^4, the bins independent):
+    about N(0, 1) on white noise (the best of the lengths tried, so a little above), and not
+    lowered where the residuals' correlation departs from the kernel's shape, as the visit
+    polynomial makes it by taking out the largest scales (the scatter of the bins about the
+    fit then measures that departure, not the noise)."""
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(-2400, 2400, (3000, 2))                # arcsec: ~0.5 per arcmin^2
+    null = []
+    for _ in range(20):
+        res = rng.normal(0, 0.017, (3000, 2))               # 17 mas per axis, as a visit
+        null.append(visit_kernel(xy, res)[2]["significance"])
+    assert max(null) < 5.0, null
+    assert np.median(null) < 2.5, null
+    # a field of 8 mas whose correlation drops below the kernel's beyond a few arcminutes,
+    # with the pairs per bin of a visit of ~1800 detections on 40 CCDs
+    r = np.geomspace(10.0, 600.0, 16)
+    npairs = np.round(3000 * np.pi * r ** 2 / 4800.0 ** 2 * 1500 * 0.3).astype(int) + 5
+    xip = 2.0 * 6.4e-5 * von_karman(r, 50.0) - 1.4e-5
+    pair_var = 2.0 * (0.017 ** 2) ** 2
+    s2, ell, signif = fit_kernel(r, xip, npairs, pair_var=pair_var)
+    f = 2.0 * von_karman(r, ell)
+    assert signif == pytest.approx(s2 / np.sqrt(pair_var / np.sum(npairs * f * f)), rel=1e-9)
+    assert signif > 5.0 > fit_kernel(r, xip, npairs)[2]
 
 
 def test_correlation_function_of_white_noise_is_zero_beyond_zero_lag():

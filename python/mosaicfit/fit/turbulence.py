@@ -98,11 +98,19 @@ def correlation_function(xy, res, r_max, n_bins=16, r_min=None):
     return np.sqrt(edges[1:] * edges[:-1]), xi, n
 
 
-def fit_kernel(r, xip, npairs, lengths=None):
+def fit_kernel(r, xip, npairs, lengths=None, pair_var=None):
     """(sigma^2, length, significance) of xi_+(r) = 2 sigma^2 g(r / length): for each length
     of a logarithmic grid, sigma^2 by weighted linear least squares (weights: the pairs per
-    bin), the best length by chi2. Significance: sigma^2 over its error from the bins'
-    scatter about the fit."""
+    bin), the best length by chi2. Significance: sigma^2 over its error.
+
+    With `pair_var`, the variance of one pair's product r_i . r_j for uncorrelated residuals
+    (2 sigma_n^4 for a noise sigma_n per axis), the error is the noise's: under that null
+    hypothesis the pairs' products are uncorrelated (even pairs sharing a point), so a bin of
+    P pairs has variance pair_var / P and the amplitude pair_var / sum(P f^2). Without it,
+    from the bins' scatter about the fit, which also counts how far the correlation function
+    departs from the kernel's shape (the visit polynomial takes out the field's largest
+    scales, so that the residuals' correlation drops below the kernel's beyond a few
+    arcminutes): a real field then looks insignificant."""
     ok = np.isfinite(xip) & (npairs > 0)
     if ok.sum() < 3:
         return 0.0, float("nan"), 0.0
@@ -122,8 +130,11 @@ def fit_kernel(r, xip, npairs, lengths=None):
     if best is None:
         return 0.0, float("nan"), 0.0
     chi2, a, ell, f = best
-    dof = max(len(r) - 2, 1)
-    var_a = (chi2 / dof) / max(np.sum(w * f * f), 1e-300)
+    if pair_var is not None:
+        var_a = float(pair_var) / max(np.sum(w * f * f), 1e-300)
+    else:
+        dof = max(len(r) - 2, 1)
+        var_a = (chi2 / dof) / max(np.sum(w * f * f), 1e-300)
     return a, float(ell), float(a / math.sqrt(var_a)) if var_a > 0 else float("inf")
 
 
@@ -191,7 +202,10 @@ def visit_kernel(xy, res, r_fit=600.0, min_points=200, min_significance=5.0):
         info["why"] = f"{len(xy)} detections (< {min_points})"
         return 0.0, float("nan"), info
     r, xip, npairs = correlation_function(xy, res, r_fit, r_min=r_fit / 60.0)
-    sigma2, length, signif = fit_kernel(r, xip, npairs)
+    # the noise of the pairs' products if the residuals were uncorrelated: 2 s^4, s^2 their
+    # variance per axis (the field's own share included, which only makes the test stricter)
+    s2n = float(np.mean(np.sum(np.asarray(res, float) ** 2, axis=1))) / 2.0
+    sigma2, length, signif = fit_kernel(r, xip, npairs, pair_var=2.0 * s2n ** 2)
     info.update(sigma_mas=math.sqrt(max(sigma2, 0.0)) * 1000.0,
                 length_arcmin=length / 60.0 if np.isfinite(length) else float("nan"),
                 significance=signif, r_arcmin=(r / 60.0).tolist(),
