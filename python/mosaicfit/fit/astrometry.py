@@ -508,17 +508,23 @@ def _fit_turbulence(solve_at, noise, refit_refs, r, y, star, vidx, visits, activ
         xs = np.nan_to_num(rr.xstar[star], nan=0.0)
         return rr.resid + xs + y + y_turb
 
+    any_kernel = True
     for _ in range(rounds):
         pos = positions(r)
         target = r.resid + y_turb              # what the field must explain
-        kernels, info = {}, {}
-        for k, v in enumerate(visits):
-            m = (vidx == k) & active
-            if frozen_v[k]:
-                continue
-            s2, ell, info[int(v)] = visit_kernel(pos[m], target[m])
-            if s2 > 0:
-                kernels[int(v)] = (s2, ell)
+        kernels = {}
+        if any_kernel:
+            # (once no visit has a field the rounds only refit the reference errors: the
+            # residuals barely move, their correlation functions are not measured again)
+            info = {}
+            for k, v in enumerate(visits):
+                m = (vidx == k) & active
+                if frozen_v[k]:
+                    continue
+                s2, ell, info[int(v)] = visit_kernel(pos[m], target[m])
+                if s2 > 0:
+                    kernels[int(v)] = (s2, ell)
+            any_kernel = bool(kernels)
         if noise_var is None:
             turb_var = np.zeros(n)
             for k, v in enumerate(visits):
