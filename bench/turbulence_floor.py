@@ -84,6 +84,7 @@ def oracle(visits, step, n, flat_mas=1000.0):
     the evaluation points (m, 2), the posterior mean: K_e C^-1 r, C = K + N + A S A^T.
     """
     from scipy.linalg import cho_factor, cho_solve
+    from threadpoolctl import threadpool_limits
     rng = np.random.default_rng(0)
     sizes = [len(v["u"]) for v in visits]
     N = sum(sizes)
@@ -118,7 +119,10 @@ def oracle(visits, step, n, flat_mas=1000.0):
     e_ref = {int(s): rng.normal(0, ref[int(s)], 2) for s in uniq if int(s) in ref}
     pos_err = np.array([e_ref.get(int(s), (0.0, 0.0)) for s in star])
     r = d + rng.normal(size=d.shape) * sig[:, None] + pos_err
-    alpha = cho_solve(cho_factor(C, lower=True, overwrite_a=True), np.r_[r[:, 0], r[:, 1]])
+    rhs = np.r_[r[:, 0], r[:, 1]]
+    # (one BLAS thread: OpenBLAS's threaded Cholesky crashed on these ~20000^2 systems)
+    with threadpool_limits(limits=1, user_api="blas"):
+        alpha = cho_solve(cho_factor(C, lower=True, overwrite_a=True), rhs)
     out = []
     for k, v in enumerate(visits):
         a, b = off[k], off[k + 1]
@@ -136,6 +140,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--ccds", default="central", help="all, central (30..69) or A..B "
                     "(the oracle's dense system grows as (detections)^2: ~10^4 is a minute)")
+    ap.add_argument("--radius", type=lambda t: tuple(float(x) for x in t.split(",")),
+                    help="RT,RE arcmin: the oracle sees the detections within RT of the "
+                    "visits' mean centre, and both are evaluated within RE (< RT: away from "
+                    "the edge of the oracle's data, on the whole focal plane's fit)")
     ap.add_argument("--max-oracle", type=int, default=12000,
                     help="largest number of detections for the oracle's dense system")
     args = ap.parse_args(argv)
@@ -180,6 +188,8 @@ def main(argv=None):
     ref_sig = {int(i): float(np.hypot(e * rad_mas, pe * rad_mas * dt))
                for i, e, pe in zip(ref["id"], ref["coord_raErr"], ref["pm_raErr"])}
     per_visit, errs = [], {}
+    centre = (float(np.mean([tm.visits[v]["ra"] for v in tm.visits])),
+              float(np.mean([tm.visits[v]["dec"] for v in tm.visits])))
     for v in sorted(tm.visits):
         vp = tm.visits[v]
         tv = vp["turbulence"]
@@ -197,25 +207,33 @@ def main(argv=None):
             cs["sig_mas"] = cat["x_err"][k] * pixscale_mas
             parts.append(cs)
             for name, sol in sols.items():
+                e = np.full((len(cs), 2), np.nan)        # (no product: not counted)
                 if sol.has_astrometry(v) and (v, c) not in sol.frozen:
                     a, b = truth.astrometric_error(v, c, sol.sip_model(v, c).pixel_to_sky,
                                                    "reference-colour")
-                    errs[v][name].append(np.stack([a, b], 1))
+                    e = np.stack([a, b], 1)
+                errs[v][name].append(e)
         col = lambda name: np.concatenate([np.asarray(p[name]) for p in parts])
         xi, eta = sky_to_tangent(col("ra"), col("dec"), vp["ra"], vp["dec"])
+        cx, cy = sky_to_tangent(col("ra"), col("dec"), *centre)
         per_visit.append(dict(visit=v, u=np.degrees(xi) * 60.0, v=np.degrees(eta) * 60.0,
                               d=np.stack([col("turb_dxi"), col("turb_deta")], 1),
                               sig=col("sig_mas"), star=col("truth_id").astype(np.int64),
                               rms=tv["rms_mas"], outer=tv["outer_scale_arcmin"],
-                              b_fraction=tv["b_fraction"], ref=ref_sig))
+                              b_fraction=tv["b_fraction"], ref=ref_sig,
+                              r=np.degrees(np.hypot(cx, cy)) * 60.0,
+                              errs={k: np.concatenate(x) for k, x in errs[v].items()}))
     # the oracle's data: the detections of stars seen twice or more, or in the catalogue
     # (a star seen once and not in it says nothing about the field: its position is free)
     allstars = np.concatenate([p["star"] for p in per_visit])
     ids, cnt = np.unique(allstars, return_counts=True)
     useful = set(ids[cnt >= 2].tolist()) | (set(ids.tolist()) & set(ref_sig))
+    r_train, r_eval = args.radius if args.radius else (np.inf, np.inf)
     for p in per_visit:
-        p["eu"], p["ev"], p["ed"] = p["u"], p["v"], p["d"]
-        keep = np.array([int(s) in useful for s in p["star"]])
+        ev = p["r"] < r_eval
+        p["eu"], p["ev"], p["ed"] = p["u"][ev], p["v"][ev], p["d"][ev]
+        p["errs"] = {k: e[ev] for k, e in p["errs"].items()}
+        keep = np.array([int(s) in useful for s in p["star"]]) & (p["r"] < r_train)
         for key in ("u", "v", "d", "sig", "star"):
             p[key] = p[key][keep]
     t1 = time.time()
@@ -237,7 +255,7 @@ def main(argv=None):
                    field=np.sqrt(np.mean(p["ed"] ** 2, axis=0)),
                    oracle=np.sqrt(np.mean((est - p["ed"]) ** 2, axis=0)))
         for name in sols:
-            row[name] = np.sqrt(np.mean(np.concatenate(errs[p["visit"]][name]) ** 2, axis=0))
+            row[name] = np.sqrt(np.nanmean(p["errs"][name] ** 2, axis=0))
         rows.append(row)
         print(f"{row['visit']:>7} {row['n']:>6} {row['outer']:>5.1f}' "
               + " ".join(f"{row[k][0]:>5.2f}/{row[k][1]:<5.2f}"
