@@ -141,3 +141,39 @@ def test_the_per_visit_covariances_count_the_prior():
     # a prior only adds information; with the data's weak in a direction, the prior's variance
     assert np.all(np.diag(cp[0]) <= np.diag(cov[0]) * (1 + 1e-9))
     assert np.all(np.diag(cp[1])[n_terms(3):] <= 1e-6 * (1 + 1e-9))
+
+
+def test_each_filter_has_its_own_common_terms():
+    """A filter's glass adds its own distortion: the visits of each filter share their terms,
+    not those of another filter (fit.astrometry._common_prior)."""
+    from types import SimpleNamespace
+    from mosaicfit.fit.astrometry import _common_prior
+    from mosaicfit.model.basis import PolyBasis
+    order, nv, npts = 6, 8, 400
+    T = n_terms(order)
+    rng = np.random.default_rng(9)
+    common = {"HSC-I": rng.normal(0, 5e-3, (2, T)), "HSC-R": rng.normal(0, 5e-3, (2, T))}
+    bands = ["HSC-I", "HSC-R"] * (nv // 2)
+    th = rng.uniform(-np.pi, np.pi, nv)
+    coef = np.empty((nv, 2, T))
+    for k in range(nv):
+        coef[k] = _rot(th[k]) @ (common[bands[k]] + rng.normal(0, 1e-4, (2, T)))
+        coef[k, :, 1:3] = 600.0 * _rot(th[k])
+    # every visit's stars over the whole field, each tied to the catalogue (no leverage)
+    vidx = np.repeat(np.arange(nv), npts)
+    a, b = rng.uniform(-1, 1, (2, nv * npts))
+    n = nv * npts
+    w = np.full(n, 1e8)                               # 0.1 mas detections, arcsec^-2
+    star = np.arange(n)
+    prior_w = np.full(n, 1e12)
+    coef_prior, coef_prior_w = np.zeros((nv, 2, T)), np.zeros((nv, 2, T))
+    model = SimpleNamespace(basis=PolyBasis(order, "legendre"))
+    assert _common_prior(model, coef, a, b, w, star, np.ones(n, bool), n, prior_w, vidx,
+                         np.arange(nv), np.full(nv, order), coef_prior, coef_prior_w, 4, bands)
+    lo = n_terms(3)
+    for k in range(nv):
+        want = (_rot(th[k]) @ common[bands[k]])[:, lo:]
+        other = (_rot(th[k]) @ common["HSC-R" if bands[k] == "HSC-I" else "HSC-I"])[:, lo:]
+        assert np.max(np.abs(coef_prior[k, :, lo:] - want)) < 5e-4
+        assert np.max(np.abs(coef_prior[k, :, lo:] - other)) > 2e-3
+        assert np.all(coef_prior_w[k, :, lo:] > 0) and np.all(coef_prior_w[k, :, :lo] == 0)

@@ -105,33 +105,42 @@ def _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, rotation):
 
 
 def _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visits, orders,
-                  coef_prior, coef_prior_w, from_order):
+                  coef_prior, coef_prior_w, from_order, bands):
     """Sets the common-terms prior (fit.shrinkage) in `coef_prior`/`coef_prior_w` from the
-    solution `coef` at the points (a, b); True where it covers any term."""
+    solution `coef` at the points (a, b), for the visits of each filter apart (`bands` (nv,):
+    each filter's glass adds its own distortion); True where it covers any term."""
     h = leverage(w, star, active, nstar, prior_w)
     weff = np.where(active, w * (1.0 - h), 0.0)
     cov = polynomial_covariances(model.basis, a, b, weff, vidx, len(visits), orders)
     var = np.diagonal(cov, axis1=1, axis2=2)
     held = coef_prior_w[:, 0, :] >= HELD
-    target, weight, spread = common_terms_prior(coef, var, orders, from_order, held)
-    if not spread:
-        log.info("astrometry: no common-terms prior (fewer than %d visits determine the terms "
-                 "of order >= %d)", MIN_VISITS, from_order)
-        return False
-    degs = sorted(spread)
-    on = weight > 0
-    coef_prior[on] = target[on]
-    coef_prior_w[on] = weight[on]
-    # the held terms of a visit: at the common value rather than at the optics
-    hold = np.zeros_like(on)
-    hold[:, :, :] = held[:, None, :]
-    hold &= np.isin(_term_degrees(coef.shape[2]), degs)[None, None, :]
-    coef_prior[hold] = target[hold]
-    log.info("astrometry: common-terms prior on orders %d-%d of the visit polynomials, spread "
-             "between visits %s mas (%d-%d visits)", degs[0], degs[-1],
-             "/".join(f"{1000.0 * spread[d][0]:.2g}" for d in degs),
-             min(s[1] for s in spread.values()), max(s[1] for s in spread.values()))
-    return True
+    degree = _term_degrees(coef.shape[2])
+    covered = False
+    for band in sorted(set(bands)):
+        k = np.nonzero(np.asarray(bands) == band)[0]
+        target, weight, spread = common_terms_prior(coef[k], var[k], orders[k], from_order,
+                                                    held[k])
+        if not spread:
+            log.info("astrometry: no common-terms prior for %s (%d visits: fewer than %d "
+                     "determine the terms of order >= %d)", band, len(k), MIN_VISITS,
+                     from_order)
+            continue
+        degs = sorted(spread)
+        on = weight > 0
+        sub_prior, sub_w = coef_prior[k], coef_prior_w[k]
+        sub_prior[on] = target[on]
+        sub_w[on] = weight[on]
+        # the held terms of a visit: at the common value rather than at the optics
+        hold = held[k][:, None, :] & np.isin(degree, degs)[None, None, :]
+        hold = np.broadcast_to(hold, target.shape)
+        sub_prior[hold] = target[hold]
+        coef_prior[k], coef_prior_w[k] = sub_prior, sub_w
+        covered = True
+        log.info("astrometry: common-terms prior on orders %d-%d of the %s visit polynomials, "
+                 "spread between visits %s mas (%d-%d visits)", degs[0], degs[-1], band,
+                 "/".join(f"{1000.0 * spread[d][0]:.2g}" for d in degs),
+                 min(x[1] for x in spread.values()), max(x[1] for x in spread.values()))
+    return covered
 
 
 def _term_degrees(T):
@@ -259,6 +268,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
     passes, at_floor, converged = 0, False, False    # the damaged-visit check (fit.quality)
     # the common-terms prior (fit.shrinkage): estimated once from the converged fit without it
     common_pending = cfg.commonFromOrder > 0 and order >= cfg.commonFromOrder and nv >= 2
+    band_of = {e.visit: str(e.filter) for e in exposures}
+    bands = [band_of.get(int(v), "") for v in visits]
     for it in range(cfg.maxIter):
         g = geom[cidx]
         u, v, ru, rv = placement.place(ox, oy, g[:, 0], g[:, 1], g[:, 2], data.u0, data.v0)
@@ -381,7 +392,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
         if done and common_pending and it < cfg.maxIter - 2:
             common_pending = False
             if _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visits,
-                             orders, coef_prior, coef_prior_w, cfg.commonFromOrder):
+                             orders, coef_prior, coef_prior_w, cfg.commonFromOrder, bands):
                 continue
         if done:
             converged = True

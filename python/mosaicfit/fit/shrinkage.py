@@ -18,6 +18,9 @@ on whatever its few stars allow. With one visit, or where fewer than MIN_VISITS 
 determine a degree, there is no prior. Terms a visit holds (above its order, fit.order) are
 held at R_v c instead of at 0.
 
+The fit estimates the prior for the visits of each filter apart (fit.astrometry): each
+filter's glass adds its own distortion.
+
 This is the hierarchical shrinkage of meta-analysis (DerSimonian & Laird 1986; Paule & Mandel
 1982), applied per polynomial degree: the data say how similar the visits are.
 """
