@@ -1,6 +1,6 @@
 """How well can a turbulent field be recovered at all? The fit against an oracle (issue 13).
 
-    python bench/turbulence_floor.py [--visits 10] [--rms 8] [--seed 1] [--ccds central|all|A..B]
+    python bench/turbulence_floor.py [--visits 10] [--rms 8] [--seed 1] [--ccds central|all|A..B] [--radius RT,RE] [key=value ...]
 
 Simulates a tract with the ``turbulence`` effect at a fixed rms per axis (`--rms` mas, the
 issue's 8 mas) and measures, per visit, on the clean star detections (the points where
@@ -146,6 +146,7 @@ def main(argv=None):
                     "the edge of the oracle's data, on the whole focal plane's fit)")
     ap.add_argument("--max-oracle", type=int, default=12000,
                     help="largest number of detections for the oracle's dense system")
+    ap.add_argument("config", nargs="*", help="key=value configuration of the fit")
     args = ap.parse_args(argv)
 
     from mosaicfit.config import MosaicConfig
@@ -173,7 +174,7 @@ def main(argv=None):
     sols = {}
     for name, extra in (("fit", []), ("no field", ["fitTurbulence=False"])):
         t1 = time.time()
-        cfg = MosaicConfig().update(["doSolveFlux=False"] + extra)
+        cfg = MosaicConfig().update(["doSolveFlux=False"] + list(args.config) + extra)
         sols[name] = solve(exps, hsc(), cfg, sim.refcat, tangent_point=(150.1, 2.2))
         print(f"  mosaicfit ({name}): {time.time() - t1:.0f} s", flush=True)
 
