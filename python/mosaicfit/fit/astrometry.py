@@ -607,10 +607,12 @@ def _fit_turbulence(solve_at, noise, refit_refs, r, y, star, vidx, visits, activ
         chi = ww * np.sum((p - mean[s]) ** 2, axis=1)
         act[rows] = np.isfinite(chi) & (chi < thr ** 2)
     r = solve_at(y_turb, act)
-    if fields and act.sum() > active.sum():
+    if fields:
         # the fields the reserved stars validated, fitted again with those stars in: a tenth
         # more stars (and a detection of their own at each) is 0.3 mas of an 8 mas field
-        # (bench/turbulence_floor.py); the validation figures stay those of the held-out fit
+        # (bench/turbulence_floor.py); the validation figures stay those of the held-out fit.
+        # This last fit also takes the field's E/B structure where the residuals show it
+        # (the rounds above only move the stars: the isotropic kernel serves them)
         pos = positions(r)
         target = r.resid + y_turb
         for k, v in enumerate(visits):
@@ -618,7 +620,7 @@ def _fit_turbulence(solve_at, noise, refit_refs, r, y, star, vidx, visits, activ
                 continue
             m = (vidx == k) & act
             f = visit_field(pos[m], target[m], noise_var[m], *kernels[int(v)],
-                            cfg.turbulenceGridStep, info[int(v)])
+                            cfg.turbulenceGridStep, info[int(v)], eb=True)
             fields[int(v)] = f
             mv = vidx == k
             y_turb[mv] = np.stack(f(pos[mv, 0], pos[mv, 1]), axis=1)

@@ -40,7 +40,8 @@ from ..model.turbulence import TurbulenceField
 
 log = logging.getLogger("mosaicfit.fit")
 
-__all__ = ["von_karman", "correlation_function", "fit_kernel", "predict_grid", "visit_kernel",
+__all__ = ["von_karman", "eb_kernel", "eb_fraction", "correlation_function", "fit_kernel",
+           "predict_grid", "visit_kernel",
            "visit_field", "reserved_stars", "reserved_scatter"]
 
 NU = 5.0 / 6.0
@@ -70,6 +71,90 @@ def von_karman(r, length):
     t -= i
     g0 = _G[i]
     return g0 + t * (_G[i + 1] - g0)
+
+
+_EB = None
+
+
+def _eb_table():
+    """A_T(x) of a curl-free field whose components' correlation is g (A_L + A_T = 2 g):
+    A_T(x) = 2 / x^2 int_0^x s g(s) ds, tabulated on the grid of g; and its tail coefficient
+    (A_T = 2 S / x^2 beyond the table, S the whole integral)."""
+    global _EB
+    if _EB is None:
+        von_karman(0.0, 1.0)                    # fills the table of g
+        g = _G[:len(_X)]
+        f = _X * g
+        S = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * _DX)])
+        at = np.ones_like(_X)
+        at[1:] = 2.0 * S[1:] / _X[1:] ** 2
+        _EB = (at, float(S[-1]))
+    return _EB
+
+
+def eb_kernel(dx, dy, length, b_fraction):
+    """(Kxx, Kyy, Kxy) / sigma^2 at separations (dx, dy) of a von Karman displacement field
+    with a share `b_fraction` of divergence-free (B) and the rest curl-free (E) power, each
+    component of variance 1. A curl-free field d = grad phi has longitudinal and transverse
+    correlations A_L = (r A_T)' and A_T, with A_L + A_T = 2 g(r / length) (the trace, the
+    same for any share); a divergence-free one has them swapped. b_fraction = 0.5 is the
+    isotropic kernel g of each component alone."""
+    dx, dy = np.asarray(dx, float), np.asarray(dy, float)
+    r = np.hypot(dx, dy)
+    g = von_karman(r, length)
+    at_tab, s_inf = _eb_table()
+    x = r / float(length)
+    t = np.minimum(x / _DX, len(at_tab) - 1.0)
+    i = np.minimum(t.astype(np.intp), len(at_tab) - 2)
+    t -= i
+    at = at_tab[i] + t * (at_tab[i + 1] - at_tab[i])
+    far = x > _X[-1]
+    if np.any(far):
+        at = np.where(far, 2.0 * s_inf / np.maximum(x, 1e-300) ** 2, at)
+    al = 2.0 * g - at
+    a_l = (1.0 - b_fraction) * al + b_fraction * at
+    a_t = (1.0 - b_fraction) * at + b_fraction * al
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ux = np.where(r > 0, dx / r, 0.0)
+        uy = np.where(r > 0, dy / r, 0.0)
+    d = a_l - a_t
+    return a_t + d * ux * ux, a_t + d * uy * uy, d * ux * uy
+
+
+def eb_fraction(xy, res, sigma2, length, r_max, min_significance=3.0):
+    """The B share of a field of kernel (sigma2, length) from the residuals `res` (n, 2) at
+    `xy` (n, 2): the pairs closer than `r_max` project their residuals on their separation
+    (radial and transverse components); the mean of rr - tt is (1 - 2 b) sigma^2 (A_L - A_T)
+    of a curl-free field. For uncorrelated residuals each pair's rr - tt has variance 2 s^4
+    and the pairs are uncorrelated; a (1 - 2 b) below `min_significance` times its error gives
+    0.5, the isotropic kernel. Returns (b, significance of 1 - 2 b)."""
+    xy = np.asarray(xy, float)
+    res = np.asarray(res, float)
+    pairs = cKDTree(xy).query_pairs(r_max, output_type="ndarray")
+    if len(pairs) < 10:
+        return 0.5, 0.0
+    i, j = pairs[:, 0], pairs[:, 1]
+    dx, dy = xy[j, 0] - xy[i, 0], xy[j, 1] - xy[i, 1]
+    r = np.hypot(dx, dy)
+    ok = r > 0
+    i, j, dx, dy, r = i[ok], j[ok], dx[ok], dy[ok], r[ok]
+    ux, uy = dx / r, dy / r
+    ri = res[i, 0] * ux + res[i, 1] * uy
+    rj = res[j, 0] * ux + res[j, 1] * uy
+    ti = -res[i, 0] * uy + res[i, 1] * ux
+    tj = -res[j, 0] * uy + res[j, 1] * ux
+    D = ri * rj - ti * tj
+    kxx, kyy, kxy = eb_kernel(r, np.zeros_like(r), length, 0.0)   # along x: kxx = A_L
+    m = sigma2 * (kxx - kyy)
+    mm = float(np.sum(m * m))
+    if mm <= 0:
+        return 0.5, 0.0
+    c = float(np.sum(D * m) / mm)
+    s2n = float(np.mean(np.sum(res ** 2, axis=1))) / 2.0
+    signif = abs(c) / math.sqrt(2.0 * s2n ** 2 / mm)
+    if signif < min_significance:
+        return 0.5, signif
+    return float(np.clip(0.5 * (1.0 - c), 0.0, 1.0)), signif
 
 
 def correlation_function(xy, res, r_max, n_bins=16, r_min=None):
@@ -139,10 +224,12 @@ def fit_kernel(r, xip, npairs, lengths=None, pair_var=None):
 
 
 def predict_grid(xy, res, noise_var, sigma2, length, step, tile=480.0, margin=None,
-                 max_train=2000):
+                 max_train=2000, b_fraction=0.5):
     """The GP posterior mean of `res` (n, 2) observed at `xy` (n, 2) with noise variances
     `noise_var`, on a grid of `step` covering the points: a TurbulenceField. Units: those of
-    `xy` for lengths (arcsec), of `res` for the field."""
+    `xy` for lengths (arcsec), of `res` for the field. With `b_fraction` other than 0.5 the
+    two components are one GP of the E/B kernel (:func:`eb_kernel`), else each its own of
+    the isotropic kernel."""
     margin = float(np.clip(3.0 * length, 60.0, 600.0)) if margin is None else margin
     lo = xy.min(axis=0) - step
     hi = xy.max(axis=0) + step
@@ -157,11 +244,13 @@ def predict_grid(xy, res, noise_var, sigma2, length, step, tile=480.0, margin=No
     # spins on them (7.0 s against 0.45 s of CPU for a 6000-point visit on 2 busy cores);
     # mosaic.py sets OPENBLAS_NUM_THREADS=1 itself, this covers the library's other callers
     with threadpool_limits(limits=1, user_api="blas"):
-        _predict_tiles(xy, res, noise_var, sigma2, length, gx, gy, per, margin, max_train, out)
+        _predict_tiles(xy, res, noise_var, sigma2, length, gx, gy, per, margin, max_train, out,
+                       b_fraction)
     return TurbulenceField(lo[0], lo[1], step, out[0], out[1])
 
 
-def _predict_tiles(xy, res, noise_var, sigma2, length, gx, gy, per, margin, max_train, out):
+def _predict_tiles(xy, res, noise_var, sigma2, length, gx, gy, per, margin, max_train, out,
+                   b_fraction=0.5):
     ny, nx = len(gy), len(gx)
     for ty in range(0, ny, per):
         for tx in range(0, nx, per):
@@ -177,6 +266,14 @@ def _predict_tiles(xy, res, noise_var, sigma2, length, gx, gy, per, margin, max_
                 d = np.max(np.abs(xy[idx] - c), axis=1)
                 idx = idx[np.argsort(d)[:max_train]]
             p = xy[idx]
+            qx, qy = np.meshgrid(gx[tx:tx + per], gy[ty:ty + per])
+            if b_fraction != 0.5:
+                pred = _tile_eb(p, res[idx], noise_var[idx], sigma2, length, b_fraction,
+                                np.column_stack([qx.ravel(), qy.ravel()]))
+                if pred is not None:
+                    out[0, ty:ty + per, tx:tx + per] = pred[:, 0].reshape(qx.shape)
+                    out[1, ty:ty + per, tx:tx + per] = pred[:, 1].reshape(qx.shape)
+                continue
             d = cdist(p, p)
             K = sigma2 * von_karman(d, length)
             K[np.diag_indices_from(K)] += noise_var[idx]
@@ -185,11 +282,29 @@ def _predict_tiles(xy, res, noise_var, sigma2, length, gx, gy, per, margin, max_
                                   res[idx], check_finite=False)
             except np.linalg.LinAlgError:
                 continue
-            qx, qy = np.meshgrid(gx[tx:tx + per], gy[ty:ty + per])
             dq = cdist(np.column_stack([qx.ravel(), qy.ravel()]), p)
             pred = (sigma2 * von_karman(dq, length)) @ alpha
             out[0, ty:ty + per, tx:tx + per] = pred[:, 0].reshape(qx.shape)
             out[1, ty:ty + per, tx:tx + per] = pred[:, 1].reshape(qx.shape)
+
+
+def _tile_eb(p, res, noise_var, sigma2, length, b_fraction, q):
+    """The posterior mean (m, 2) at `q` of one tile's GP of the E/B kernel; None if its
+    matrix is not positive definite."""
+    n = len(p)
+    kxx, kyy, kxy = eb_kernel(p[:, None, 0] - p[None, :, 0], p[:, None, 1] - p[None, :, 1],
+                              length, b_fraction)
+    K = sigma2 * np.block([[kxx, kxy], [kxy, kyy]])
+    K[np.diag_indices_from(K)] += np.r_[noise_var, noise_var]
+    try:
+        alpha = cho_solve(cho_factor(K, lower=True, overwrite_a=True, check_finite=False),
+                          np.r_[res[:, 0], res[:, 1]], check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    qxx, qyy, qxy = eb_kernel(q[:, None, 0] - p[None, :, 0], q[:, None, 1] - p[None, :, 1],
+                              length, b_fraction)
+    a, b = alpha[:n], alpha[n:]
+    return sigma2 * np.stack([qxx @ a + qxy @ b, qxy @ a + qyy @ b], axis=1)
 
 
 def visit_kernel(xy, res, r_fit=600.0, min_points=200, min_significance=5.0):
@@ -216,13 +331,19 @@ def visit_kernel(xy, res, r_fit=600.0, min_points=200, min_significance=5.0):
     return sigma2, length, info
 
 
-def visit_field(xy, res, noise_var, sigma2, length, step, info, r_fit=600.0):
+def visit_field(xy, res, noise_var, sigma2, length, step, info, r_fit=600.0, eb=False):
     """The turbulence field of one visit (posterior mean on the grid, :func:`predict_grid`)
-    with the kernel of :func:`visit_kernel`; adds the correlation function after it to
-    `info`."""
-    field = predict_grid(xy, res, noise_var, sigma2, length, step)
+    with the kernel of :func:`visit_kernel`, isotropic or (`eb`) with the E/B share the
+    residuals show; adds the correlation function after it to `info`."""
+    b = 0.5
+    if eb:
+        # from the pairs within a few lengths (4: A_L - A_T is small beyond), where the data
+        # say it; else the isotropic kernel
+        b, b_signif = eb_fraction(xy, res, sigma2, length, 4.0 * length)
+        info.update(b_fraction=b, eb_significance=b_signif)
+    field = predict_grid(xy, res, noise_var, sigma2, length, step, b_fraction=b)
     field.params.update(sigma=info["sigma_mas"], lenarcm=info["length_arcmin"],
-                        signif=info["significance"])
+                        signif=info["significance"], bfrac=b)
     after = res - np.stack(field(xy[:, 0], xy[:, 1]), axis=1)
     _, xia, _ = correlation_function(xy, after, r_fit, r_min=r_fit / 60.0)
     info["xi_after_mas2"] = (xia * 1e6).tolist()
