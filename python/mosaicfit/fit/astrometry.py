@@ -520,7 +520,7 @@ def _fit_turbulence(solve_at, noise, refit_refs, r, y, star, vidx, visits, activ
         return rr.resid + xs + y + y_turb
 
     any_kernel = True
-    for _ in range(rounds):
+    for rnd in range(rounds):
         pos = positions(r)
         target = r.resid + y_turb              # what the field must explain
         kernels = {}
@@ -549,7 +549,7 @@ def _fit_turbulence(solve_at, noise, refit_refs, r, y, star, vidx, visits, activ
                 continue
             m = (vidx == k) & active
             f = visit_field(pos[m], target[m], noise_var[m], *kernels[int(v)], cfg.turbulenceGridStep,
-                            info[int(v)])
+                            info[int(v)], after=rnd == rounds - 1)
             fields[int(v)] = f
             mv = vidx == k
             y_turb[mv] = np.stack(f(pos[mv, 0], pos[mv, 1]), axis=1)

@@ -331,10 +331,12 @@ def visit_kernel(xy, res, r_fit=600.0, min_points=200, min_significance=5.0):
     return sigma2, length, info
 
 
-def visit_field(xy, res, noise_var, sigma2, length, step, info, r_fit=600.0, eb=False):
+def visit_field(xy, res, noise_var, sigma2, length, step, info, r_fit=600.0, eb=False,
+                after=True):
     """The turbulence field of one visit (posterior mean on the grid, :func:`predict_grid`)
     with the kernel of :func:`visit_kernel`, isotropic or (`eb`) with the E/B share the
-    residuals show; adds the correlation function after it to `info`."""
+    residuals show; adds the correlation function after it to `info` (`after`: the
+    diagnostics show the last field's only, and each costs as much as the kernel's)."""
     b = 0.5
     if eb:
         # from the pairs within a few lengths (4: A_L - A_T is small beyond), where the data
@@ -344,9 +346,10 @@ def visit_field(xy, res, noise_var, sigma2, length, step, info, r_fit=600.0, eb=
     field = predict_grid(xy, res, noise_var, sigma2, length, step, b_fraction=b)
     field.params.update(sigma=info["sigma_mas"], lenarcm=info["length_arcmin"],
                         signif=info["significance"], bfrac=b)
-    after = res - np.stack(field(xy[:, 0], xy[:, 1]), axis=1)
-    _, xia, _ = correlation_function(xy, after, r_fit, r_min=r_fit / 60.0)
-    info["xi_after_mas2"] = (xia * 1e6).tolist()
+    if after:
+        left = res - np.stack(field(xy[:, 0], xy[:, 1]), axis=1)
+        _, xia, _ = correlation_function(xy, left, r_fit, r_min=r_fit / 60.0)
+        info["xi_after_mas2"] = (xia * 1e6).tolist()
     return field
 
 
