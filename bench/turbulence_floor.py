@@ -8,18 +8,18 @@ bench/accuracy_sim.py and the tests evaluate the written WCS):
 
 1. mosaicfit: the written TAN-SIP products (fitTurbulence on, and off) against the truth
    "reference-colour" (turbulence counts as an error of the WCS), rms per axis;
-2. the oracle: the Bayes-optimal estimate of the field at the same points from the same
-   detections, given everything the fit must estimate: the stars' true positions, the exact
-   covariance of the simulator's field (its E/B von Karman spectrum, the visit's outer scale
-   and rms; computed from the spectrum the simulator draws from, cross-covariance of the two
-   axes included) and each detection's true centroid error. It is the posterior mean of a
-   Gaussian process with that covariance, and its error is a lower bound for any method that
-   does not know the stars' positions beforehand. Each detection's own measurement is used,
-   as in the fit.
+2. the oracle: the Bayes-optimal estimate of every visit's field at the same points from the
+   same detections, all visits jointly, given what the fit must estimate besides the stars:
+   the exact covariance of the simulator's field (its E/B von Karman spectrum, the visit's
+   outer scale and rms, cross-covariance of the two axes included) and each detection's true
+   centroid error. The stars' positions are unknown, as in the fit (a catalogue star's tied
+   to the catalogue within its error). It is the posterior mean of a Gaussian process with
+   that covariance, and its error is a lower bound for any method that does not know the
+   stars' positions beforehand. Each detection's own measurement is used, as in the fit.
 
-What separates the two is the price of estimating the positions, the kernel and the errors
-from the same data; what separates the oracle from 0 is the star density and the centroid
-noise, which no method can beat.
+What separates the two is the price of estimating the kernel and the errors from the same
+data and of the fit's approximations; what separates the oracle from 0 is the star density
+and the centroid noise, which no method can beat.
 """
 import argparse
 import os
@@ -36,14 +36,8 @@ def field_covariance(outer_arcmin, b_fraction, step, n):
     """(Cxx, Cyy, Cxy) n x n periodic covariance grids (lag (j, i) = (dy, dx) steps, index 0
     = no lag) of the simulator's von Karman displacement field (sim.effects.von_karman_field),
     normalised to a variance of 1 per axis at lag 0."""
-    f = np.fft.fftfreq(n, d=step)
-    fx, fy = np.meshgrid(f, f)
-    f2 = fx * fx + fy * fy
-    P = (f2 + outer_arcmin ** -2.0) ** (-11.0 / 6.0)
-    P[0, 0] = 0.0
-    fr = np.sqrt(f2)
-    fr[0, 0] = 1.0
-    ux, uy = fx / fr, fy / fr
+    from mosaicfit.sim.effects import von_karman_spectrum
+    P, ux, uy = von_karman_spectrum(outer_arcmin, step, n)
     e, b = 1.0 - b_fraction, b_fraction
     # dx ~ ux E - uy B, dy ~ uy E + ux B: their spectra and cross-spectrum
     sxx, syy, sxy = (e * ux ** 2 + b * uy ** 2) * P, (e * uy ** 2 + b * ux ** 2) * P, \

@@ -78,7 +78,7 @@ def test_kernel_significance_is_the_noise_s():
 def test_eb_kernel_is_the_simulators_field_covariance():
     """The curl-free kernel: A_L + A_T = 2 g, A_L = (r A_T)'; half E and half B is the
     isotropic kernel; pure E is the covariance of the simulator's E-mode von Karman field
-    (its spectrum, Fourier-transformed: bench/turbulence_floor.field_covariance)."""
+    (its spectrum, Fourier-transformed)."""
     r = np.linspace(1.0, 600.0, 400)
     length = 60.0
     al, at, kxy = eb_kernel(r, np.zeros_like(r), length, 0.0)       # along x
@@ -93,14 +93,11 @@ def test_eb_kernel_is_the_simulators_field_covariance():
     np.testing.assert_allclose(kyy, g, atol=1e-12)
     assert np.all(kxy == 0)
     # the simulator's field: P(f) = (f^2 + 1/L^2)^(-11/6) all in E, grid of 0.25'
+    from mosaicfit.sim.effects import von_karman_spectrum
     L, step, n = 6.0, 0.25, 512
-    f = np.fft.fftfreq(n, d=step)
-    fx, fy = np.meshgrid(f, f)
-    P = (fx ** 2 + fy ** 2 + L ** -2.0) ** (-11.0 / 6.0)
-    P[0, 0] = 0.0
-    fr2 = np.where(fx ** 2 + fy ** 2 > 0, fx ** 2 + fy ** 2, 1.0)
-    cxx = np.fft.ifft2(fx ** 2 / fr2 * P).real
-    cyy = np.fft.ifft2(fy ** 2 / fr2 * P).real
+    P, ux, uy = von_karman_spectrum(L, step, n)
+    cxx = np.fft.ifft2(ux ** 2 * P).real
+    cyy = np.fft.ifft2(uy ** 2 * P).real
     norm = 0.5 * (cxx[0, 0] + cyy[0, 0])
     lags = np.arange(1, 17)                       # 0.25' to 4' along x
     al, at, _ = eb_kernel(lags * step * 60.0, np.zeros(16), L * 60.0 / (2 * np.pi), 0.0)

@@ -114,7 +114,7 @@ def _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visi
     cov = polynomial_covariances(model.basis, a, b, weff, vidx, len(visits), orders)
     var = np.diagonal(cov, axis1=1, axis2=2)
     held = coef_prior_w[:, 0, :] >= HELD
-    degree = _term_degrees(coef.shape[2])
+    degree = np.array([i + j for i, j in model.basis.terms])
     covered = False
     for band in sorted(set(bands)):
         k = np.nonzero(np.asarray(bands) == band)[0]
@@ -141,11 +141,6 @@ def _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visi
                  "/".join(f"{1000.0 * spread[d][0]:.2g}" for d in degs),
                  min(x[1] for x in spread.values()), max(x[1] for x in spread.values()))
     return covered
-
-
-def _term_degrees(T):
-    """The total degree of each of the first T basis terms."""
-    return np.concatenate([np.full(d + 1, d) for d in range(T)])[:T]
 
 
 def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None):

@@ -24,16 +24,12 @@ filter's glass adds its own distortion.
 This is the hierarchical shrinkage of meta-analysis (DerSimonian & Laird 1986; Paule & Mandel
 1982), applied per polynomial degree: the data say how similar the visits are.
 """
-import logging
-
 import numpy as np
 
 from ..model.basis import n_terms
 
 __all__ = ["TAU_FLOOR_ARCSEC", "MIN_VISITS", "visit_rotations", "paule_mandel",
            "common_terms_prior"]
-
-log = logging.getLogger("mosaicfit.fit")
 
 #: arcsec: the smallest spread of a degree's terms between visits taken (0.05 mas): a spread
 #: estimated at 0 would hold every visit's terms at the common value

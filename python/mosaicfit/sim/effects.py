@@ -40,7 +40,7 @@ from ..units import MAS_RAD, RAD_MAS
 
 __all__ = ["EFFECTS", "parse_effects", "effect_rng", "draw_effects", "air_refractivity",
            "dcr_coefficient_mas", "FILTER_BANDPASS_UM", "local_sidereal_time_deg",
-           "horizon_coordinates", "wcs_error_tangent", "von_karman_field",
+           "horizon_coordinates", "wcs_error_tangent", "von_karman_field", "von_karman_spectrum",
            "von_karman_correlation", "bilinear", "SUBARU_LATITUDE_DEG",
            "SUBARU_LONGITUDE_DEG", "FIELD_EDGE_RAD"]
 
@@ -175,6 +175,20 @@ def von_karman_correlation(r, outer_scale):
     return np.where(r > 0, c, 1.0)
 
 
+def von_karman_spectrum(outer_scale_arcmin, step_arcmin, n):
+    """(P, ux, uy) on the n x n FFT grid of `step_arcmin`: the von Karman spectrum P(f) =
+    (f^2 + 1/L^2)^(-11/6) (cycles per arcmin; 0 at f = 0) and the unit wave vector (the E
+    mode's direction; the B mode's is (-uy, ux))."""
+    f = np.fft.fftfreq(n, d=step_arcmin)                  # cycles per arcmin
+    fx, fy = np.meshgrid(f, f)                            # fx along axis 1 (xi)
+    f2 = fx * fx + fy * fy
+    power = (f2 + outer_scale_arcmin ** -2.0) ** (-11.0 / 6.0)
+    power[0, 0] = 0.0
+    fr = np.sqrt(f2)
+    fr[0, 0] = 1.0
+    return power, fx / fr, fy / fr
+
+
 def von_karman_field(seed, rms_mas, outer_scale_arcmin, b_fraction, step_arcmin, n,
                      fov_radius_arcmin=45.0):
     """One realisation of the turbulent displacement of a visit: (dxi, deta) grids in mas,
@@ -187,14 +201,7 @@ def von_karman_field(seed, rms_mas, outer_scale_arcmin, b_fraction, step_arcmin,
     its rms per axis over the field of view is `rms_mas`.
     """
     rng = np.random.default_rng(seed)
-    f = np.fft.fftfreq(n, d=step_arcmin)                  # cycles per arcmin
-    fx, fy = np.meshgrid(f, f)                            # fx along axis 1 (xi)
-    f2 = fx * fx + fy * fy
-    power = (f2 + outer_scale_arcmin ** -2.0) ** (-11.0 / 6.0)
-    power[0, 0] = 0.0
-    fr = np.sqrt(f2)
-    fr[0, 0] = 1.0
-    ux, uy = fx / fr, fy / fr
+    power, ux, uy = von_karman_spectrum(outer_scale_arcmin, step_arcmin, n)
     e = np.fft.fft2(rng.normal(size=(n, n))) * np.sqrt((1.0 - b_fraction) * power)
     b = np.fft.fft2(rng.normal(size=(n, n))) * np.sqrt(b_fraction * power)
     dx = np.fft.ifft2(1j * (ux * e - uy * b)).real
