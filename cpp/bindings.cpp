@@ -99,7 +99,7 @@ FitResult fit_mosaic(const In<std::int32_t>& star, const In<std::int32_t>& visit
                      const CArray& v, const CArray& y, const CArray& w, const OptIn<double>& G,
                      const OptIn<double>& prior, const OptIn<double>& prior_w,
                      const OptIn<double>& coef_prior, const OptIn<double>& coef_prior_w,
-                     const OptIn<std::uint8_t>& ccd_fixed, const OptIn<double>& ccd_prior,
+                     const OptIn<double>& coef_prior_mat, const OptIn<std::uint8_t>& ccd_fixed, const OptIn<double>& ccd_prior,
                      const OptIn<double>& ccd_prior_w, int nvisit, int nccd, int nstar, int D,
                      int K, int order, int basis, bool ccd_sum_zero, const std::string& solver,
                      bool covariance) {
@@ -116,6 +116,7 @@ FitResult fit_mosaic(const In<std::int32_t>& star, const In<std::int32_t>& visit
     p.prior_w = data_or_null(prior_w);
     p.coef_prior = data_or_null(coef_prior);
     p.coef_prior_w = data_or_null(coef_prior_w);
+    p.coef_prior_mat = data_or_null(coef_prior_mat);
     p.ccd_fixed = data_or_null(ccd_fixed);
     p.ccd_prior = data_or_null(ccd_prior);
     p.ccd_prior_w = data_or_null(ccd_prior_w);
@@ -215,7 +216,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("fit_mosaic", &fit_mosaic, py::arg("star"), py::arg("visit"), py::arg("ccd"),
           py::arg("active"), py::arg("u"), py::arg("v"), py::arg("y"), py::arg("w"), py::arg("G"),
           py::arg("prior"), py::arg("prior_w"), py::arg("coef_prior"), py::arg("coef_prior_w"),
-          py::arg("ccd_fixed"), py::arg("ccd_prior"), py::arg("ccd_prior_w"), py::arg("nvisit"), py::arg("nccd"), py::arg("nstar"), py::arg("D"),
+          py::arg("coef_prior_mat"), py::arg("ccd_fixed"), py::arg("ccd_prior"), py::arg("ccd_prior_w"), py::arg("nvisit"), py::arg("nccd"), py::arg("nstar"), py::arg("D"),
           py::arg("K"), py::arg("order"), py::arg("basis"), py::arg("ccd_sum_zero"),
           py::arg("solver") = "auto", py::arg("covariance") = false);
 

@@ -44,6 +44,10 @@ struct FitProblem {
     // coefficient priors (gauge fixing): nvisit x D x nterms values and weights
     const double* coef_prior = nullptr;
     const double* coef_prior_w = nullptr;
+    // ... and full prior matrices: nvisit x nterms x nterms (symmetric, positive semi-definite)
+    // M_v, adding (c_vd - coef_prior_vd)' M_v (c_vd - coef_prior_vd) in every dimension d: a
+    // prior on a visit polynomial as a function (its terms correlated), not term by term
+    const double* coef_prior_mat = nullptr;
     // CCDs whose parameters are held fixed (1) and visits whose polynomial is held at coef_prior
     const std::uint8_t* ccd_fixed = nullptr;   // nccd
     // Gaussian priors of the CCD parameters' increments: nccd x K values and weights (0: none)

@@ -270,6 +270,16 @@ void add_coefficient_priors(ReducedSystem& sys, const FitProblem& p) {
     const int D = sys.D, T = sys.T;
     // coef_prior[v, d, t] of the (nvisit, D, T) arrays
     auto vidx = [&](int v, int d) -> Index { return static_cast<Index>(v) * D * T + d * T; };
+    if (p.coef_prior_mat)
+        for (int v = 0; v < p.nvisit; ++v) {
+            Eigen::Map<const RowMat> M(p.coef_prior_mat + static_cast<Index>(v) * T * T, T, T);
+            if (M.cwiseAbs().maxCoeff() == 0.0) continue;
+            const Index r0 = sys.visit_row(v);
+            if (sys.sparse) sys.Ablk[sys.diag_blk[v]] += M;
+            else sys.A.block(r0, r0, T, T) += M;
+            for (int d = 0; d < D; ++d)
+                sys.gv[d].segment(r0, T) += M * Eigen::Map<const Eigen::VectorXd>(p.coef_prior + vidx(v, d), T);
+        }
     for (int v = 0; v < p.nvisit; ++v)
         for (int t = 0; t < T; ++t) {
             const double pw = p.coef_prior_w[vidx(v, 0) + t];

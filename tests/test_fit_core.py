@@ -40,17 +40,17 @@ def _problem(D, K, order=2, nvisit=4, nccd=3, nstar=60, seed=0, noise=0.0, prior
                 nstar=nstar, D=D, K=K, order=order, B=B)
 
 
-def _run(p, active=None, coef_prior=None, coef_prior_w=None):
+def _run(p, active=None, coef_prior=None, coef_prior_w=None, coef_prior_mat=None):
     n = len(p["star"])
     return solve_least_squares(LeastSquaresProblem(
         star=p["star"], visit=p["visit"], ccd=p["ccd"],
         active=np.ones(n, np.uint8) if active is None else active, u=p["u"], v=p["v"],
         y=p["y"], w=p["w"], nvisit=p["nvisit"], nccd=p["nccd"], nstar=p["nstar"],
         order=p["order"], basis="legendre", G=p["G"], prior=p["prior"], prior_w=p["prior_w"],
-        coef_prior=coef_prior, coef_prior_w=coef_prior_w))
+        coef_prior=coef_prior, coef_prior_w=coef_prior_w, coef_prior_mat=coef_prior_mat))
 
 
-def _dense(p, active, coef_prior=None, coef_prior_w=None):
+def _dense(p, active, coef_prior=None, coef_prior_w=None, coef_prior_mat=None):
     """Direct weighted least squares over (coefs, ccd, stars) with the sum-zero constraint
     on the CCD parameters imposed by elimination of the last CCD (and coefficient priors as
     extra rows)."""
@@ -84,6 +84,16 @@ def _dense(p, active, coef_prior=None, coef_prior_w=None):
             a = np.zeros(npar)
             a[i] = 1.0
             rows.append(a); rhs.append(coef_prior.ravel()[i]); wts.append(coef_prior_w.ravel()[i])
+    if coef_prior_mat is not None:
+        # (c - t)' M (c - t) as the rows of M^(1/2) (c - t), unit weight
+        for v in range(nv):
+            ev, V = np.linalg.eigh(coef_prior_mat[v])
+            R = (V * np.sqrt(np.clip(ev, 0, None))).T
+            for d in range(D):
+                for row in R:
+                    a = np.zeros(npar)
+                    a[v * D * T + d * T: v * D * T + (d + 1) * T] = row
+                    rows.append(a); rhs.append(row @ coef_prior[v, d]); wts.append(1.0)
     A, b, sw = np.array(rows), np.array(rhs), np.sqrt(wts)
     sol = np.linalg.lstsq(A * sw[:, None], b * sw, rcond=None)[0]
     dc = sol[nmod:nmod + ncp].reshape(nc - 1, K)
@@ -192,3 +202,48 @@ def test_ccd_priors_hold_what_no_detection_sees_and_count_by_their_leverage():
     # priors then also satisfy: one degree of freedom more); the weak priors count ~0
     assert r.nparam - r0.nparam == nc - 1
     assert r.ndof - r0.ndof == 1
+
+
+@pytest.mark.parametrize("solver", ["dense", "sparse"])
+@pytest.mark.parametrize("D,K", [(1, 1), (2, 2)])
+def test_full_coefficient_prior_matrices_equal_dense_solve(D, K, solver):
+    """A prior on a visit's polynomial as a function, (c - t)' M (c - t) with M full (the
+    photometry's common-terms prior, fit.shrinkage.common_function_prior), on both paths of the
+    visit block; its chi2 and observation count as the rank of M."""
+    p = _problem(D, K, order=3, nvisit=5, nccd=4, nstar=80, noise=0.05, seed=12)
+    T = p["B"].shape[1]
+    rng = np.random.default_rng(3)
+    cp = np.zeros((p["nvisit"], D, T))
+    cw = np.zeros((p["nvisit"], D, T))
+    cm = np.zeros((p["nvisit"], T, T))
+    X = rng.normal(0, 1, (T - 3, T - 3))
+    cm[2, 3:, 3:] = X @ X.T * 50.0               # visit 2: its order-2 and 3 terms, correlated
+    cp[2, :, 3:] = rng.normal(0, 0.5, (D, T - 3))
+    cm[4, 5, 5] = 1e3                             # visit 4: one term, as a diagonal prior would
+    cp[4, :, 5] = 0.3
+    active = np.ones(len(p["star"]), np.uint8)
+    r = solve_least_squares(LeastSquaresProblem(
+        star=p["star"], visit=p["visit"], ccd=p["ccd"], active=active, u=p["u"], v=p["v"],
+        y=p["y"], w=p["w"], nvisit=p["nvisit"], nccd=p["nccd"], nstar=p["nstar"],
+        order=p["order"], basis="legendre", G=p["G"], prior=p["prior"], prior_w=p["prior_w"],
+        coef_prior=cp, coef_prior_w=cw, coef_prior_mat=cm, solver=solver))
+    assert r.status == "ok"
+    coef, dccd, xs = _dense(p, active, cp, cw, cm)
+    assert np.allclose(r.coef, coef, atol=1e-7)
+    if K:
+        assert np.allclose(r.dccd, dccd, atol=1e-7)
+    # the same as the diagonal prior where M is diagonal
+    cw2 = np.zeros_like(cw)
+    cw2[4, :, 5] = 1e3
+    cm2 = cm.copy()
+    cm2[4] = 0.0
+    r2 = _run(p, active, cp, cw2, cm2)
+    assert np.allclose(r2.coef, r.coef, atol=1e-9)
+    # counted as the diagonal prior counts (chi2 and observations)
+    assert np.isclose(r.chi2, r2.chi2, rtol=1e-10) and r.nobs == r2.nobs
+    r0 = _run(p, active, cp, cw)
+    assert r.nobs - r0.nobs == D * ((T - 3) + 1)
+    with pytest.raises(ValueError, match="symmetric"):
+        bad = cm.copy()
+        bad[2, 3, 4] += 1.0
+        _run(p, active, cp, cw, bad)

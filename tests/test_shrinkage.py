@@ -177,3 +177,108 @@ def test_each_filter_has_its_own_common_terms():
         assert np.max(np.abs(coef_prior[k, :, lo:] - want)) < 5e-4
         assert np.max(np.abs(coef_prior[k, :, lo:] - other)) > 2e-3
         assert np.all(coef_prior_w[k, :, lo:] > 0) and np.all(coef_prior_w[k, :, :lo] == 0)
+
+
+# -- the photometry's prior on the visit polynomials as functions -----------------------------
+
+def _gamma(gram, H):
+    """The departures' shape: the inverse Gram matrix of H beyond the lower terms, / |H|."""
+    L = np.arange(H[0])
+    GHL = gram[np.ix_(H, H)] - gram[np.ix_(H, L)] @ np.linalg.solve(gram[np.ix_(L, L)],
+                                                                     gram[np.ix_(L, H)])
+    return np.linalg.inv(GHL) / len(H)
+
+
+def _function_visits(nv=12, order=5, from_order=3, tau=0.0, sig=1e-3, outlier=None, seed=7,
+                     npts=400):
+    """Visits sharing one function (a flat field) in the focal plane, each seen through its
+    own stars' noise: least-squares coefficients with their exact (correlated) covariances in
+    a Chebyshev basis over a disc; departures N(0, tau^2 Gam) (an rms of tau over the points
+    beyond what the terms below `from_order` absorb); visit `outlier` departs by 20 times
+    `sig`."""
+    from mosaicfit.model.basis import PolyBasis
+    rng = np.random.default_rng(seed)
+    basis = PolyBasis(order, "chebyshev")
+    T = basis.n_terms
+    common = rng.normal(0, 0.01, T)
+    H = np.arange(n_terms(from_order - 1), T)
+    r, t = np.sqrt(rng.uniform(0, 1, 20000)), rng.uniform(0, 2 * np.pi, 20000)
+    B0 = basis.values(r * np.cos(t), r * np.sin(t))
+    Lg = np.linalg.cholesky(_gamma(B0.T @ B0 / len(B0), H))
+    coef, cov, pts = np.empty((nv, T)), np.empty((nv, T, T)), []
+    for k in range(nv):
+        r, t = np.sqrt(rng.uniform(0, 1, npts)), rng.uniform(0, 2 * np.pi, npts)
+        a, b = r * np.cos(t), r * np.sin(t)
+        B = basis.values(a, b)
+        truth = common.copy()
+        if tau > 0:
+            truth[H] += tau * Lg @ rng.normal(0, 1, len(H))
+        f = B @ truth + rng.normal(0, sig * np.sqrt(npts / T), npts)
+        if k == outlier:
+            f += 20 * sig * np.sqrt(npts / T) * np.cos(4 * t) * r ** 4
+        N = B.T @ B / (sig ** 2 * npts / T)
+        cov[k] = np.linalg.inv(N)
+        coef[k] = np.linalg.lstsq(B, f, rcond=None)[0]
+        pts.append(B)
+    B = np.vstack(pts)
+    return coef[:, None, :], cov, B.T @ B / len(B), common, H, B
+
+
+def test_the_function_prior_pulls_every_visit_to_the_common_function():
+    from mosaicfit.fit.shrinkage import common_function_prior
+    coef, cov, gram, common, H, B = _function_visits()
+    nv, _, T = coef.shape
+    res = common_function_prior(coef, cov, np.full(nv, 5), 3, gram, np.ones((nv, T), bool),
+                                5e-5)
+    target, M, own, tau, used = res[:5]
+    assert used == nv and not own.any()
+    assert tau == 5e-5                               # no departures: the floor
+    # the common function within the errors of the mean of 12 visits, as a function over the
+    # points (the coefficients alone scatter ~100x more: the basis is far from orthogonal)
+    mean_err = np.sqrt(np.mean((B[:, H] @ (target[0, 0, H] - common[H])) ** 2))
+    one_err = np.sqrt(np.mean((B[:, H] @ (coef[0, 0, H] - common[H])) ** 2))
+    assert mean_err < one_err / 2.0
+    # the prior is the inverse of the mean's covariance (tau at the floor) on H, 0 elsewhere
+    assert np.all(M[:, :H[0], :] == 0) and np.allclose(M, np.swapaxes(M, 1, 2))
+    Gam = tau ** 2 * _gamma(gram, H)
+    V = np.linalg.inv(sum(np.linalg.inv(c[np.ix_(H, H)] + Gam) for c in cov))
+    assert np.allclose(M[0][np.ix_(H, H)], np.linalg.inv(V + Gam), rtol=1e-6)
+
+
+def test_a_visit_beyond_chance_keeps_its_own_terms_and_does_not_widen_the_others():
+    from mosaicfit.fit.shrinkage import common_function_prior
+    coef, cov, gram, common, H, B = _function_visits(outlier=4)
+    nv, _, T = coef.shape
+    target, M, own, tau, used = common_function_prior(coef, cov, np.full(nv, 5), 3, gram,
+                                                      np.ones((nv, T), bool), 5e-5)[:5]
+    assert list(np.nonzero(own)[0]) == [4] and used == nv - 1
+    assert np.all(M[4] == 0) and tau == 5e-5
+
+
+def test_the_function_spread_is_measured_and_held_terms_go_to_the_common_value():
+    from mosaicfit.fit.shrinkage import common_function_prior
+    coef, cov, gram, common, H, B = _function_visits(nv=40, tau=2e-3, sig=5e-4)
+    nv, _, T = coef.shape
+    free = np.ones((nv, T), bool)
+    orders = np.full(nv, 5)
+    orders[7] = 4                                   # a partial focal plane: order 4
+    free[7, n_terms(4):] = False
+    res = common_function_prior(coef, cov, orders, 3, gram, free, 5e-5)
+    target, M, own, tau, used = res[:5]
+    # tau^2 from (39 - 1) x 15 degrees of freedom, the noise a quarter of it: ~10%
+    assert tau == pytest.approx(2e-3, rel=0.25) and used == nv - 1 and not own.any()
+    assert np.all(M[7][n_terms(4):, :] == 0) and np.any(M[7][H[0], H[0]] > 0)
+    assert np.allclose(target[7][:, H], target[0][:, H])
+    # too few visits: none
+    assert common_function_prior(coef[:2], cov[:2], orders[:2], 3, gram, free[:2], 5e-5) is None
+
+    # held at given common terms (a region split's consensus): the same prior, the outliers
+    # judged against them
+    again = common_function_prior(coef, cov, orders, 3, gram, free, 5e-5,
+                                  given=(res.mu, res.sigma, res.tau))
+    assert np.allclose(again.matrix, M) and np.allclose(again.target, target)
+    coef2 = coef.copy()
+    coef2[3, 0, H] += 30 * np.sqrt(np.diag(res.sigma))
+    moved = common_function_prior(coef2, cov, orders, 3, gram, free, 5e-5,
+                                  given=(res.mu, res.sigma, res.tau))
+    assert list(np.nonzero(moved.own)[0]) == [3] and np.all(moved.matrix[3] == 0)

@@ -167,6 +167,10 @@ OPTIONS = (
     _O("chebyshev", bool, True, "Chebyshev (else Legendre) basis of the flux polynomial in "
        "the fit"),
     _O("fluxFitAbsolute", bool, True, "tie the zero points to the reference magnitudes"),
+    _O("fluxCommonFromOrder", int, 3, "the visits' flux polynomial terms of this order and "
+       "above get a prior at their common value over the visits (the camera's flat field), "
+       "as wide as their spread between visits measured by the fit; a visit whose terms "
+       "depart beyond chance keeps its own (0: none)", minimum=0, maximum=15),
     _O("fluxFitSolveCcd", bool, True, "fit a flux scale per CCD (summing to 0)"),
     _O("photHuber", float, 3.0, "the photometric fit's Huber loss: weights min(1, k/|chi|) "
        "beyond k sigma (0: least squares)", minimum=0.0),

@@ -56,6 +56,8 @@ class LeastSquaresProblem:
     prior_w: np.ndarray = None  # (nstar,) ... and their weights (0: none)
     coef_prior: np.ndarray = None     # (nvisit, D, n_terms) coefficient priors ...
     coef_prior_w: np.ndarray = None   # ... and weights, the same in every dimension
+    coef_prior_mat: np.ndarray = None  # (nvisit, n_terms, n_terms) full prior matrices M_v about
+    # coef_prior (every dimension): (c - coef_prior)' M_v (c - coef_prior) added to chi2
     ccd_fixed: np.ndarray = None      # (nccd,) bool: CCD parameters held at 0
     ccd_prior: np.ndarray = None      # (nccd, K) Gaussian priors of the CCD parameters ...
     ccd_prior_w: np.ndarray = None    # ... and their weights (0: none); with ccd_sum_zero the
@@ -169,6 +171,7 @@ def solve_least_squares(p, covariance=False):
         prior_w=_array(p.prior_w, float, (p.nstar,), "prior_w"),
         coef_prior=_array(p.coef_prior, float, (p.nvisit, D, T), "coef_prior"),
         coef_prior_w=_array(p.coef_prior_w, float, (p.nvisit, D, T), "coef_prior_w"),
+        coef_prior_mat=_array(p.coef_prior_mat, float, (p.nvisit, T, T), "coef_prior_mat"),
         ccd_fixed=_array(p.ccd_fixed, np.uint8, (p.nccd,), "ccd_fixed"),
         ccd_prior=_array(p.ccd_prior, float, (p.nccd, K), "ccd_prior"),
         ccd_prior_w=_array(p.ccd_prior_w, float, (p.nccd, K), "ccd_prior_w"))
@@ -186,6 +189,12 @@ def solve_least_squares(p, covariance=False):
     if cw is not None and np.any(cw != cw[:, :1]):
         raise ValueError("least squares: coefficient prior weights must be the same in every "
                          "dimension")
+    cm = args["coef_prior_mat"]
+    if cm is not None:
+        if cw is None:
+            raise ValueError("least squares: coef_prior_mat needs coef_prior (its centre)")
+        if not np.allclose(cm, np.swapaxes(cm, 1, 2), rtol=1e-10, atol=0.0):
+            raise ValueError("least squares: coef_prior_mat must be symmetric")
     if (args["ccd_prior"] is None) != (args["ccd_prior_w"] is None):
         raise ValueError("least squares: ccd_prior and ccd_prior_w go together")
     if args["ccd_prior_w"] is not None and np.any(args["ccd_prior_w"] < 0):
@@ -193,7 +202,7 @@ def solve_least_squares(p, covariance=False):
     r = _core.fit_mosaic(args["star"], args["visit"], args["ccd"], args["active"], args["u"],
                          args["v"], args["y"], args["w"], args["G"], args["prior"],
                          args["prior_w"], args["coef_prior"], args["coef_prior_w"],
-                         args["ccd_fixed"], args["ccd_prior"], args["ccd_prior_w"],
+                         cm, args["ccd_fixed"], args["ccd_prior"], args["ccd_prior_w"],
                          int(p.nvisit), int(p.nccd), int(p.nstar), D, K,
                          int(p.order), KINDS[p.basis], bool(p.ccd_sum_zero), solver,
                          bool(covariance))
@@ -208,6 +217,10 @@ def solve_least_squares(p, covariance=False):
         d = np.asarray(r.coef).reshape(p.nvisit, D, T) - args["coef_prior"]
         chi2_coef += float(np.sum(cw[on] * d[on] ** 2))
         nobs_coef += int(on.sum())
+        if cm is not None:
+            # a full prior counts as many observations as its matrix has rank
+            chi2_coef += float(np.einsum("vdt,vts,vds->", d, cm, d))
+            nobs_coef += D * sum(int(np.linalg.matrix_rank(m)) for m in cm if np.any(m))
     pw = args["ccd_prior_w"]
     if pw is not None and K > 0:
         on = pw > 0

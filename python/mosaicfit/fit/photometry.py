@@ -3,12 +3,13 @@ magnitudes (the model: :mod:`mosaicfit.model.photometry`), tied to the reference
 through the colour terms, with worst-first clipping and the removal of stars whose fluxes
 vary beyond chance.
 """
+import itertools
 import logging
 
 import numpy as np
 
 from .. import MosaicError
-from ..model.basis import n_terms
+from ..model.basis import PolyBasis, n_terms
 from ..model.photometry import PhotometricModel
 from ..model.statistics import IterationSummary, PhotometryStats
 from .clipping import chance_clips, inconsistent_stars, update_active
@@ -16,9 +17,10 @@ from .core import LeastSquaresProblem, require_solution, solve_least_squares
 from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage,
                      model_leverage, repeated_only)
 from .order import HELD, affordable_order, visit_orders
+from .shrinkage import MIN_VISITS, common_function_prior
 from .state import PhotometryResult
 from .uncertainty import (ccd_excess, coherent_residuals, exact_affordable,
-                          photometric_ccd_errors, visit_misfit)
+                          photometric_ccd_errors, polynomial_covariances, visit_misfit)
 
 log = logging.getLogger("mosaicfit.fit")
 
@@ -35,10 +37,72 @@ HUBER_TOL = 0.05
 HUBER_TOL_MAG = 1e-5
 
 
-def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, held=None):
+#: mag: the smallest spread between visits of a flux polynomial's terms taken (0.05 mmag)
+TAU_FLOOR_MAG = 5e-5
+
+
+def _common_prior(basis, coef, a, b, w, star, active, nstar, prior_w, vidx, visits, orders,
+                  lsp, from_order, filt, given=None):
+    """Sets the common-terms prior (fit.shrinkage.common_function_prior) on the flux
+    polynomials' terms of order >= `from_order` in the problem `lsp` (its coef_prior,
+    coef_prior_w and coef_prior_mat), from the solution `coef` of `lsp` at the points (a, b)
+    with weights `w`; True where it covers any visit.
+
+    What a visit's high-order terms hold is mostly the camera's (the flat field's and the
+    illumination's residuals: the same function in every visit, in the focal plane) and its
+    stars' noise: each visit's order-7 polynomial fitted alone spreads that noise over 36 terms
+    (1.3 mmag against the truth on the simulated tract, 0.7 at order 2). Held at the visits'
+    common function within their measured spread, the terms keep what the visits share and what
+    a visit's data say beyond chance; a visit whose terms depart beyond chance (a cloud's edge)
+    keeps them as its own. `given`: the common terms held (a region split's consensus,
+    fit.state.CcdTerms.flux_common). Returns the fit.shrinkage.CommonPrior, or None."""
+    held = lsp.coef_prior_w[:, 0, :] >= HELD
+    if exact_affordable(lsp):
+        cov = solve_least_squares(lsp, covariance=True).visit_cov[:, 0]
+        how = "exact"
+    else:
+        # per visit, the stars' share removed by their leverage: a little narrower than the
+        # exact covariances (the CCD terms' share left out), so the spread comes out wider
+        h = leverage(w, star, active, nstar, prior_w)
+        weff = np.where(active, w * (1.0 - h), 0.0)
+        cov = polynomial_covariances(basis, a, b, weff, vidx, len(visits), orders)
+        how = "per-visit"
+    B = basis.values(a[active], b[active])
+    gram = B.T @ B / max(len(B), 1)
+    nH = basis.n_terms - n_terms(from_order - 1)
+    if given is not None and np.shape(given["sigma"]) != (nH, nH):
+        log.info("photometry of %s: the held common terms are of another order: estimated "
+                 "here", filt or "the filter")
+        given = None
+    res = common_function_prior(coef, cov, orders, from_order, gram, ~held, TAU_FLOOR_MAG,
+                                given=None if given is None else
+                                (given["mu"], given["sigma"], given["tau"]))
+    if res is None:
+        log.info("photometry of %s: no common-terms prior (%d visits: fewer than %d fit the "
+                 "terms of order >= %d)", filt or "the filter", len(visits), MIN_VISITS,
+                 from_order)
+        return None
+    target, matrix, own, tau, used = res[:5]
+    Ht = n_terms(from_order - 1)
+    lsp.coef_prior[:, 0, Ht:] = np.where(matrix.any(axis=1)[:, Ht:] | held[:, Ht:],
+                                         target[:, 0, Ht:], lsp.coef_prior[:, 0, Ht:])
+    lsp.coef_prior_mat = matrix
+    log.info("photometry of %s: common-terms prior on orders %d-%d of the visit flux "
+             "polynomials %s (%s covariances): their departures from the common "
+             "function %.2g mmag rms%s", filt or "the filter", from_order, basis.order,
+             f"from {used} visits" if given is None else "held at the regions' consensus",
+             how, 1000.0 * tau,
+             f"; visits {', '.join(str(int(visits[k])) for k in np.nonzero(own)[0])} keep "
+             "their own (beyond chance)" if own.any() else "")
+    return res
+
+
+def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, held=None,
+                   held_common=None):
     """Fit the photometry of `data` (the detections of one filter, a FitData subset) on top of
     the astrometry of `sol` (J of its TAN-SIP products); with `held` ({ccd: dC}, magnitudes)
-    the CCD terms are held at those values. Returns (PhotometricModel,
+    the CCD terms are held at those values, with `held_common` (dict from_order, mu, sigma,
+    tau: PhotometryStats.common) the common terms of the visit polynomials. Returns (PhotometricModel,
     {(visit, ccd): FLUXMAG0ERR}, {(visit, ccd): uncertainty of the calibration, mmag} (every
     science CCD: fit.uncertainty)); sets ``data.photometry``; appends to `stats`."""
     det, star, nstar = data.det, data.star, data.nstar
@@ -157,11 +221,19 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
     prev_res = prev_model = None
     prev_step = 0.0
     converged = False
-    for it in range(cfg.maxIter):
+    # the common-terms prior (fit.shrinkage): estimated once from the converged fit without it
+    coef_prior_mat = None
+    common_record = None
+    common_pending = (not cfg.commonFluxCorr and cfg.fluxCommonFromOrder > 0
+                      and order >= cfg.fluxCommonFromOrder and nv >= 2)
+    budget = cfg.maxIter
+    for it in itertools.count():
+        if it >= budget:
+            break
         lsp = LeastSquaresProblem(
             star=star, visit=poly_idx, ccd=par_idx, active=active.copy(), u=u / s, v=v / s,
             y=y_held, w=w * huber, G=G, prior=prior, prior_w=prior_w.copy(),
-            coef_prior=coef_prior, coef_prior_w=coef_prior_w,
+            coef_prior=coef_prior, coef_prior_w=coef_prior_w, coef_prior_mat=coef_prior_mat,
             ccd_fixed=None if solve_par else np.ones(npar, bool),
             ccd_prior=ccd_prior, ccd_prior_w=ccd_prior_w,
             nvisit=npoly, nccd=npar, nstar=nstar, order=order, basis=basis)
@@ -227,6 +299,21 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
                                 r.solver)
         stats.iterations.append(summ)
         log.info(summ.line())
+        # the common-terms prior (fit.shrinkage.common_function_prior), once the clipping
+        # threshold is down and the error model settled: from then on one convergence
+        if common_pending and thr <= cfg.clipSigma and errors is not None and not model_moved:
+            common_pending = False
+            common = _common_prior(PolyBasis(order, basis), r.coef, u / s, v / s, w * huber,
+                                   star, active, nstar, prior_w, vidx, visits, orders, lsp,
+                                   cfg.fluxCommonFromOrder, filt, held_common)
+            if common is not None:
+                coef_prior_mat = lsp.coef_prior_mat
+                common_record = dict(from_order=int(cfg.fluxCommonFromOrder),
+                                     mu=common.mu.tolist(), sigma=common.sigma.tolist(),
+                                     tau=common.tau, used=common.used)
+                # a new problem: the fit with the prior gets maxIter iterations of its own
+                budget = it + 1 + cfg.maxIter
+                continue
         if nclip <= chance_clips(int(active.sum()), thr, 1) and nback == 0 \
                 and thr <= cfg.clipSigma and not model_moved and not huber_moved:
             bad = inconsistent_stars(chi, star, active, nstar, prior_w > 0, 1) \
@@ -309,6 +396,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
                                      solve_par and not cfg.commonFluxCorr, misfit, cov,
                                      excess)
     stats.photometry[filt].converged = converged
+    stats.photometry[filt].common = common_record
     stats.photometry[filt].coherent = [
         dict(visit=v_, ccd=c_, rms_mmag=1000.0 * m_, noise_mmag=1000.0 * e_, n=n_)
         for (v_, c_), (m_, e_, n_, bad) in sorted(coherent.items()) if bad]

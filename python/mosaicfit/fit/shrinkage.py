@@ -24,12 +24,15 @@ filter's glass adds its own distortion.
 This is the hierarchical shrinkage of meta-analysis (DerSimonian & Laird 1986; Paule & Mandel
 1982), applied per polynomial degree: the data say how similar the visits are.
 """
+import math
+from typing import NamedTuple
+
 import numpy as np
 
 from ..model.basis import n_terms
 
-__all__ = ["TAU_FLOOR_ARCSEC", "MIN_VISITS", "visit_rotations", "paule_mandel",
-           "common_terms_prior"]
+__all__ = ["TAU_FLOOR_ARCSEC", "MIN_VISITS", "OUTLIER_P", "visit_rotations", "paule_mandel",
+           "common_terms_prior", "CommonPrior", "common_function_prior", "chi2_sf"]
 
 #: arcsec: the smallest spread of a degree's terms between visits taken (0.05 mas): a spread
 #: estimated at 0 would hold every visit's terms at the common value
@@ -133,3 +136,161 @@ def common_terms_prior(coef, var, orders, from_order, held=None):
         free = ~held[on][:, ts]                                       # (visits, terms)
         weight[on[:, None], :, ts[None, :]] = (free * wt[None, :])[:, :, None]
     return target, weight, spread
+
+
+#: the chance below which a visit's terms are its own rather than the common ones
+#: (common_function_prior): about 1 visit in 1000 wrongly left free
+OUTLIER_P = 1e-3
+
+
+def chi2_sf(x, dof):
+    """P(chi2_dof > x) by the Wilson-Hilferty cube-root normal approximation (scipy is not a
+    dependency of the package): a few per cent at the small tail probabilities used here."""
+    if dof <= 0:
+        return 1.0
+    z = ((max(x, 0.0) / dof) ** (1.0 / 3.0) - (1.0 - 2.0 / (9.0 * dof))) \
+        / np.sqrt(2.0 / (9.0 * dof))
+    return float(0.5 * math.erfc(z / np.sqrt(2.0)))
+
+
+def _random_effects(d, C, Gam, tau_floor):
+    """The common mean of the estimates `d` (n, ncoord, H), each coordinate with the
+    covariance `C` (n, H, H) of its estimate, their departures N(0, tau^2 Gam) in each
+    coordinate: tau^2 solving Q(tau^2) = (n - 1) ncoord H (Paule-Mandel, with full
+    covariances). Returns (tau, mu (ncoord, H), V_mu (H, H))."""
+    n, ncoord, H = d.shape
+    dof = (n - 1) * ncoord * H
+
+    def moments(t2):
+        W = np.linalg.inv(C + t2 * Gam[None])
+        V = np.linalg.inv(W.sum(axis=0))
+        mu = np.einsum("ij,kjl,kcl->ci", V, W, d)
+        r = d - mu[None]
+        return float(np.einsum("kci,kij,kcj->", r, W, r)), mu, V
+
+    q0, mu, V = moments(0.0)
+    t2 = 0.0
+    if q0 > dof:
+        lo, hi = 0.0, max(float(np.mean((d - mu[None]) ** 2))
+                          / max(float(np.mean(np.diag(Gam))), 1e-300), 1e-30)
+        while moments(hi)[0] > dof:
+            hi *= 4.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if moments(mid)[0] > dof:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo <= 1e-4 * hi:
+                break
+        t2 = 0.5 * (lo + hi)
+    tau = max(float(np.sqrt(t2)), tau_floor)
+    _, mu, V = moments(tau ** 2)
+    return tau, mu, V
+
+
+class CommonPrior(NamedTuple):
+    """common_function_prior's answer: the prior's `target` (nv, ncoord, T) and `matrix` (nv,
+    T, T) per visit, the visits that keep their `own` terms, the spread `tau`, the number of
+    visits `used`, and the common terms `mu` (ncoord, H) in the camera's frame with the prior's
+    covariance `sigma` (H, H) = tau^2 Gam + V_mu (what a region split holds at its regions'
+    consensus, fit.state.CcdTerms)."""
+    target: np.ndarray
+    matrix: np.ndarray
+    own: np.ndarray
+    tau: float
+    used: int
+    mu: np.ndarray
+    sigma: np.ndarray
+
+
+def common_function_prior(coef, cov, orders, from_order, gram, free, tau_floor, rotate=False,
+                          given=None):
+    """A random-effects prior on the visits' polynomial terms of degree >= `from_order`, taken
+    as functions: their departures from the common terms correlated as the basis is over the
+    data (a high-order basis over a round focal plane is far from orthogonal: term by term,
+    each coefficient's error is ~100x what the function's is, and a prior per term barely
+    constrains the function).
+
+    `coef` (nv, ncoord, T) the visits' coefficients fitted without the prior, `cov` (nv, T, T)
+    their covariances per coordinate (the stars and the other parameters profiled out),
+    `orders` (nv,) the visits' orders (-1: not fitted), `gram` (T, T) the basis's mean outer
+    product over the data, `free` (nv, T) bool the terms each visit fits (not held); `rotate`
+    (ncoord 2): the common terms are the camera's, each visit seeing them through its rotation
+    on the sky (visit_rotations), as in common_terms_prior. A visit's terms H (degree >=
+    from_order) depart from the common ones mu as N(0, tau^2 Gam) in each coordinate, Gam =
+    G_H|L^-1 / |H| with G_H|L the Gram matrix of H beyond what the lower terms represent: tau
+    is the rms over the data of the departure the lower terms cannot absorb. tau and mu come
+    from the visits that fit all of H (Paule-Mandel); a visit whose departure is beyond chance
+    (OUTLIER_P, against the others) is its own and gets no prior; every other visit gets
+
+        c_v,H ~ N(R_v mu, tau^2 Gam + V_mu)
+
+    (its marginal on the terms it fits; those it holds go to R_v mu). `given` (mu, sigma, tau):
+    the common terms and the prior's covariance as given (a region split's consensus), only
+    the outliers judged here. Returns a CommonPrior, or None where fewer than MIN_VISITS
+    visits fit H.
+    """
+    coef, cov, orders = np.asarray(coef, float), np.asarray(cov, float), np.asarray(orders)
+    free = np.asarray(free, bool)
+    nv, ncoord, T = coef.shape
+    order = int(round((np.sqrt(8 * T + 1) - 3) / 2))
+    lo_t = n_terms(int(from_order) - 1)
+    if from_order <= 0 or from_order > order:
+        return None
+    H = np.arange(lo_t, T)
+    L = np.arange(lo_t)
+    full = (orders >= order) & np.all(free[:, H], axis=1) & np.all(
+        np.isfinite(cov[:, H][:, :, H]), axis=(1, 2))
+    R = np.broadcast_to(np.eye(ncoord), (nv, ncoord, ncoord)).copy()
+    if rotate:
+        fitted = orders >= 1
+        R[fitted] = visit_rotations(coef[fitted])
+    cam = np.einsum("kji,kjt->kit", R, coef)            # in the camera's frame
+    G = np.asarray(gram, float)
+    GHL = G[np.ix_(H, H)] - G[np.ix_(H, L)] @ np.linalg.solve(G[np.ix_(L, L)], G[np.ix_(L, H)])
+    Gam = np.linalg.inv(GHL) / len(H)
+    own = np.zeros(nv, bool)
+    if given is not None:
+        mu, Sigma, tau = np.asarray(given[0], float), np.asarray(given[1], float), given[2]
+        k = np.nonzero(full)[0]
+        for i in k:
+            r = cam[i][:, H] - mu
+            chi2 = float(np.sum(r * np.linalg.solve(cov[i][np.ix_(H, H)] + Sigma, r.T).T))
+            own[i] = chi2_sf(chi2, ncoord * len(H)) < OUTLIER_P
+        k = np.nonzero(full & ~own)[0]
+    while given is None:
+        k = np.nonzero(full & ~own)[0]
+        if len(k) < MIN_VISITS:
+            return None
+        d = cam[k][:, :, H]
+        C = cov[k][:, H][:, :, H]
+        tau, mu, V = _random_effects(d, C, Gam, tau_floor)
+        Sigma = tau ** 2 * Gam + V
+        # each visit against the others' mean (leave-one-out at this tau, so that an outlier
+        # cannot hide by having widened it): chi2 with |H| degrees of freedom
+        Wk = np.linalg.inv(C + tau ** 2 * Gam[None])
+        S = Wk.sum(axis=0)
+        Sd = np.einsum("kij,kcj->ci", Wk, d)
+        far = np.zeros(len(k), bool)
+        for i in range(len(k)):
+            Vo = np.linalg.inv(S - Wk[i])
+            muo = (Sd - d[i] @ Wk[i]) @ Vo
+            r = d[i] - muo
+            chi2 = float(np.sum(r * np.linalg.solve(C[i] + tau ** 2 * Gam + Vo, r.T).T))
+            far[i] = chi2_sf(chi2, ncoord * len(H)) < OUTLIER_P
+        if not far.any():
+            break
+        own[k[far]] = True
+    target = np.zeros((nv, ncoord, T))
+    matrix = np.zeros((nv, T, T))
+    for v in range(nv):
+        if orders[v] < 0 or own[v]:
+            continue
+        target[v][:, H] = R[v] @ mu
+        s = H[free[v, H]]
+        if len(s):
+            j = np.searchsorted(H, s)
+            Mv = np.linalg.inv(Sigma[np.ix_(j, j)])
+            matrix[v][np.ix_(s, s)] = 0.5 * (Mv + Mv.T)
+    return CommonPrior(target, matrix, own, float(tau), int(len(k)), mu, Sigma)

@@ -152,7 +152,8 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
                 log.info("photometry of filter %s: %d visits", filt, len(sub.visits))
             model, fluxmag0err, mag_err = fit_photometry(
                 sub, sol, cfg, exposures, filt, refcat_name, scale, stats,
-                held=ccd_terms.flux.get(filt) if ccd_terms is not None else None)
+                held=ccd_terms.flux.get(filt) if ccd_terms is not None else None,
+                held_common=ccd_terms.flux_common.get(filt) if ccd_terms is not None else None)
             ccd_mag_err.update(mag_err)
             sol.photometry[filt] = model
             sol.fluxmag0err.update(fluxmag0err)

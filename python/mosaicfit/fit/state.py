@@ -53,11 +53,16 @@ class CcdTerms:
     consensus, so that no region's products differ from its neighbours' by its own CCD fit.
 
     `weights` (same keys) say how strongly each value is determined (the detections the fit
-    used on the CCD): :meth:`consensus` averages the regions' values with them."""
+    used on the CCD): :meth:`consensus` averages the regions' values with them.
+
+    `flux_common` {filter: dict from_order, mu, sigma, tau, used}: the common terms of the
+    visits' flux polynomials (the camera's flat field, fit.shrinkage.common_function_prior),
+    shared by every region in the same way."""
     placement: dict = field(default_factory=dict)
     flux: dict = field(default_factory=dict)
     placement_weights: dict = field(default_factory=dict)
     flux_weights: dict = field(default_factory=dict)
+    flux_common: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, sol):
@@ -78,6 +83,9 @@ class CcdTerms:
                 mine = [v for v, i in sol.visit_info.items() if (i.get("filter") or "") == filt]
                 used = used & np.isin(np.asarray(d["visit"]), mine)
             terms.flux_weights[filt] = count(used)
+            st = sol.stats.photometry.get(filt) if sol.stats is not None else None
+            if st is not None and st.common:
+                terms.flux_common[filt] = dict(st.common)
         return terms
 
     @classmethod
@@ -102,7 +110,31 @@ class CcdTerms:
         for filt in sorted({f for t in terms for f in t.flux}):
             out.flux[filt], out.flux_weights[filt] = mean(
                 [t.flux.get(filt, {}) for t in terms], [t.flux_weights.get(filt, {}) for t in terms])
+            common = _common_consensus([t.flux_common[filt] for t in terms
+                                        if filt in t.flux_common])
+            if common is not None:
+                out.flux_common[filt] = common
         return out
+
+
+def _common_consensus(commons):
+    """The regions' common flux terms combined: mu weighted by the inverse of each region's
+    prior covariance, the covariance and the spread averaged over the regions by their
+    visits (each region's estimate of the same camera function); those of the most common
+    shape only (a region whose order was lowered has fewer terms)."""
+    if not commons:
+        return None
+    shapes = [np.shape(c["sigma"]) for c in commons]
+    shape = max(set(shapes), key=shapes.count)
+    commons = [c for c, sh in zip(commons, shapes) if sh == shape]
+    P = [np.linalg.inv(np.asarray(c["sigma"], float)) for c in commons]
+    mu = np.linalg.solve(sum(P), sum(p @ np.asarray(c["mu"], float).T
+                                     for p, c in zip(P, commons))).T
+    w = np.array([max(int(c["used"]), 1) for c in commons], float)
+    sigma = sum(wi * np.asarray(c["sigma"], float) for wi, c in zip(w, commons)) / w.sum()
+    return dict(from_order=int(commons[0]["from_order"]), mu=mu.tolist(), sigma=sigma.tolist(),
+                tau=float(np.sum(w * [c["tau"] for c in commons]) / w.sum()),
+                used=int(w.sum()))
 
 
 @dataclass

@@ -121,6 +121,9 @@ class PhotometryStats:
     # (visit, CCD)s where the model leaves a residual plane beyond chance
     # (fit.uncertainty.coherent_residuals): dicts visit, ccd, rms_mmag, noise_mmag, n
     coherent: list = field(default_factory=list)
+    # the common-terms prior of the visit polynomials (fit.shrinkage.common_function_prior):
+    # dict from_order, mu (1, H), sigma (H, H) (mag), tau (mag), used (visits); None without
+    common: dict = None
 
     @property
     def chi2_ndof(self):
