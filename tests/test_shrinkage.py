@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from mosaicfit.fit.shrinkage import (TAU_FLOOR_ARCSEC, common_terms_prior, paule_mandel,
-                                     visit_rotations)
+from mosaicfit.fit.shrinkage import TAU_FLOOR_ARCSEC, common_function_prior, visit_rotations
 from mosaicfit.model.basis import n_terms
 
 
@@ -12,27 +11,24 @@ def _rot(theta):
     return np.array([[c, -s], [s, c]])
 
 
-def test_paule_mandel_recovers_the_between_group_variance():
+def test_random_effects_recover_the_between_visit_variance():
+    """With diagonal covariances and Gam = I the estimator is Paule-Mandel's."""
+    from mosaicfit.fit.shrinkage import random_effects
     rng = np.random.default_rng(1)
-    G, n, tau = 400, 20, 2.0
-    var = rng.uniform(0.5, 2.0, (G, n))
-    mu = rng.normal(0, 10, G)
-    d = mu[:, None] + rng.normal(0, tau, (G, n)) + rng.normal(0, np.sqrt(var))
-    grp = np.repeat(np.arange(G), n)
-    t2, m, vm = paule_mandel(d.ravel(), var.ravel(), grp)
-    # tau^2 from G (n - 1) = 7600 degrees of freedom: a relative error ~ sqrt(2 / 7600) x
-    # (1 + var / tau^2) ~ 2%
-    assert t2 == pytest.approx(tau ** 2, rel=0.08)
-    assert np.sqrt(np.mean((m - mu) ** 2)) < 3 * np.sqrt(np.mean(vm))
-    assert np.allclose(vm, 1.0 / np.sum(1.0 / (var + t2), axis=1))
-
-
-def test_paule_mandel_is_zero_within_the_errors():
-    rng = np.random.default_rng(2)
-    var = np.full(300, 4.0)
-    d = rng.normal(0, 1.0, 300)                  # scatter below the stated errors
-    t2, m, _ = paule_mandel(d, var, np.zeros(300, int))
-    assert t2 == 0.0 and m[0] == pytest.approx(np.mean(d))
+    n, H, tau = 100, 60, 2.0
+    var = rng.uniform(0.5, 2.0, (n, H))
+    mu = rng.normal(0, 10, H)
+    d = mu + rng.normal(0, tau, (n, H)) + rng.normal(0, np.sqrt(var))
+    C = np.stack([np.diag(x) for x in var])
+    t, m, V = random_effects(d[:, None, :], C, np.eye(H), 1e-6)
+    # tau^2 from (n - 1) H = 5940 degrees of freedom: ~2% (x (1 + var / tau^2))
+    assert t ** 2 == pytest.approx(tau ** 2, rel=0.08)
+    assert np.sqrt(np.mean((m[0] - mu) ** 2)) < 3 * np.sqrt(np.mean(np.diag(V)))
+    assert np.allclose(np.diag(V), 1.0 / np.sum(1.0 / (var + t ** 2), axis=0))
+    # within the errors: the floor
+    d0 = rng.normal(0, 1.0, (30, 1, 5))
+    t0, m0, _ = random_effects(d0, np.stack([4.0 * np.eye(5)] * 30), np.eye(5), 1e-6)
+    assert t0 == 1e-6 and np.allclose(m0, d0.mean(axis=0))
 
 
 def test_visit_rotations_are_the_polar_factor_of_the_linear_terms():
@@ -47,78 +43,82 @@ def test_visit_rotations_are_the_polar_factor_of_the_linear_terms():
         assert np.allclose(R[k], _rot(t), atol=2e-4)
 
 
-def _visits(nv=20, order=6, tau=2e-4, sig=1e-4, seed=4):
-    """Visits at random rotations sharing common terms c in the camera's frame, each with
-    its own departure of rms `tau` and a measurement error `sig` (arcsec)."""
+def _rotated_visits(nv=20, order=6, sig=1e-4, seed=4, npts=300):
+    """Visits at random rotations sharing common terms c in the camera's frame, each fitted
+    to its own points (in the camera's frame, coordinates -1..1) with errors `sig` (arcsec)."""
+    from mosaicfit.model.basis import PolyBasis
     rng = np.random.default_rng(seed)
-    T = n_terms(order)
+    basis = PolyBasis(order, "legendre")
+    T = basis.n_terms
     c = rng.normal(0, 5e-3, (2, T))
     th = rng.uniform(-np.pi, np.pi, nv)
-    own = rng.normal(0, tau, (nv, 2, T))
-    coef = np.empty((nv, 2, T))
+    coef, cov, pts = np.empty((nv, 2, T)), np.empty((nv, T, T)), []
     for k in range(nv):
-        coef[k] = _rot(th[k]) @ (c + own[k]) + rng.normal(0, sig, (2, T))
-        coef[k, :, 1:3] = 600.0 * _rot(th[k])
-    var = np.full((nv, T), sig ** 2)
-    return coef, var, th, c
+        a, b = rng.uniform(-1, 1, (2, npts))
+        B = basis.values(a, b)
+        pts.append(B)
+        truth = _rot(th[k]) @ c
+        truth[:, 1:3] += 600.0 * _rot(th[k])
+        f = truth @ B.T + rng.normal(0, sig, (2, npts))
+        coef[k] = np.linalg.lstsq(B, f.T, rcond=None)[0].T
+        cov[k] = np.linalg.inv(B.T @ B / sig ** 2)
+    B = np.vstack(pts)
+    return coef, cov, B.T @ B / len(B), th, c, B
 
 
 def test_the_prior_is_the_common_terms_seen_through_each_rotation():
-    coef, var, th, c = _visits()
-    orders = np.full(len(th), 6)
-    target, weight, spread = common_terms_prior(coef, var, orders, 4)
-    assert sorted(spread) == [4, 5, 6]
-    for deg, (tau, nvis) in spread.items():
-        assert nvis == len(th)
-        # the true spread 0.2 mas, from 20 visits x 2 x (deg + 1) terms
-        assert tau == pytest.approx(2e-4, rel=0.25), (deg, tau)
-    lo, hi = n_terms(3), n_terms(6)
-    assert np.all(weight[:, :, :lo] == 0) and np.all(weight[:, :, lo:hi] > 0)
-    for k in range(len(th)):
+    coef, cov, gram, th, c, B = _rotated_visits()
+    nv, _, T = coef.shape
+    res = common_function_prior(coef, cov, np.full(nv, 6), 4, gram, np.ones((nv, T), bool),
+                                TAU_FLOOR_ARCSEC, rotate=True)
+    assert res.used == nv and not res.own.any() and res.tau == TAU_FLOOR_ARCSEC
+    lo = n_terms(3)
+    assert np.all(res.matrix[:, :lo, :] == 0) and np.all(res.target[:, :, :lo] == 0)
+    for k in range(nv):
         want = _rot(th[k]) @ c[:, lo:]
-        # the common value known to tau / sqrt(20)
-        assert np.max(np.abs(target[k, :, lo:] - want)) < 5 * 2.2e-4 / np.sqrt(20)
-    # the weight: 1 / (tau^2 + the common value's variance)
-    tau5 = spread[5][0]
-    assert weight[0, 0, n_terms(4)] == pytest.approx(1.0 / tau5 ** 2, rel=0.1)
+        # the common function known to sig / sqrt(20 visits x 300 points / 28 terms)
+        err = B[:, lo:] @ (res.target[k, :, lo:] - want).T
+        assert np.sqrt(np.mean(err ** 2)) < 3 * 1e-4 / np.sqrt(20 * 300 / 28)
 
 
 def test_a_visit_that_does_not_determine_its_terms_gets_the_common_ones():
-    coef, var, th, c = _visits()
-    var[3] = np.inf                              # a visit whose stars cover a corner only
+    coef, cov, gram, th, c, B = _rotated_visits()
+    nv, _, T = coef.shape
+    cov[3] = np.inf                              # a visit whose stars cover a corner only
     coef[3, :, n_terms(3):] = 1.0                # whatever its few stars allowed
-    orders = np.full(len(th), 6)
-    target, weight, spread = common_terms_prior(coef, var, orders, 4)
-    assert all(n == len(th) - 1 for _, n in spread.values())   # not used for the estimate
+    orders = np.full(nv, 6)
+    res = common_function_prior(coef, cov, orders, 4, gram, np.ones((nv, T), bool),
+                                TAU_FLOOR_ARCSEC, rotate=True)
+    assert res.used == nv - 1 and not res.own[3]              # not used for the estimate
     want = _rot(th[3]) @ c
-    assert np.max(np.abs(target[3, :, n_terms(3):] - want[:, n_terms(3):])) < 5e-4
-    assert np.all(weight[3, :, n_terms(3):] > 0)
+    assert np.max(np.abs(res.target[3, :, n_terms(3):] - want[:, n_terms(3):])) < 5e-4
+    assert np.all(np.diag(res.matrix[3])[n_terms(3):] > 0)
 
 
-def test_held_terms_get_the_target_but_keep_their_weight():
-    coef, var, th, c = _visits()
-    orders = np.full(len(th), 6)
+def test_held_terms_get_the_target_and_no_matrix():
+    coef, cov, gram, th, c, B = _rotated_visits()
+    nv, _, T = coef.shape
+    orders = np.full(nv, 6)
     orders[5] = 4
-    held = np.zeros((len(th), n_terms(6)), bool)
-    held[5, n_terms(4):] = True
-    target, weight, _ = common_terms_prior(coef, var, orders, 4, held)
-    assert np.all(weight[5, :, n_terms(4):] == 0)
-    assert np.allclose(target[5, :, n_terms(4):], (_rot(th[5]) @ c)[:, n_terms(4):], atol=5e-4)
+    free = np.ones((nv, T), bool)
+    free[5, n_terms(4):] = False
+    res = common_function_prior(coef, cov, orders, 4, gram, free, TAU_FLOOR_ARCSEC,
+                                rotate=True)
+    assert np.all(res.matrix[5][n_terms(4):, :] == 0) and np.all(res.matrix[5][:, n_terms(4):] == 0)
+    assert np.all(np.diag(res.matrix[5])[n_terms(3):n_terms(4)] > 0)
+    assert np.allclose(res.target[5, :, n_terms(4):], (_rot(th[5]) @ c)[:, n_terms(4):],
+                       atol=5e-4)
 
 
 def test_no_prior_from_too_few_visits_or_when_off():
-    coef, var, th, _ = _visits(nv=2)
-    orders = np.full(2, 6)
-    assert common_terms_prior(coef, var, orders, 4)[2] == {}
-    coef, var, th, _ = _visits()
-    t, w, s = common_terms_prior(coef, var, np.full(len(th), 6), 0)
-    assert s == {} and not w.any()
-
-
-def test_the_spread_has_a_floor():
-    coef, var, th, c = _visits(tau=0.0, sig=1e-7)
-    _, _, spread = common_terms_prior(coef, var, np.full(len(th), 6), 4)
-    assert all(t == TAU_FLOOR_ARCSEC for t, _ in spread.values())
+    coef, cov, gram, th, c, B = _rotated_visits(nv=2)
+    free = np.ones((2, coef.shape[2]), bool)
+    assert common_function_prior(coef, cov, np.full(2, 6), 4, gram, free, TAU_FLOOR_ARCSEC,
+                                 rotate=True) is None
+    coef, cov, gram, th, c, B = _rotated_visits()
+    free = np.ones((len(th), coef.shape[2]), bool)
+    assert common_function_prior(coef, cov, np.full(len(th), 6), 0, gram, free,
+                                 TAU_FLOOR_ARCSEC, rotate=True) is None
 
 
 def test_the_per_visit_covariances_count_the_prior():
@@ -141,6 +141,10 @@ def test_the_per_visit_covariances_count_the_prior():
     # a prior only adds information; with the data's weak in a direction, the prior's variance
     assert np.all(np.diag(cp[0]) <= np.diag(cov[0]) * (1 + 1e-9))
     assert np.all(np.diag(cp[1])[n_terms(3):] <= 1e-6 * (1 + 1e-9))
+    # the same prior as matrices (fit.shrinkage.common_function_prior's)
+    pm = np.stack([np.diag(x) for x in pw])
+    assert np.allclose(polynomial_covariances(basis, a, b, weff, vidx, 2, orders,
+                                              prior_mat=pm), cp)
 
 
 def test_each_filter_has_its_own_common_terms():
@@ -148,6 +152,7 @@ def test_each_filter_has_its_own_common_terms():
     not those of another filter (fit.astrometry._common_prior)."""
     from types import SimpleNamespace
     from mosaicfit.fit.astrometry import _common_prior
+    from mosaicfit.fit.core import LeastSquaresProblem
     from mosaicfit.model.basis import PolyBasis
     order, nv, npts = 6, 8, 400
     T = n_terms(order)
@@ -160,23 +165,27 @@ def test_each_filter_has_its_own_common_terms():
         coef[k] = _rot(th[k]) @ (common[bands[k]] + rng.normal(0, 1e-4, (2, T)))
         coef[k, :, 1:3] = 600.0 * _rot(th[k])
     # every visit's stars over the whole field, each tied to the catalogue (no leverage)
-    vidx = np.repeat(np.arange(nv), npts)
+    vidx = np.repeat(np.arange(nv), npts).astype(np.int32)
     a, b = rng.uniform(-1, 1, (2, nv * npts))
     n = nv * npts
     w = np.full(n, 1e8)                               # 0.1 mas detections, arcsec^-2
     star = np.arange(n)
     prior_w = np.full(n, 1e12)
-    coef_prior, coef_prior_w = np.zeros((nv, 2, T)), np.zeros((nv, 2, T))
+    lsp = LeastSquaresProblem(
+        star=star, visit=vidx, ccd=np.zeros(n, np.int32), active=np.ones(n, bool), u=a, v=b,
+        y=np.zeros((n, 2)), w=w, G=np.zeros((n, 2, 0)), prior=np.zeros((n, 2)),
+        prior_w=prior_w, coef_prior=np.zeros((nv, 2, T)), coef_prior_w=np.zeros((nv, 2, T)),
+        nvisit=nv, nccd=1, nstar=n, order=order, basis="legendre")
     model = SimpleNamespace(basis=PolyBasis(order, "legendre"))
-    assert _common_prior(model, coef, a, b, w, star, np.ones(n, bool), n, prior_w, vidx,
-                         np.arange(nv), np.full(nv, order), coef_prior, coef_prior_w, 4, bands)
+    M = _common_prior(model, coef, a, b, w, star, np.ones(n, bool), n, prior_w, vidx,
+                      np.arange(nv), np.full(nv, order), lsp, 4, bands)
     lo = n_terms(3)
     for k in range(nv):
         want = (_rot(th[k]) @ common[bands[k]])[:, lo:]
         other = (_rot(th[k]) @ common["HSC-R" if bands[k] == "HSC-I" else "HSC-I"])[:, lo:]
-        assert np.max(np.abs(coef_prior[k, :, lo:] - want)) < 5e-4
-        assert np.max(np.abs(coef_prior[k, :, lo:] - other)) > 2e-3
-        assert np.all(coef_prior_w[k, :, lo:] > 0) and np.all(coef_prior_w[k, :, :lo] == 0)
+        assert np.max(np.abs(lsp.coef_prior[k, :, lo:] - want)) < 5e-4
+        assert np.max(np.abs(lsp.coef_prior[k, :, lo:] - other)) > 2e-3
+        assert np.all(np.diag(M[k])[lo:] > 0) and np.all(M[k][:lo, :] == 0)
 
 
 # -- the photometry's prior on the visit polynomials as functions -----------------------------
@@ -225,7 +234,6 @@ def _function_visits(nv=12, order=5, from_order=3, tau=0.0, sig=1e-3, outlier=No
 
 
 def test_the_function_prior_pulls_every_visit_to_the_common_function():
-    from mosaicfit.fit.shrinkage import common_function_prior
     coef, cov, gram, common, H, B = _function_visits()
     nv, _, T = coef.shape
     res = common_function_prior(coef, cov, np.full(nv, 5), 3, gram, np.ones((nv, T), bool),
@@ -246,7 +254,6 @@ def test_the_function_prior_pulls_every_visit_to_the_common_function():
 
 
 def test_a_visit_beyond_chance_keeps_its_own_terms_and_does_not_widen_the_others():
-    from mosaicfit.fit.shrinkage import common_function_prior
     coef, cov, gram, common, H, B = _function_visits(outlier=4)
     nv, _, T = coef.shape
     target, M, own, tau, used = common_function_prior(coef, cov, np.full(nv, 5), 3, gram,
@@ -256,7 +263,6 @@ def test_a_visit_beyond_chance_keeps_its_own_terms_and_does_not_widen_the_others
 
 
 def test_the_function_spread_is_measured_and_held_terms_go_to_the_common_value():
-    from mosaicfit.fit.shrinkage import common_function_prior
     coef, cov, gram, common, H, B = _function_visits(nv=40, tau=2e-3, sig=5e-4)
     nv, _, T = coef.shape
     free = np.ones((nv, T), bool)

@@ -124,7 +124,8 @@ OPTIONS = (
        "border visits overlap, and theirs), so that neighbouring regions agree where they "
        "meet", minimum=0.0),
     _O("regionCcdTerms", bool, True, "with regions: fit each region once for the CCD "
-       "placement and flux terms (the camera's, shared by all regions), then every region "
+       "placement and flux terms and the visit polynomials' common terms (the camera's, "
+       "shared by all regions), then every region "
        "with them held at the regions' consensus (twice the fitting time; off: each region "
        "fits its own, and its products carry them across its borders)"),
     # -- astrometry --
@@ -133,7 +134,8 @@ OPTIONS = (
        minimum=1, maximum=15),
     _O("commonFromOrder", int, 4, "the visits' polynomial terms of this order and above get a "
        "prior at their common value over the visits (in the camera's frame), as wide as their "
-       "spread between visits measured by the fit (0: none)", minimum=0, maximum=15),
+       "spread between visits measured by the fit; a visit whose terms depart beyond chance "
+       "keeps its own (0: none)", minimum=0, maximum=15),
     _O("internalFitting", bool, True, "use stars without a reference match"),
     _O("solveCcd", bool, True, "fit the CCD offsets (and rotations)"),
     _O("allowRotation", bool, True, "fit the CCD rotations"),

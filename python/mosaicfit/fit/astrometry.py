@@ -16,8 +16,8 @@ from .core import LeastSquaresProblem, require_solution, solve_least_squares
 from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage,
                      model_leverage, repeated_only)
 from .order import HELD, visit_orders
-from .shrinkage import MIN_VISITS, common_terms_prior
-from .uncertainty import polynomial_covariances
+from .shrinkage import MIN_VISITS, TAU_FLOOR_ARCSEC, common_function_prior
+from .uncertainty import exact_affordable, polynomial_covariances
 from .chromatic import DcrFit, star_colours, visit_refraction
 from .quality import assess_visits
 from .turbulence import reserved_scatter, reserved_stars, visit_field, visit_kernel
@@ -105,42 +105,66 @@ def _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, rotation):
 
 
 def _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visits, orders,
-                  coef_prior, coef_prior_w, from_order, bands):
-    """Sets the common-terms prior (fit.shrinkage) in `coef_prior`/`coef_prior_w` from the
-    solution `coef` at the points (a, b), for the visits of each filter apart (`bands` (nv,):
-    each filter's glass adds its own distortion); True where it covers any term."""
-    h = leverage(w, star, active, nstar, prior_w)
-    weff = np.where(active, w * (1.0 - h), 0.0)
-    cov = polynomial_covariances(model.basis, a, b, weff, vidx, len(visits), orders)
-    var = np.diagonal(cov, axis1=1, axis2=2)
-    held = coef_prior_w[:, 0, :] >= HELD
-    degree = np.array([i + j for i, j in model.basis.terms])
+                  lsp, from_order, bands, given=None, record=None):
+    """The common-terms prior (fit.shrinkage.common_function_prior) on the visit polynomials'
+    terms of order >= `from_order`, for the visits of each filter apart (`bands` (nv,): each
+    filter's glass adds its own distortion), from the solution `coef` of the problem `lsp` at
+    the points (a, b) with weights `w`: sets the targets in ``lsp.coef_prior`` (the held terms
+    too: at the common value rather than at the optics) and returns the prior's matrices (nv,
+    T, T), or None where no filter has enough visits. `given` {filter: common terms} (a region
+    split's consensus, fit.state.CcdTerms.astro_common) holds the common terms; each filter's
+    are recorded in `record` (a dict, AstrometryStats.common)."""
+    held = lsp.coef_prior_w[:, 0, :] >= HELD
+    if exact_affordable(lsp):
+        cov = solve_least_squares(lsp, covariance=True).visit_cov[:, 0]
+        how = "exact"
+    else:
+        # per visit, the stars' share removed by their leverage: a little narrower than the
+        # exact covariances (the CCD placement's share left out), so the spread comes out wider
+        h = leverage(w, star, active, nstar, prior_w)
+        weff = np.where(active, w * (1.0 - h), 0.0)
+        cov = polynomial_covariances(model.basis, a, b, weff, vidx, len(visits), orders)
+        how = "per-visit"
+    B = model.basis.values(a[active], b[active])
+    gram = B.T @ B / max(len(B), 1)
+    T = model.basis.n_terms
+    matrix = np.zeros((len(visits), T, T))
+    Ht = n_terms(from_order - 1)
     covered = False
     for band in sorted(set(bands)):
         k = np.nonzero(np.asarray(bands) == band)[0]
-        target, weight, spread = common_terms_prior(coef[k], var[k], orders[k], from_order,
-                                                    held[k])
-        if not spread:
-            log.info("astrometry: no common-terms prior for %s (%d visits: fewer than %d "
-                     "determine the terms of order >= %d)", band, len(k), MIN_VISITS,
+        g = (given or {}).get(band)
+        nH = T - n_terms(from_order - 1)
+        if g is not None and np.shape(g["sigma"]) != (nH, nH):
+            log.info("astrometry: the held common terms of %s are of another order: estimated "
+                     "here", band or "the filter")
+            g = None
+        res = common_function_prior(coef[k], cov[k], orders[k], from_order, gram, ~held[k],
+                                    TAU_FLOOR_ARCSEC, rotate=True,
+                                    given=None if g is None else (g["mu"], g["sigma"], g["tau"]))
+        if res is None:
+            log.info("astrometry: no common-terms prior for %s (%d visits: fewer than %d fit "
+                     "the terms of order >= %d)", band or "the filter", len(k), MIN_VISITS,
                      from_order)
             continue
-        degs = sorted(spread)
-        on = weight > 0
-        sub_prior, sub_w = coef_prior[k], coef_prior_w[k]
-        sub_prior[on] = target[on]
-        sub_w[on] = weight[on]
-        # the held terms of a visit: at the common value rather than at the optics
-        hold = held[k][:, None, :] & np.isin(degree, degs)[None, None, :]
-        hold = np.broadcast_to(hold, target.shape)
-        sub_prior[hold] = target[hold]
-        coef_prior[k], coef_prior_w[k] = sub_prior, sub_w
+        sub = lsp.coef_prior[k]
+        on = (res.matrix.any(axis=1) | held[k])[:, None, Ht:]
+        sub[:, :, Ht:] = np.where(on, res.target[:, :, Ht:], sub[:, :, Ht:])
+        lsp.coef_prior[k] = sub
+        matrix[k] = res.matrix
         covered = True
-        log.info("astrometry: common-terms prior on orders %d-%d of the %s visit polynomials, "
-                 "spread between visits %s mas (%d-%d visits)", degs[0], degs[-1], band,
-                 "/".join(f"{1000.0 * spread[d][0]:.2g}" for d in degs),
-                 min(x[1] for x in spread.values()), max(x[1] for x in spread.values()))
-    return covered
+        if record is not None:
+            record[band] = dict(from_order=int(from_order), mu=np.asarray(res.mu).tolist(),
+                                sigma=np.asarray(res.sigma).tolist(), tau=res.tau,
+                                used=res.used)
+        log.info("astrometry: common-terms prior on orders %d-%d of the %s visit polynomials "
+                 "%s (%s covariances): their departures from the common function "
+                 "%.2g mas rms%s", from_order, model.basis.order, band or "",
+                 f"from {res.used} visits" if g is None else "held at the regions' consensus",
+                 how, 1000.0 * res.tau,
+                 f"; visits {', '.join(str(int(visits[i])) for i in k[res.own])} keep their "
+                 "own (beyond chance)" if res.own.any() else "")
+    return matrix if covered else None
 
 
 def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None):
@@ -262,6 +286,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
     n_refits = 0                      # of the error model (fit.errors.MAX_REFITS)
     passes, at_floor, converged = 0, False, False    # the damaged-visit check (fit.quality)
     # the common-terms prior (fit.shrinkage): estimated once from the converged fit without it
+    coef_prior_mat = None
+    common_record = {}
     common_pending = cfg.commonFromOrder > 0 and order >= cfg.commonFromOrder and nv >= 2
     band_of = {e.visit: str(e.filter) for e in exposures}
     bands = [band_of.get(int(v), "") for v in visits]
@@ -292,7 +318,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
         lsp = LeastSquaresProblem(
             star=star, visit=vidx, ccd=cidx, active=active.copy(), u=a, v=b, y=y + y_dcr, w=w,
             G=G, prior=prior, prior_w=prior_w.copy(), prior_is_measurement=bool(ref_prior.any()),
-            coef_prior=coef_prior, coef_prior_w=coef_prior_w,
+            coef_prior=coef_prior, coef_prior_w=coef_prior_w, coef_prior_mat=coef_prior_mat,
             ccd_fixed=ccd_fixed, ccd_prior=ccd_prior, ccd_prior_w=ccd_prior_w, nvisit=nv,
             nccd=nc, nstar=nstar, order=order, basis="legendre")
         r = require_solution(solve_least_squares(lsp), "astrometric")
@@ -386,8 +412,11 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
                 continue
         if done and common_pending and it < cfg.maxIter - 2:
             common_pending = False
-            if _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visits,
-                             orders, coef_prior, coef_prior_w, cfg.commonFromOrder, bands):
+            m = _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visits,
+                              orders, lsp, cfg.commonFromOrder, bands,
+                              held.astro_common if held is not None else None, common_record)
+            if m is not None:
+                coef_prior_mat = m
                 continue
         if done:
             converged = True
@@ -429,7 +458,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
         ref_rejected=n_ref_rejected,
         error_scale={int(v): float(x) for v, x in zip(visits, errors.scale)} if errors else {},
         error_floor_mas=errors.floor * 1000.0 if errors else 0.0, ref_error_scale=ref_scale,
-        converged=converged, visit_quality=[q.as_row() for q in quality])
+        converged=converged, visit_quality=[q.as_row() for q in quality],
+        common=common_record)
     for q in quality:
         if q.flag in ("trailed", "noisy"):
             log.warning("visit %d looks %s: %s (down-weighted by its error scale %.2f)",
@@ -448,7 +478,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
             star=star, visit=vidx, ccd=cidx, active=act, u=pa, v=pb, y=y + y_extra, w=w,
             G=np.zeros((n, 2, 3)), prior=prior, prior_w=prior_w,
             prior_is_measurement=bool(ref_prior.any()), coef_prior=coef_prior,
-            coef_prior_w=coef_prior_w, ccd_fixed=np.ones(nc, bool), nvisit=nv, nccd=nc,
+            coef_prior_w=coef_prior_w, coef_prior_mat=coef_prior_mat,
+            ccd_fixed=np.ones(nc, bool), nvisit=nv, nccd=nc,
             nstar=nstar, order=order, basis="legendre")), "astrometric")
 
     def noise(r, turb_var):

@@ -376,7 +376,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
         error_scale={int(v): float(x) for v, x in zip(visits, errors.scale)} if errors else {},
         error_floor_mmag=errors.floor * 1000.0 if errors else 0.0, ref_error_scale=ref_scale)
     data.photometry = PhotometryResult(active=active, resid=res, w=w, xstar=xs, m_cor=m_cor,
-                                       prior_w=prior_w, orders=orders,
+                                       prior_w=prior_w, orders=orders, prior_mat=coef_prior_mat,
                                        mag_ref=ref_mag_used[star])
     coherent = coherent_residuals(res, w, active, det.visit, det.ccd, det.x, det.y, sol.camera)
     misfit = visit_misfit(coherent, visits)

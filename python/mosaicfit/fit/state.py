@@ -34,6 +34,7 @@ class PhotometryResult:
     mag_ref: np.ndarray     # (n,) reference magnitude used (NaN: none)
     prior_w: np.ndarray = None   # (nstar,) weights of the stars' reference magnitudes
     orders: np.ndarray = None    # (nvisit,) flux polynomial order of each visit
+    prior_mat: np.ndarray = None  # (nvisit, T, T) the common-terms prior's matrices, if any
 
     @classmethod
     def empty(cls, n, nstar):
@@ -55,14 +56,16 @@ class CcdTerms:
     `weights` (same keys) say how strongly each value is determined (the detections the fit
     used on the CCD): :meth:`consensus` averages the regions' values with them.
 
-    `flux_common` {filter: dict from_order, mu, sigma, tau, used}: the common terms of the
-    visits' flux polynomials (the camera's flat field, fit.shrinkage.common_function_prior),
-    shared by every region in the same way."""
+    `astro_common` and `flux_common` {filter: dict from_order, mu, sigma, tau, used}: the
+    common terms of the visits' astrometric and flux polynomials (the camera's distortion and
+    flat field, fit.shrinkage.common_function_prior), shared by every region in the same
+    way."""
     placement: dict = field(default_factory=dict)
     flux: dict = field(default_factory=dict)
     placement_weights: dict = field(default_factory=dict)
     flux_weights: dict = field(default_factory=dict)
     flux_common: dict = field(default_factory=dict)
+    astro_common: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, sol):
@@ -75,6 +78,9 @@ class CcdTerms:
         terms = cls()
         if sol.astrometry is not None:
             terms.placement = dict(sol.placement.offsets)
+            st = sol.stats.astrometry if sol.stats is not None else None
+            if st is not None and st.common:
+                terms.astro_common = {f: dict(c) for f, c in st.common.items()}
             terms.placement_weights = count(np.asarray(d["astro_used"], bool)) if len(ccd)                 else {}
         for filt, model in sol.photometry.items():
             terms.flux[filt] = dict(model.ccd_terms)
@@ -107,6 +113,11 @@ class CcdTerms:
         out = cls()
         out.placement, out.placement_weights = mean([t.placement for t in terms],
                                                     [t.placement_weights for t in terms])
+        for filt in sorted({f for t in terms for f in t.astro_common}):
+            common = _common_consensus([t.astro_common[filt] for t in terms
+                                        if filt in t.astro_common])
+            if common is not None:
+                out.astro_common[filt] = common
         for filt in sorted({f for t in terms for f in t.flux}):
             out.flux[filt], out.flux_weights[filt] = mean(
                 [t.flux.get(filt, {}) for t in terms], [t.flux_weights.get(filt, {}) for t in terms])
@@ -118,7 +129,7 @@ class CcdTerms:
 
 
 def _common_consensus(commons):
-    """The regions' common flux terms combined: mu weighted by the inverse of each region's
+    """The regions' common terms (of one filter's astrometric or flux polynomials) combined: mu weighted by the inverse of each region's
     prior covariance, the covariance and the spread averaged over the regions by their
     visits (each region's estimate of the same camera function); those of the most common
     shape only (a region whose order was lowered has fewer terms)."""

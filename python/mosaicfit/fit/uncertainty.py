@@ -55,10 +55,10 @@ def _grid(camera, ccd):
     return gx.ravel(), gy.ravel()
 
 
-def polynomial_covariances(basis, a, b, weff, vidx, nv, orders, prior_w=None):
+def polynomial_covariances(basis, a, b, weff, vidx, nv, orders, prior_w=None, prior_mat=None):
     """(nv, T, T) covariances of the visits' coefficients (per coordinate), from the points
     (a, b) with effective weights `weff` (0: not used) and the coefficients' priors `prior_w`
-    (nv, T) if any (fit.shrinkage); the terms above each visit's order (`orders`, -1: none
+    (nv, T) and `prior_mat` (nv, T, T) if any (fit.shrinkage); the terms above each visit's order (`orders`, -1: none
     fitted) have zero variance; a visit whose terms the points and priors do not determine
     gets infinite variance on them."""
     T = basis.n_terms
@@ -78,6 +78,8 @@ def polynomial_covariances(basis, a, b, weff, vidx, nv, orders, prior_w=None):
         N = B.T @ (weff[m, None] * B)
         if prior_w is not None:
             N[np.diag_indices(tf)] += prior_w[k, :tf]
+        if prior_mat is not None:
+            N += prior_mat[k, :tf, :tf]
         ev, V = np.linalg.eigh(N)
         if len(ev) == 0 or ev[0] <= 1e-14 * max(ev[-1], 1e-300):
             cov[k, :tf, :tf] = np.inf
@@ -115,7 +117,8 @@ def astrometric_ccd_errors(sol, data, camera, ccd_prior_px):
     if A.problem is not None and A.problem.coef_prior_w is not None:
         prior_w = np.asarray(A.problem.coef_prior_w)[:, 0, :]
         prior_w = np.where(prior_w < HELD, prior_w, 0.0)        # the held terms are not fitted
-    cov = polynomial_covariances(basis, a, b, weff, vidx, len(data.visits), A.orders, prior_w)
+    cov = polynomial_covariances(basis, a, b, weff, vidx, len(data.visits), A.orders, prior_w,
+                                 None if A.problem is None else A.problem.coef_prior_mat)
     # the CCD placement: offset (per coordinate) and rotation, in pixels and radians, from the
     # detections of all visits on the CCD (pixel scale: the single-frame WCS's)
     scale = float(np.median(det.pixscale))                    # arcsec / pixel
@@ -167,7 +170,7 @@ def photometric_ccd_errors(sol, model, data, u, v, camera, ccd_prior_mag, solve_
     weff = np.where(p.active, p.w * (1.0 - h), 0.0)            # mag^-2
     s = model.scale
     cov = polynomial_covariances(basis, u / s, v / s, weff, data.vidx, len(data.visits),
-                                 p.orders)
+                                 p.orders, prior_mat=p.prior_mat)
     zp_var = {}
     for c in camera.science_ccds:
         m = data.det.ccd == c

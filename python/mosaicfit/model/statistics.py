@@ -54,6 +54,10 @@ class AstrometryStats:
     converged: bool = True
     # one row (dict) per visit: fit.quality.VisitQuality's fields
     visit_quality: list = field(default_factory=list)
+    # the common-terms prior of the visit polynomials per filter
+    # (fit.shrinkage.common_function_prior): {filter: dict from_order, mu (2, H), sigma
+    # (H, H) (arcsec), tau (arcsec), used (visits)}
+    common: dict = field(default_factory=dict)
 
     @property
     def chi2_ndof(self):
