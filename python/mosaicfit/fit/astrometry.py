@@ -3,6 +3,7 @@ positions (the model: :mod:`mosaicfit.model.astrometry`), iterated (the CCD rota
 only non-linear parameters) with worst-first clipping.
 """
 import dataclasses
+import itertools
 import logging
 
 import numpy as np
@@ -291,7 +292,12 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
     common_pending = cfg.commonFromOrder > 0 and order >= cfg.commonFromOrder and nv >= 2
     band_of = {e.visit: str(e.filter) for e in exposures}
     bands = [band_of.get(int(v), "") for v in visits]
-    for it in range(cfg.maxIter):
+    # a new problem at convergence (a damaged visit's images excluded, the common-terms prior
+    # set; at most 3 + 1 times) gets maxIter iterations of its own
+    budget = cfg.maxIter
+    for it in itertools.count():
+        if it >= budget:
+            break
         g = geom[cidx]
         u, v, ru, rv = placement.place(ox, oy, g[:, 0], g[:, 1], g[:, 2], data.u0, data.v0)
         a, b = optics(u, v)                       # the polynomial's coordinates
@@ -409,14 +415,17 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
                 data.damaged[q.visit] = q.shift_direction_deg
             active &= ~excluded
             if grew:
+                if done:
+                    budget = max(budget, it + 1 + cfg.maxIter)
                 continue
-        if done and common_pending and it < cfg.maxIter - 2:
+        if done and common_pending:
             common_pending = False
             m = _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visits,
                               orders, lsp, cfg.commonFromOrder, bands,
                               held.astro_common if held is not None else None, common_record)
             if m is not None:
                 coef_prior_mat = m
+                budget = max(budget, it + 1 + cfg.maxIter)
                 continue
         if done:
             converged = True
@@ -432,8 +441,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
             log.info("chromatic term: effective colours fitted for %d stars without a "
                      "catalogue colour", int(dcr.free.sum()))
     if not converged:
-        log.warning("astrometry: not converged after maxIter=%d iterations (last: %d clipped, "
-                    "CCD step %.2g px)", cfg.maxIter, nclip, move)
+        log.warning("astrometry: not converged after %d iterations (maxIter=%d; last: %d "
+                    "clipped, CCD step %.2g px)", budget, cfg.maxIter, nclip, move)
     quality, _ = assess_visits(visits, res, w, star, active, usable, vidx, nstar, prior_w,
                                errors, excluded, data.damaged)
     frozen = {}

@@ -312,7 +312,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
                                      mu=common.mu.tolist(), sigma=common.sigma.tolist(),
                                      tau=common.tau, used=common.used)
                 # a new problem: the fit with the prior gets maxIter iterations of its own
-                budget = it + 1 + cfg.maxIter
+                budget = max(budget, it + 1 + cfg.maxIter)
                 continue
         if nclip <= chance_clips(int(active.sum()), thr, 1) and nback == 0 \
                 and thr <= cfg.clipSigma and not model_moved and not huber_moved:
@@ -329,9 +329,9 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
             log.info("photometry: %d stars inconsistent with a constant flux (variables, "
                      "galaxies) removed", len(bad))
     if not converged:
-        log.warning("photometry of %s: not converged after maxIter=%d iterations (last: %d "
-                    "clipped, chi2/ndof %.3f): check the diagnostics' coherent residuals",
-                    filt or "the filter", cfg.maxIter, nclip, r.chi2 / max(r.ndof, 1))
+        log.warning("photometry of %s: not converged after %d iterations (maxIter=%d; last: "
+                    "%d clipped, chi2/ndof %.3f): check the diagnostics' coherent residuals",
+                    filt or "the filter", budget, cfg.maxIter, nclip, r.chi2 / max(r.ndof, 1))
     if r.ndof <= 0:
         raise MosaicError(f"too few stars to determine the photometric solution of {filt}: "
                           f"{r.nobs} measurements (detections and reference values) for {r.nparam} "
