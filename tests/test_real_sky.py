@@ -397,3 +397,38 @@ def test_turbulence_fields_survive_the_solution_file(turbulent, tmp_path):
     x, y = np.array([100.0, 1500.0]), np.array([300.0, 3900.0])
     np.testing.assert_allclose(back.pixel_to_sky(v, c, x, y), sol.pixel_to_sky(v, c, x, y),
                                rtol=0, atol=1e-12)
+
+
+def test_dcr_from_the_residuals_when_neither_colours_nor_headers_say():
+    """No catalogue colour, no zenith distance (the real HSC sample): the vectors and the
+    effective colours together from the residuals, up to the scale and the common vector of
+    the vectors that the stars' positions and colours absorb; pure noise starts nothing."""
+    rng = np.random.default_rng(8)
+    nv, nstar = 5, 4000
+    d_true = np.array([[0.006, 0.001], [0.002, 0.0], [-0.001, -0.001], [-0.004, 0.0],
+                       [-0.008, -0.002]])
+    colour = rng.normal(0.0, 0.6, nstar)
+    star = np.repeat(np.arange(nstar), nv)
+    vidx = np.tile(np.arange(nv), nstar)
+    cfg = MosaicConfig()
+    sig = 0.002
+    w = np.full(len(star), 1 / sig ** 2)
+    act = np.ones(len(star), bool)
+    noise = rng.normal(0, sig, (len(star), 2))
+    res = d_true[vidx] * colour[star][:, None] + noise
+    res -= np.stack([np.bincount(star, weights=res[:, i]) for i in (0, 1)], 1)[star] / nv
+    fit = DcrFit(np.full(nstar, np.nan), np.full((nv, 2), np.nan), star, vidx, np.arange(nv), cfg)
+    assert fit.can_start_from_residuals
+    assert fit.start_from_residuals(res, w, act)
+    assert fit.active and set(fit.term().source.values()) == {"residuals"}
+    # the vectors up to a scale and a common vector; the colours up to the same scale
+    d = fit.d - fit.d.mean(0)
+    dt = d_true - d_true.mean(0)
+    scale = np.sum(d * dt) / np.sum(d * d)
+    np.testing.assert_allclose(scale * d, dt, atol=5e-4)
+    cc = fit.dc[fit.free]
+    assert abs(np.corrcoef(cc, colour[fit.free])[0, 1]) > 0.9
+    # white noise alone: nothing beyond chance
+    fit0 = DcrFit(np.full(nstar, np.nan), np.full((nv, 2), np.nan), star, vidx, np.arange(nv), cfg)
+    n0 = noise - np.stack([np.bincount(star, weights=noise[:, i]) for i in (0, 1)], 1)[star] / nv
+    assert not fit0.start_from_residuals(n0, w, act) and not fit0.active

@@ -249,7 +249,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
 
     # the chromatic term (fit.chromatic): a known displacement of each detection, refitted
     # after every solve
-    dcr, y_dcr = None, np.zeros((n, 2))
+    dcr, y_dcr, dcr_pending = None, np.zeros((n, 2)), None
     if cfg.fitDcr:
         colours, where = star_colours(data, exposures, cfg.dcrColor)
         dec_v = np.array([np.mean(det.dec[vidx == k]) for k in range(nv)])
@@ -258,6 +258,11 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
             log.info("chromatic term: %s colours (%s); vectors of %d visits from the colours, "
                      "%d from the headers", cfg.dcrColor, where, int(dcr.from_colours.sum()),
                      int(dcr.from_headers.sum()))
+        elif dcr.can_start_from_residuals:
+            log.info("chromatic term: no star with a %s colour (%s) and no zenith distance "
+                     "and parallactic angle in the headers: fitted from the residuals once the "
+                     "fit has converged, where they show it", cfg.dcrColor, where)
+            dcr_pending, dcr = dcr, None
         else:
             log.info("chromatic term: not fitted (no star with a %s colour: %s; no zenith "
                      "distance and parallactic angle in the headers)", cfg.dcrColor, where)
@@ -417,6 +422,14 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
             if grew:
                 if done:
                     budget = max(budget, it + 1 + cfg.maxIter)
+                continue
+        if done and dcr_pending is not None:
+            # the chromatic term from the residuals (fit.chromatic): a new problem when found
+            pending, dcr_pending = dcr_pending, None
+            if pending.start_from_residuals(res, w, active):
+                dcr = pending
+                y_dcr = dcr.offsets()
+                budget = max(budget, it + 1 + cfg.maxIter)
                 continue
         if done and common_pending:
             common_pending = False

@@ -15,7 +15,15 @@ barely interact and the alternation converges in the fit's own iterations):
   determined to `dcrMaxColorError` mag; otherwise it keeps the reference colour;
 * with no star of known colour, the visits' headers (AIRMASS / ZD / ALTITUDE and PARANG / HA)
   give each d_v's direction and its tan z, and only the effective colours are fitted (in
-  units of 10 mas per unit of tan z).
+  units of 10 mas per unit of tan z);
+* with neither (the real HSC sample: SDSS positions without colours, headers without the
+  zenith distance), the vectors and the effective colours are fitted together from the
+  converged fit's residuals (:meth:`DcrFit.start_from_residuals`): a star-specific shift
+  that changes from visit to visit along one vector per visit is what DCR does and nothing
+  else in the model does. The rank-one fit (alternating least squares) is kept only where it
+  takes out more than chance would from white noise (the largest singular value of a noise
+  matrix of the stars x visits' size, plus 5 sigma), the effective colours in units of their
+  weighted rms over the stars (source "residuals").
 
 Colours come from the reference catalogue (bands of `dcrColor`, e.g. ``g-i``) and, for the
 stars it lacks, from the run itself when it has visits in both bands' filters (the mean
@@ -161,7 +169,109 @@ class DcrFit:
         self.from_colours = n_col >= MIN_COLOURED_PER_VISIT
         self.from_headers = ~self.from_colours & np.all(np.isfinite(refraction), axis=1)
         self.d[self.from_headers] = refraction[self.from_headers] * HEADER_UNIT_ARCSEC
+        self.from_residuals = np.zeros(nv, bool)
         self.active = bool(self.from_colours.any() or self.from_headers.any())
+
+    @property
+    def can_start_from_residuals(self):
+        """Whether the term may be fitted from the residuals alone: nothing else gives it and
+        there are visits enough to tell a per-visit vector from the stars' positions."""
+        return (not self.active) and len(self.visits) >= 3 and not self.known.any()
+
+    def _colours_given_vectors(self, s, w, act):
+        """Each star's effective colour and its error with its position (eliminated), from
+        the detections `act` with the current vectors; (colour, sigma, star shift (ns, 2))."""
+        star, vidx = self.star, self.vidx
+        ns = len(self.dc)
+        sc, wc, dv = star[act], w[act], self.d[vidx[act]]
+        W = np.bincount(sc, weights=wc, minlength=ns)
+        Dx = np.stack([np.bincount(sc, weights=wc * dv[:, i], minlength=ns) for i in (0, 1)], 1)
+        Dd = np.bincount(sc, weights=wc * np.sum(dv * dv, axis=1), minlength=ns)
+        Sr = np.stack([np.bincount(sc, weights=wc * s[act, i], minlength=ns) for i in (0, 1)], 1)
+        Srd = np.bincount(sc, weights=wc * np.sum(s[act] * dv, axis=1), minlength=ns)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            info = Dd - np.sum(Dx * Dx, axis=1) / W
+            c = (Srd - np.sum(Sr * Dx, axis=1) / W) / info
+            sigma = 1.0 / np.sqrt(info)
+            shift = (Sr - np.nan_to_num(c)[:, None] * Dx) / W[:, None]
+        return c, sigma, shift
+
+    def start_from_residuals(self, res, w, act, iterations=40):
+        """Fit the vectors and the effective colours from the residuals `res` (n, 2) of a
+        converged fit without the term (module doc); True (and the term active) where the
+        rank-one structure is beyond chance. Logs what it found."""
+        star, vidx, nv = self.star, self.vidx, len(self.visits)
+        ns = len(self.dc)
+        n_det = np.bincount(star[act], minlength=ns)
+        use = act & (n_det[star] >= 2)
+        if not use.any():
+            return False
+        s = res
+        W = np.bincount(star[use], weights=w[use], minlength=ns)
+        mean = np.stack([np.bincount(star[use], weights=w[use] * s[use, i], minlength=ns)
+                         for i in (0, 1)], 1) / np.maximum(W, 1e-300)[:, None]
+        chi0 = float(np.sum(w[use] * np.sum((s[use] - mean[star[use]]) ** 2, axis=1)))
+        # start: a vector growing along the sequence of visits, in both coordinates (any
+        # start not orthogonal to the answer converges to it, as a power iteration does)
+        k = np.arange(nv) - 0.5 * (nv - 1)
+        self.d = np.stack([k, k], 1) * 1e-3
+        self.dc = np.zeros(ns)
+        for _ in range(iterations):
+            c, sigma, shift = self._colours_given_vectors(s, w, use)
+            c = np.where(W > 0, np.nan_to_num(c), 0.0)
+            rms = math.sqrt(float(np.sum(W * c * c) / max(float(W.sum()), 1e-300)))
+            if not rms > 0:
+                return False
+            c /= rms
+            cj = c[star]
+            r = s - shift[star]
+            for v in range(nv):
+                m = use & (vidx == v)
+                ww, x = w[m], cj[m]
+                if ww.sum() <= 0:
+                    continue
+                xc = x - np.sum(ww * x) / ww.sum()
+                den = np.sum(ww * xc * xc)
+                if den > 0:
+                    self.d[v] = np.sum(ww[:, None] * xc[:, None] * r[m], axis=0) / den
+            self.dc = c
+        c, sigma, shift = self._colours_given_vectors(s, w, use)
+        c = np.where(W > 0, np.nan_to_num(c), 0.0)
+        model = shift[star] + self.d[vidx] * c[star][:, None]
+        chi1 = float(np.sum(w[use] * np.sum((s[use] - model[use]) ** 2, axis=1)))
+        gain = chi0 - chi1
+        N, M = int((W > 0).sum()), 2 * nv
+        chance = (math.sqrt(N) + math.sqrt(M)) ** 2 + 5.0 * math.sqrt(2.0 * N)
+        if not gain > chance:
+            log.info("chromatic term: not fitted (no star or header colour; the residuals' "
+                     "chromatic pattern takes out chi2 %.0f, chance %.0f from %d stars)",
+                     gain, chance, N)
+            self.d[:] = 0.0
+            self.dc[:] = 0.0
+            return False
+        ok = (W > 0) & np.isfinite(sigma) & (sigma < self.cfg.dcrMaxColorError)
+        if ok.sum() < MIN_COLOURED_PER_VISIT:
+            # the pattern is there in aggregate, but no star's share is: fitted, each star's
+            # colour would only trade its noise for its DCR
+            log.info("chromatic term: not fitted: the residuals show a chromatic pattern "
+                     "(vectors |d| %s mas per unit of effective colour; chi2 down by %.0f, "
+                     "chance %.0f from %d stars), but only %d stars' effective colours are "
+                     "determined to dcrMaxColorError=%.2g (of unit rms)",
+                     "/".join(f"{1000.0 * np.hypot(*x):.1f}" for x in self.d), gain, chance,
+                     N, int(ok.sum()), self.cfg.dcrMaxColorError)
+            self.d[:] = 0.0
+            self.dc[:] = 0.0
+            return False
+        self.from_residuals[:] = True
+        self.active = True
+        self.free = ok
+        self.dc = np.where(ok, np.clip(c, -4.0, 4.0), 0.0)
+        log.info("chromatic term: fitted from the residuals (no star or header colour): "
+                 "vectors of %d visits, |d| %s mas per unit of effective colour, effective "
+                 "colours of %d stars (chi2 down by %.0f, chance %.0f)", nv,
+                 "/".join(f"{1000.0 * np.hypot(*x):.1f}" for x in self.d), int(ok.sum()), gain,
+                 chance)
+        return True
 
     def offsets(self):
         """(n, 2) arcsec: each detection's displacement d_v (c_s - c_ref)."""
@@ -178,8 +288,8 @@ class DcrFit:
         s = res + old                     # the residuals without the term
         star, vidx = self.star, self.vidx
         colored = act & self.known[star]
-        for k in np.nonzero(self.from_colours)[0]:
-            m = colored & (vidx == k)
+        for k in np.nonzero(self.from_colours | self.from_residuals)[0]:
+            m = (act & self.free[star] if self.from_residuals[k] else colored) & (vidx == k)
             ww, x = w[m], self.dc[star[m]]
             W = ww.sum()
             xc = x - np.sum(ww * x) / W
@@ -190,17 +300,8 @@ class DcrFit:
         # free effective colours: jointly with the star's position, which the solve frees
         cand = act & ~self.known[star]
         if cand.any() and np.any(self.d[vidx[cand]] != 0):
-            ns = len(self.dc)
-            sc, wc, dv = star[cand], w[cand], self.d[vidx[cand]]
-            W = np.bincount(sc, weights=wc, minlength=ns)
-            Dx = np.stack([np.bincount(sc, weights=wc * dv[:, i], minlength=ns) for i in (0, 1)], 1)
-            Dd = np.bincount(sc, weights=wc * np.sum(dv * dv, axis=1), minlength=ns)
-            Sr = np.stack([np.bincount(sc, weights=wc * s[cand, i], minlength=ns) for i in (0, 1)], 1)
-            Srd = np.bincount(sc, weights=wc * np.sum(s[cand] * dv, axis=1), minlength=ns)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                info = Dd - np.sum(Dx * Dx, axis=1) / W
-                c = (Srd - np.sum(Sr * Dx, axis=1) / W) / info
-                sigma = 1.0 / np.sqrt(info)
+            W = np.bincount(star[cand], weights=w[cand], minlength=len(self.dc))
+            c, sigma, _ = self._colours_given_vectors(s, w, cand)
             ok = np.isfinite(c) & (W > 0) & (sigma < self.cfg.dcrMaxColorError)
             self.free = ok
             self.dc = np.where(self.known, self.dc, np.where(ok, np.clip(c, -4.0, 4.0), 0.0))
@@ -217,4 +318,7 @@ class DcrFit:
             elif self.from_headers[k]:
                 t.vectors[int(v)] = (float(self.d[k, 0]), float(self.d[k, 1]))
                 t.source[int(v)] = "headers"
+            elif self.from_residuals[k]:
+                t.vectors[int(v)] = (float(self.d[k, 0]), float(self.d[k, 1]))
+                t.source[int(v)] = "residuals"
         return t

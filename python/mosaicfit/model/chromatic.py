@@ -29,9 +29,10 @@ class ChromaticTerm:
 
     colour: the colour's name (``"g-i"``: reference-catalogue bands, first minus second);
     reference_colour: c_ref, magnitudes; vectors: {visit: (dxi, deta)} arcsec per magnitude in
-    the tract plane; source: {visit: "fitted" | "headers"}: from the stars' colours, or only
-    the direction and the tan z of the visit's headers with the stars' effective colours
-    fitted (then the vector is in arcsec per unit of effective colour).
+    the tract plane; source: {visit: "fitted" | "headers" | "residuals"}: from the stars'
+    colours, or only the direction and the tan z of the visit's headers with the stars'
+    effective colours fitted, or vectors and effective colours both from the residuals (then
+    the vector is in arcsec per unit of effective colour, the effective colours of unit rms).
     """
     colour: str
     reference_colour: float
@@ -54,7 +55,7 @@ class ChromaticTerm:
                 ("DCRXI", round(float(dx) * 1000.0, 6), "[mas/mag] DCR along RA cos Dec"),
                 ("DCRETA", round(float(dy) * 1000.0, 6), "[mas/mag] DCR along Dec"),
                 ("DCRSRC", self.source.get(int(visit), "fitted"),
-                 "fitted from colours, or headers' direction")]
+                 "fitted, headers or residuals (mas per colour unit)")]
 
     def to_dict(self):
         """The term as a JSON-able dict (visit keys as strings)."""
