@@ -145,8 +145,8 @@ def _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visi
                                     given=None if g is None else (g["mu"], g["sigma"], g["tau"]))
         if res is None:
             log.info("astrometry: no common-terms prior for %s (%d visits: fewer than %d fit "
-                     "the terms of order >= %d)", band or "the filter", len(k), MIN_VISITS,
-                     from_order)
+                     "the terms of order >= %d and agree on them within chance)",
+                     band or "the filter", len(k), MIN_VISITS, from_order)
             continue
         sub = lsp.coef_prior[k]
         on = (res.matrix.any(axis=1) | held[k])[:, None, Ht:]

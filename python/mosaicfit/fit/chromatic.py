@@ -189,11 +189,14 @@ class DcrFit:
         Dd = np.bincount(sc, weights=wc * np.sum(dv * dv, axis=1), minlength=ns)
         Sr = np.stack([np.bincount(sc, weights=wc * s[act, i], minlength=ns) for i in (0, 1)], 1)
         Srd = np.bincount(sc, weights=wc * np.sum(s[act] * dv, axis=1), minlength=ns)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             info = Dd - np.sum(Dx * Dx, axis=1) / W
-            c = (Srd - np.sum(Sr * Dx, axis=1) / W) / info
-            sigma = 1.0 / np.sqrt(info)
-            shift = (Sr - np.nan_to_num(c)[:, None] * Dx) / W[:, None]
+            # a colour the vectors do not determine (one visit, or vectors all alike): none
+            det = (W > 0) & (info > 1e-12 * np.maximum(Dd, 1e-300))
+            c = np.where(det, (Srd - np.sum(Sr * Dx, axis=1) / W) / np.where(det, info, 1.0),
+                         np.nan)
+            sigma = np.where(det, 1.0 / np.sqrt(np.where(det, info, 1.0)), np.inf)
+            shift = (Sr - np.where(det, c, 0.0)[:, None] * Dx) / np.where(W > 0, W, 1.0)[:, None]
         return c, sigma, shift
 
     def start_from_residuals(self, res, w, act, iterations=40):
@@ -218,7 +221,7 @@ class DcrFit:
         self.dc = np.zeros(ns)
         for _ in range(iterations):
             c, sigma, shift = self._colours_given_vectors(s, w, use)
-            c = np.where(W > 0, np.nan_to_num(c), 0.0)
+            c = np.where(np.isfinite(c), c, 0.0)
             rms = math.sqrt(float(np.sum(W * c * c) / max(float(W.sum()), 1e-300)))
             if not rms > 0:
                 return False
@@ -236,7 +239,7 @@ class DcrFit:
                     self.d[v] = np.sum(ww[:, None] * xc[:, None] * r[m], axis=0) / den
             self.dc = c
         c, sigma, shift = self._colours_given_vectors(s, w, use)
-        c = np.where(W > 0, np.nan_to_num(c), 0.0)
+        c = np.where(np.isfinite(c), c, 0.0)
         model = shift[star] + self.d[vidx] * c[star][:, None]
         chi1 = float(np.sum(w[use] * np.sum((s[use] - model[use]) ** 2, axis=1)))
         gain = chi0 - chi1

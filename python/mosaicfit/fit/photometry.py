@@ -79,8 +79,8 @@ def _common_prior(basis, coef, a, b, w, star, active, nstar, prior_w, vidx, visi
                                 (given["mu"], given["sigma"], given["tau"]))
     if res is None:
         log.info("photometry of %s: no common-terms prior (%d visits: fewer than %d fit the "
-                 "terms of order >= %d)", filt or "the filter", len(visits), MIN_VISITS,
-                 from_order)
+                 "terms of order >= %d and agree on them within chance)", filt or "the filter",
+                 len(visits), MIN_VISITS, from_order)
         return None
     target, matrix, own, tau, used = res[:5]
     Ht = n_terms(from_order - 1)

@@ -31,12 +31,15 @@ own distortion and flat field. This is the hierarchical shrinkage of meta-analys
 (DerSimonian & Laird 1986; Paule & Mandel 1982), with the data saying how similar the visits
 are.
 """
+import logging
 import math
 from typing import NamedTuple
 
 import numpy as np
 
 from ..model.basis import n_terms
+
+log = logging.getLogger("mosaicfit.fit")
 
 __all__ = ["TAU_FLOOR_ARCSEC", "MIN_VISITS", "OUTLIER_P", "visit_rotations", "random_effects", "CommonPrior",
            "common_function_prior", "chi2_sf"]
@@ -182,6 +185,9 @@ def common_function_prior(coef, cov, orders, from_order, gram, free, tau_floor, 
     while given is None:
         k = np.nonzero(full & ~own)[0]
         if len(k) < MIN_VISITS:
+            if own.any():
+                log.info("common terms: %d of %d visits depart from the others' beyond chance: "
+                         "too few left to say what they share", int(own.sum()), int(full.sum()))
             return None
         d = cam[k][:, :, H]
         C = cov[k][:, H][:, :, H]
