@@ -18,7 +18,7 @@ from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage
                      model_leverage, repeated_only)
 from .order import HELD, visit_orders
 from .shrinkage import MIN_VISITS, TAU_FLOOR_ARCSEC, common_function_prior
-from .uncertainty import exact_affordable, polynomial_covariances
+from .uncertainty import coefficient_covariances
 from .chromatic import DcrFit, star_colours, visit_refraction
 from .quality import assess_visits
 from .turbulence import reserved_scatter, reserved_stars, visit_field, visit_kernel
@@ -116,18 +116,8 @@ def _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visi
     split's consensus, fit.state.CcdTerms.astro_common) holds the common terms; each filter's
     are recorded in `record` (a dict, AstrometryStats.common)."""
     held = lsp.coef_prior_w[:, 0, :] >= HELD
-    if exact_affordable(lsp):
-        cov = solve_least_squares(lsp, covariance=True).visit_cov[:, 0]
-        how = "exact"
-    else:
-        # per visit, the stars' share removed by their leverage: a little narrower than the
-        # exact covariances (the CCD placement's share left out), so the spread comes out wider
-        h = leverage(w, star, active, nstar, prior_w)
-        weff = np.where(active, w * (1.0 - h), 0.0)
-        cov = polynomial_covariances(model.basis, a, b, weff, vidx, len(visits), orders)
-        how = "per-visit"
-    B = model.basis.values(a[active], b[active])
-    gram = B.T @ B / max(len(B), 1)
+    cov, gram, how = coefficient_covariances(lsp, model.basis, a, b, w, star, active, nstar,
+                                             prior_w, vidx, len(visits), orders)
     T = model.basis.n_terms
     matrix = np.zeros((len(visits), T, T))
     Ht = n_terms(from_order - 1)

@@ -19,8 +19,8 @@ from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage
 from .order import HELD, affordable_order, visit_orders
 from .shrinkage import MIN_VISITS, common_function_prior
 from .state import PhotometryResult
-from .uncertainty import (ccd_excess, coherent_residuals, exact_affordable,
-                          photometric_ccd_errors, polynomial_covariances, visit_misfit)
+from .uncertainty import (ccd_excess, coefficient_covariances, coherent_residuals,
+                          exact_affordable, photometric_ccd_errors, visit_misfit)
 
 log = logging.getLogger("mosaicfit.fit")
 
@@ -46,7 +46,7 @@ def _common_prior(basis, coef, a, b, w, star, active, nstar, prior_w, vidx, visi
     """Sets the common-terms prior (fit.shrinkage.common_function_prior) on the flux
     polynomials' terms of order >= `from_order` in the problem `lsp` (its coef_prior,
     coef_prior_w and coef_prior_mat), from the solution `coef` of `lsp` at the points (a, b)
-    with weights `w`; True where it covers any visit.
+    with weights `w`.
 
     What a visit's high-order terms hold is mostly the camera's (the flat field's and the
     illumination's residuals: the same function in every visit, in the focal plane) and its
@@ -57,18 +57,8 @@ def _common_prior(basis, coef, a, b, w, star, active, nstar, prior_w, vidx, visi
     keeps them as its own. `given`: the common terms held (a region split's consensus,
     fit.state.CcdTerms.flux_common). Returns the fit.shrinkage.CommonPrior, or None."""
     held = lsp.coef_prior_w[:, 0, :] >= HELD
-    if exact_affordable(lsp):
-        cov = solve_least_squares(lsp, covariance=True).visit_cov[:, 0]
-        how = "exact"
-    else:
-        # per visit, the stars' share removed by their leverage: a little narrower than the
-        # exact covariances (the CCD terms' share left out), so the spread comes out wider
-        h = leverage(w, star, active, nstar, prior_w)
-        weff = np.where(active, w * (1.0 - h), 0.0)
-        cov = polynomial_covariances(basis, a, b, weff, vidx, len(visits), orders)
-        how = "per-visit"
-    B = basis.values(a[active], b[active])
-    gram = B.T @ B / max(len(B), 1)
+    cov, gram, how = coefficient_covariances(lsp, basis, a, b, w, star, active, nstar, prior_w,
+                                             vidx, len(visits), orders)
     nH = basis.n_terms - n_terms(from_order - 1)
     if given is not None and np.shape(given["sigma"]) != (nH, nH):
         log.info("photometry of %s: the held common terms are of another order: estimated "
@@ -102,9 +92,9 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
     """Fit the photometry of `data` (the detections of one filter, a FitData subset) on top of
     the astrometry of `sol` (J of its TAN-SIP products); with `held` ({ccd: dC}, magnitudes)
     the CCD terms are held at those values, with `held_common` (dict from_order, mu, sigma,
-    tau: PhotometryStats.common) the common terms of the visit polynomials. Returns (PhotometricModel,
-    {(visit, ccd): FLUXMAG0ERR}, {(visit, ccd): uncertainty of the calibration, mmag} (every
-    science CCD: fit.uncertainty)); sets ``data.photometry``; appends to `stats`."""
+    tau: PhotometryStats.common) the common terms of the visit polynomials. Returns
+    (PhotometricModel, {(visit, ccd): FLUXMAG0ERR}, {(visit, ccd): uncertainty of the
+    calibration, mmag} (every science CCD: fit.uncertainty)); sets ``data.photometry``; appends to `stats`."""
     det, star, nstar = data.det, data.star, data.nstar
     vidx, cidx, ccds, visits = data.vidx, data.cidx, data.ccds, data.visits
     n, nv, nc = len(det), len(visits), len(ccds)
@@ -221,7 +211,8 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
     prev_res = prev_model = None
     prev_step = 0.0
     converged = False
-    # the common-terms prior (fit.shrinkage): estimated once from the converged fit without it
+    # the common-terms prior (fit.shrinkage): estimated once, from the fit without it once its
+    # clipping and error model have settled
     coef_prior_mat = None
     common_record = None
     common_pending = (not cfg.commonFluxCorr and cfg.fluxCommonFromOrder > 0
@@ -301,7 +292,8 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
         log.info(summ.line())
         # the common-terms prior (fit.shrinkage.common_function_prior), once the clipping
         # threshold is down and the error model settled: from then on one convergence
-        if common_pending and thr <= cfg.clipSigma and errors is not None and not model_moved:
+        if common_pending and thr <= cfg.clipSigma and not model_moved \
+                and (errors is not None or not cfg.fitErrorModel):
             common_pending = False
             common = _common_prior(PolyBasis(order, basis), r.coef, u / s, v / s, w * huber,
                                    star, active, nstar, prior_w, vidx, visits, orders, lsp,

@@ -30,6 +30,7 @@ import logging
 import numpy as np
 
 from ..model.basis import PolyBasis, n_terms
+from .core import solve_least_squares
 from .errors import leverage
 from .order import HELD
 
@@ -296,6 +297,26 @@ def _exact_photometric_errors(sol, model, data, camera, basis, ccd_prior_mag, so
 EXACT_MAX_PARAMS = 4000
 
 
+def coefficient_covariances(problem, basis, a, b, w, star, active, nstar, prior_w, vidx, nv,
+                            orders):
+    """(cov (nv, T, T) per coordinate, gram (T, T), how) of the visits' coefficients of the
+    least-squares `problem` solved at the points (a, b) with weights `w`: its exact marginal
+    covariances (the stars and every other parameter profiled out) where affordable, else the
+    per-visit estimate with the stars' share removed by their leverage (a little narrower: the
+    CCD parameters' share is left out); gram the basis's mean outer product over the active
+    points; how "exact" or "per-visit". What fit.shrinkage.common_function_prior needs."""
+    if exact_affordable(problem):
+        cov = solve_least_squares(problem, covariance=True).visit_cov[:, 0]
+        how = "exact"
+    else:
+        h = leverage(w, star, active, nstar, prior_w)
+        weff = np.where(active, w * (1.0 - h), 0.0)
+        cov = polynomial_covariances(basis, a, b, weff, vidx, nv, orders)
+        how = "per-visit"
+    B = basis.values(a[active], b[active])
+    return cov, B.T @ B / max(len(B), 1), how
+
+
 def exact_affordable(problem):
     """Whether the exact covariances of `problem` are cheap enough (EXACT_MAX_PARAMS)."""
     n = problem.nvisit * n_terms(problem.order)
@@ -311,7 +332,6 @@ def _exact_astrometric_errors(sol, data, camera, ccd_prior_px):
     grid point and coordinate b' C_v b + 2 b' C_vc g + g' C_c g, g the derivative by the
     CCD's placement (offset, rotation) there."""
     from .astrometry import _ccd_derivatives
-    from .core import solve_least_squares
     am, A = sol.astrometry, data.astrometry
     p = A.problem
     cov = solve_least_squares(p, covariance=True)
