@@ -129,10 +129,11 @@ class CcdTerms:
 
 
 def _common_consensus(commons):
-    """The regions' common terms (of one filter's astrometric or flux polynomials) combined: mu weighted by the inverse of each region's
-    prior covariance, the covariance and the spread averaged over the regions by their
-    visits (each region's estimate of the same camera function); those of the most common
-    shape only (a region whose order was lowered has fewer terms)."""
+    """The regions' common terms (of one filter's astrometric or flux polynomials) combined:
+    mu weighted by the inverse of each region's prior covariance, the covariance and the
+    spread averaged over the regions by their visits (each region's estimate of the same
+    camera function); those of the most common shape only (a region whose order was lowered
+    has fewer terms)."""
     if not commons:
         return None
     shapes = [np.shape(c["sigma"]) for c in commons]
