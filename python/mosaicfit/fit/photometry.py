@@ -94,7 +94,8 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
     the CCD terms are held at those values, with `held_common` (dict from_order, mu, sigma,
     tau: PhotometryStats.common) the common terms of the visit polynomials. Returns
     (PhotometricModel, {(visit, ccd): FLUXMAG0ERR}, {(visit, ccd): uncertainty of the
-    calibration, mmag} (every science CCD: fit.uncertainty)); sets ``data.photometry``; appends to `stats`."""
+    calibration, mmag} (every science CCD: fit.uncertainty)); sets ``data.photometry``;
+    appends to `stats`."""
     det, star, nstar = data.det, data.star, data.nstar
     vidx, cidx, ccds, visits = data.vidx, data.cidx, data.ccds, data.visits
     n, nv, nc = len(det), len(visits), len(ccds)

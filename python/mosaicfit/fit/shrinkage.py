@@ -32,17 +32,17 @@ own distortion and flat field. This is the hierarchical shrinkage of meta-analys
 are.
 """
 import logging
-import math
 from typing import NamedTuple
 
 import numpy as np
+from scipy.stats import chi2
 
 from ..model.basis import n_terms
 
 log = logging.getLogger("mosaicfit.fit")
 
-__all__ = ["TAU_FLOOR_ARCSEC", "MIN_VISITS", "OUTLIER_P", "visit_rotations", "random_effects", "CommonPrior",
-           "common_function_prior", "chi2_sf"]
+__all__ = ["TAU_FLOOR_ARCSEC", "MIN_VISITS", "OUTLIER_P", "visit_rotations", "random_effects",
+           "CommonPrior", "common_function_prior"]
 
 #: arcsec: the smallest spread of the terms between visits taken (0.05 mas): a spread
 #: estimated at 0 would hold every visit's terms at the common value
@@ -64,16 +64,6 @@ def visit_rotations(coef):
 #: the chance below which a visit's terms are its own rather than the common ones
 #: (common_function_prior): about 1 visit in 1000 wrongly left free
 OUTLIER_P = 1e-3
-
-
-def chi2_sf(x, dof):
-    """P(chi2_dof > x) by the Wilson-Hilferty cube-root normal approximation (scipy is not a
-    dependency of the package): a few per cent at the small tail probabilities used here."""
-    if dof <= 0:
-        return 1.0
-    z = ((max(x, 0.0) / dof) ** (1.0 / 3.0) - (1.0 - 2.0 / (9.0 * dof))) \
-        / np.sqrt(2.0 / (9.0 * dof))
-    return float(0.5 * math.erfc(z / np.sqrt(2.0)))
 
 
 def random_effects(d, C, Gam, tau_floor):
@@ -140,8 +130,8 @@ def common_function_prior(coef, cov, orders, from_order, gram, free, tau_floor, 
     `orders` (nv,) the visits' orders (-1: not fitted), `gram` (T, T) the basis's mean outer
     product over the data, `free` (nv, T) bool the terms each visit fits (not held); `rotate`
     (ncoord 2): the common terms are the camera's, each visit seeing them through its rotation
-    on the sky (visit_rotations). A visit's terms H (degree >=
-    from_order) depart from the common ones mu as N(0, tau^2 Gam) in each coordinate, Gam =
+    on the sky (visit_rotations). A visit's terms H (degree >= from_order) depart from the
+    common ones mu as N(0, tau^2 Gam) in each coordinate, Gam =
     G_H|L^-1 / |H| with G_H|L the Gram matrix of H beyond what the lower terms represent: tau
     is the rms over the data of the departure the lower terms cannot absorb. tau and mu come
     from the visits that fit all of H (Paule-Mandel); a visit whose departure is beyond chance
@@ -179,8 +169,8 @@ def common_function_prior(coef, cov, orders, from_order, gram, free, tau_floor, 
         k = np.nonzero(full)[0]
         for i in k:
             r = cam[i][:, H] - mu
-            chi2 = float(np.sum(r * np.linalg.solve(cov[i][np.ix_(H, H)] + Sigma, r.T).T))
-            own[i] = chi2_sf(chi2, ncoord * len(H)) < OUTLIER_P
+            q = float(np.sum(r * np.linalg.solve(cov[i][np.ix_(H, H)] + Sigma, r.T).T))
+            own[i] = chi2.sf(q, ncoord * len(H)) < OUTLIER_P
         k = np.nonzero(full & ~own)[0]
     while given is None:
         k = np.nonzero(full & ~own)[0]
@@ -203,8 +193,8 @@ def common_function_prior(coef, cov, orders, from_order, gram, free, tau_floor, 
             Vo = np.linalg.inv(S - Wk[i])
             muo = (Sd - d[i] @ Wk[i]) @ Vo
             r = d[i] - muo
-            chi2 = float(np.sum(r * np.linalg.solve(C[i] + tau ** 2 * Gam + Vo, r.T).T))
-            far[i] = chi2_sf(chi2, ncoord * len(H)) < OUTLIER_P
+            q = float(np.sum(r * np.linalg.solve(C[i] + tau ** 2 * Gam + Vo, r.T).T))
+            far[i] = chi2.sf(q, ncoord * len(H)) < OUTLIER_P
         if not far.any():
             break
         own[k[far]] = True

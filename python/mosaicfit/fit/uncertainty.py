@@ -59,9 +59,9 @@ def _grid(camera, ccd):
 def polynomial_covariances(basis, a, b, weff, vidx, nv, orders, prior_w=None, prior_mat=None):
     """(nv, T, T) covariances of the visits' coefficients (per coordinate), from the points
     (a, b) with effective weights `weff` (0: not used) and the coefficients' priors `prior_w`
-    (nv, T) and `prior_mat` (nv, T, T) if any (fit.shrinkage); the terms above each visit's order (`orders`, -1: none
-    fitted) have zero variance; a visit whose terms the points and priors do not determine
-    gets infinite variance on them."""
+    (nv, T) and `prior_mat` (nv, T, T) if any (fit.shrinkage); the terms above each visit's
+    order (`orders`, -1: none fitted) have zero variance; a visit whose terms the points and
+    priors do not determine gets infinite variance on them."""
     T = basis.n_terms
     cov = np.zeros((nv, T, T))
     # the used points grouped by visit once (a mask per visit is O(visits x points): 23 s of
