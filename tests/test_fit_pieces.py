@@ -281,3 +281,37 @@ def test_changed_detections_counts_what_the_definition_does():
     want = _changed_by_dict(a, b)
     assert 200 < want < n
     assert _changed_detections(a, b) == want == _changed_detections(b, a)
+
+
+def test_reference_errors_from_the_detections_offsets():
+    """The catalogue's error scale and floor from the offsets of the stars' detections
+    (averaged) from it: the same whatever the fitted star positions (pinned to the catalogue
+    or free), recovered to the precision that N stars allow."""
+    from mosaicfit.fit.errors import detection_offsets, fit_reference_errors
+    rng = np.random.default_rng(5)
+    nstar, sig_det = 6000, 1.0e-3                   # arcsec
+    n_det = rng.integers(1, 7, nstar)
+    star = np.repeat(np.arange(nstar), n_det)
+    cat_sig = rng.uniform(0.5e-3, 3e-3, nstar)
+    scale, floor = 1.5, 1.0e-3
+    ref = rng.normal(0, 1, (nstar, 2)) * np.sqrt(scale ** 2 * cat_sig ** 2 + floor ** 2)[:, None]
+    det = rng.normal(0, sig_det, (len(star), 2))    # true positions at 0
+    w = np.full(len(star), sig_det ** -2)
+    act = np.ones(len(star), bool)
+    fits_ = []
+    for xstar in (ref, np.zeros((nstar, 2)), rng.normal(0, 1e-3, (nstar, 2))):
+        resid = det - xstar[star]                   # model - star
+        d2, var_det, ok, h = detection_offsets(xstar, ref, resid, w, star, act, nstar)
+        assert ok.all() and np.allclose(var_det, sig_det ** 2 / n_det) and not h.any()
+        e = fit_reference_errors(d2, cat_sig ** 2, var_det, 2)
+        fits_.append((float(e.scale[0]), e.floor))
+    assert np.allclose(fits_, fits_[0], rtol=1e-9, atol=1e-12)
+    # ~6000 stars x 2 axes: the reference variance to ~3%, of which scale and floor share
+    assert abs(fits_[0][0] - scale) < 0.15 and abs(fits_[0][1] - floor) < 0.4e-3, fits_[0]
+    # the model's share h of the offsets (fit.errors.model_leverage) is put back
+    d2, var_det, ok, _ = detection_offsets(ref, ref, det - ref[star], w, star, act, nstar)
+    hm = np.full(len(star), 0.3)
+    _, _, _, hbar = detection_offsets(ref, ref, det - ref[star], w, star, act, nstar, hm)
+    assert np.allclose(hbar, 0.3)
+    e = fit_reference_errors(0.7 * d2, cat_sig ** 2, var_det, 2, hbar)
+    assert np.isclose(float(e.scale[0]), fits_[0][0]) and np.isclose(e.floor, fits_[0][1])

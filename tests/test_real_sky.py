@@ -432,3 +432,37 @@ def test_dcr_from_the_residuals_when_neither_colours_nor_headers_say():
     fit0 = DcrFit(np.full(nstar, np.nan), np.full((nv, 2), np.nan), star, vidx, np.arange(nv), cfg)
     n0 = noise - np.stack([np.bincount(star, weights=noise[:, i]) for i in (0, 1)], 1)[star] / nv
     assert not fit0.start_from_residuals(n0, w, act) and not fit0.active
+
+
+def test_a_new_association_starts_where_the_last_solution_ended(monkeypatch):
+    """After a new association through the solution the fit starts from the last one (its
+    placement, polynomials, error model): fewer iterations, the same solution as a fit
+    from scratch to far below the products' own uncertainties."""
+    import mosaicfit.fit.solve as solve_module
+    sim = make_tract(visits=3, ccds=tuple(range(30, 60)), seed=13, effects=("edge-wcs",))
+    starts = []
+    fit = solve_module.fit_astrometry
+
+    def recording(*a, **k):
+        starts.append(a[8] if len(a) > 8 else k.get("start"))
+        return fit(*a, **k)
+
+    monkeypatch.setattr(solve_module, "fit_astrometry", recording)
+    warm = _solve(sim, "fitTurbulence=False")
+    assert len(starts) >= 2 and starts[0] is None and starts[1] is not None
+    n_warm = len(warm.stats.iterations)
+    monkeypatch.setattr(solve_module, "fit_astrometry", lambda *a, **k: fit(*a[:8], **k))
+    cold = _solve(sim, "fitTurbulence=False")
+    assert n_warm < len(cold.stats.iterations)
+    # the products written (the CCDs the solution constrains), each against its uncertainty
+    errs = {(r["visit"], r["ccd"]): r["pos_err_mas"] for r in warm.stats.ccd_errors
+            if r["constrained"]}
+    worst = []
+    x, y = np.meshgrid(np.linspace(0, 2047, 5), np.linspace(0, 4175, 9))
+    for (v, c), err in sorted(errs.items()):
+        a = np.stack(warm.sip_model(v, c).pixel_to_sky(x.ravel(), y.ravel()))
+        b = np.stack(cold.sip_model(v, c).pixel_to_sky(x.ravel(), y.ravel()))
+        d = (a - b) * 3.6e6
+        d[0] *= np.cos(np.radians(a[1]))
+        worst.append(float(np.max(np.abs(d))) / err)
+    assert len(worst) > 60 and max(worst) < 0.1, sorted(worst)[-5:]

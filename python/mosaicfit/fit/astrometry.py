@@ -12,9 +12,9 @@ from .. import MosaicError
 from ..model.astrometry import AstrometricModel, CcdPlacement
 from ..model.basis import n_terms
 from ..model.statistics import AstrometryStats, IterationSummary
-from .clipping import chance_clips, update_active
+from .clipping import ANNEALING, chance_clips, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
-from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage,
+from .errors import (MAX_REFITS, ErrorModel, detection_offsets, fit_error_model, fit_reference_errors, leverage,
                      model_leverage, repeated_only)
 from .order import HELD, visit_orders
 from .shrinkage import MIN_VISITS, TAU_FLOOR_ARCSEC, common_function_prior
@@ -22,7 +22,7 @@ from .uncertainty import coefficient_covariances
 from .chromatic import DcrFit, star_colours, visit_refraction
 from .quality import assess_visits
 from .turbulence import reserved_scatter, reserved_stars, visit_field, visit_kernel
-from .state import AstrometryResult
+from .state import AstrometryResult, AstrometryStart
 
 log = logging.getLogger("mosaicfit.fit")
 
@@ -158,9 +158,14 @@ def _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visi
     return matrix if covered else None
 
 
-def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None):
+def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None, start=None):
     """Fit the astrometry of `data` (a :class:`~mosaicfit.fit.state.FitData`); with `held`
     (a :class:`~mosaicfit.fit.state.CcdTerms`) the CCD placement is held at its values.
+    With `start` (a :class:`~mosaicfit.fit.state.AstrometryStart`: a converged fit of the
+    same run, before a new association) the fit starts where that one ended: its CCD
+    placement, polynomials, error model and chromatic vectors, with the clipping threshold
+    already at clipSigma (the wide first thresholds are for the gross mismatches of the
+    first association through the single-frame WCS).
 
     Returns (AstrometricModel, frozen, finish) with `frozen` the {(visit, ccd): single-frame
     header} of the visits with too few stars for their polynomial and `finish` the turbulence
@@ -204,10 +209,19 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
     cat_var = np.maximum(prior_var0 - cfg.refPosErrorFloor ** 2, 1e-12)
     ref_prior = has.copy() if (data.ref is not None and has.any()) else np.zeros(nstar, bool)
     n_ref_rejected = 0
+    if start is not None and start.error_scale:
+        errors = ErrorModel([start.error_scale.get(int(v), 1.0) for v in visits],
+                            start.error_floor)
+        w = 1.0 / errors.variance(sig0_2, vidx)
+    if start is not None:
+        ref_scale, ref_floor = start.ref_scale, start.ref_floor
+        prior_w = np.where(ref_prior, 1.0 / (ref_scale ** 2 * cat_var + ref_floor ** 2), prior_w)
 
     geom = np.zeros((nc, 3))
     if held is not None:
         geom[:] = [held.placement.get(int(c), (0.0, 0.0, 0.0)) for c in ccds]
+    elif start is not None:
+        geom[:] = [start.placement.get(int(c), (0.0, 0.0, 0.0)) for c in ccds]
     half_diag = np.array([0.5 * np.hypot(camera[int(c)].width, camera[int(c)].height)
                           for c in ccds])
 
@@ -226,12 +240,13 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
         return e
 
     def refit_references(r, act):
-        """The reference errors (scale and floor) from the fitted stars' offsets."""
+        """The reference errors (scale and floor) from the stars' detections' offsets."""
         nonlocal prior_w, ref_scale, ref_floor
-        pr = ref_prior & np.all(np.isfinite(r.xstar), axis=1)
-        W = np.bincount(star[act], weights=w[act], minlength=nstar) + prior_w
-        e = fit_reference_errors(np.sum((r.xstar[pr] - prior[pr]) ** 2, axis=1), cat_var[pr],
-                                 prior_w[pr] / W[pr], 2)
+        hm = model_leverage(vidx, cidx, act, n_terms_v, 1.5 if cfg.solveCcd else 0.0)
+        d2, var_det, ok, hbar = detection_offsets(r.xstar, prior, r.resid, w, star, act, nstar,
+                                                  hm)
+        pr = ref_prior & ok
+        e = fit_reference_errors(d2[pr], cat_var[pr], var_det[pr], 2, hbar[pr])
         if e is not None:
             ref_scale, ref_floor = float(e.scale[0]), e.floor
             prior_w = np.where(ref_prior, 1.0 / (ref_scale ** 2 * cat_var + ref_floor ** 2),
@@ -257,6 +272,11 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
             log.info("chromatic term: not fitted (no star with a %s colour: %s; no zenith "
                      "distance and parallactic angle in the headers)", cfg.dcrColor, where)
             dcr = None
+    if dcr is not None and start is not None:
+        for k, vv in enumerate(visits):
+            if dcr.from_colours[k] and int(vv) in start.dcr_vectors:
+                dcr.d[k] = start.dcr_vectors[int(vv)]
+        y_dcr = dcr.offsets()
 
     active = np.ones(n, bool)
     # frozen visits / CCDs: too few stars for their parameters
@@ -276,6 +296,13 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
         active &= ~reserved
         usable &= ~reserved
     coef = np.zeros((nv, 2, T))
+    if start is not None:
+        for k, vv in enumerate(visits):
+            c = start.coefficients.get(int(vv))
+            if c is not None and c.shape == coef[k].shape:
+                coef[k] = c
+    # a warm start skips the annealing of the clipping threshold (fit.clipping)
+    it0 = 0 if start is None else len(ANNEALING)
     last_chi2 = np.inf
     excluded = np.zeros(n, bool)      # displaced images of damaged visits (fit.quality)
     returned = np.zeros(n, bool)      # reinstated once (fit.clipping.update_active)
@@ -298,7 +325,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
         a, b = optics(u, v)                       # the polynomial's coordinates
         ccd_fixed = np.ones(nc, bool)
         ccd_prior = ccd_prior_w = None
-        if it > 0 and cfg.solveCcd and held is None:
+        if it + it0 > 0 and cfg.solveCcd and held is None:
             G = _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, cfg.allowRotation)
             n_on = np.bincount(cidx[active], minlength=nc)
             # a weak prior towards the nominal placement on every CCD: it holds the sparse
@@ -310,7 +337,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
             ccd_prior_w[:, :2] = 1.0 / CCD_PLACEMENT_PRIOR_PX ** 2
             ccd_prior_w[:, 2] = (half_diag / CCD_PLACEMENT_PRIOR_PX) ** 2
             ccd_prior = -geom                  # the increment back to the nominal placement
-            if it == 1 and sparse.any():
+            if it + it0 == 1 and sparse.any():
                 log.info("astrometry: %d CCDs with fewer than minStarsPerCcd=%d stars: their "
                          "placement held within %.1f px of the nominal one by a prior",
                          int(sparse.sum()), cfg.minStarsPerCcd, CCD_PLACEMENT_PRIOR_PX)
@@ -333,7 +360,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
         rms = float(np.sqrt(np.mean(np.sum(res[active] ** 2, axis=1) / 2))) * 1000.0
         # no clipping before the CCD placement is fitted (iteration 0): offsets of ~0.2 px
         # would look like outliers for the brightest stars
-        nclip, nback, thr = update_active(chi, star, active, usable, it, cfg.clipSigma, returned)
+        nclip, nback, thr = update_active(chi, star, active, usable, it + it0, cfg.clipSigma,
+                                          returned)
         # once the clipping threshold is down, the errors follow the residuals: the weights
         # of the next iteration, and its clipping threshold, are those of the error model
         new_errors = None
@@ -354,8 +382,13 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
         # it by several mas
         # (only where two detections or more say so: one detection against the catalogue
         # is a conflict the detection's clipping settles, e.g. a damaged visit's image)
+        # (the test is the offset of the star's detections, averaged, from the reference in
+        # units of its error (fit.errors.detection_offsets): the fitted star position, which
+        # a catalogue of Gaia's precision pins to itself, would hide any offset)
         if np.isfinite(thr) and ref_prior.any():
-            pchi = prior_w * np.sum((r.xstar - prior) ** 2, axis=1)
+            d2, var_det, ok, _ = detection_offsets(r.xstar, prior, res, w, star, active, nstar)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pchi = np.where(ok & (prior_w > 0), d2 / (var_det + 1.0 / prior_w), np.nan)
             n_on = np.bincount(star[active], minlength=nstar)
             wrong = ref_prior & np.isfinite(pchi) & (pchi > thr ** 2) & (n_on >= 2)
             if wrong.any():
@@ -476,8 +509,15 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
         if q.flag in ("trailed", "noisy"):
             log.warning("visit %d looks %s: %s (down-weighted by its error scale %.2f)",
                         q.visit, q.flag, q.note, q.error_scale)
+    warm = AstrometryStart(
+        placement={int(c): tuple(float(x) for x in geom[k]) for k, c in enumerate(ccds)},
+        coefficients={int(vv): coef[k].copy() for k, vv in enumerate(visits) if not frozen_v[k]},
+        error_scale={int(vv): float(x) for vv, x in zip(visits, errors.scale)} if errors else {},
+        error_floor=errors.floor if errors else 0.0, ref_scale=ref_scale, ref_floor=ref_floor,
+        dcr_vectors={int(vv): dcr.d[k].copy() for k, vv in enumerate(visits)}
+        if dcr is not None else {})
     data.astrometry = AstrometryResult(active=active, resid=res, w=w, xstar=r.xstar, y=y,
-                                       prior_w=prior_w, orders=orders, problem=lsp)
+                                       prior_w=prior_w, orders=orders, problem=lsp, start=warm)
     if not cfg.fitTurbulence:
         return model, frozen, None
 

@@ -8,7 +8,7 @@ from math import erfc, exp, sqrt
 
 import numpy as np
 
-__all__ = ["clip_worst", "clip_threshold", "chi2_quantile", "inconsistent_stars",
+__all__ = ["ANNEALING", "clip_worst", "clip_threshold", "chi2_quantile", "inconsistent_stars",
            "chance_clips", "update_active"]
 
 
@@ -23,13 +23,16 @@ def clip_worst(chi, star, active, threshold):
     return int(first.sum())
 
 
+# the clipping thresholds of the first iterations (in sigma; none at the first)
+ANNEALING = (np.inf, 50.0, 20.0, 10.0)
+
+
 def clip_threshold(it, clip_sigma):
     """Clipping threshold (in sigma) at iteration `it` (0-based; none at 0). A few gross
     mismatches (wrong cross-identifications, ~1") bias the first solution by several mas near
     them, which would make good bright detections look like 5-sigma outliers: the threshold
     starts wide and comes down to `clip_sigma` as the solution cleans up."""
-    schedule = [np.inf, 50.0, 20.0, 10.0]
-    return max(clip_sigma, schedule[it]) if it < len(schedule) else clip_sigma
+    return max(clip_sigma, ANNEALING[it]) if it < len(ANNEALING) else clip_sigma
 
 
 def chi2_quantile(dof, z):

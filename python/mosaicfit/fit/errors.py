@@ -20,7 +20,8 @@ the dimensions, which is linear in (s_g^2, f^2): fitted by weighted least square
 import numpy as np
 
 __all__ = ["ErrorModel", "fit_error_model", "leverage", "reference_scale", "MAX_REFITS",
-           "REF_SCALE_MIN", "repeated_only", "fit_reference_errors", "model_leverage"]
+           "REF_SCALE_MIN", "repeated_only", "fit_reference_errors", "detection_offsets",
+           "model_leverage"]
 
 # refits of the error model per fit: the weights it gives move the solution, whose residuals
 # give the next model; where the residuals are not what the model describes (correlated
@@ -136,17 +137,45 @@ def fit_error_model(r2, sigma0_2, h, group, ngroup, dims, floor=True, iterations
     return ErrorModel(np.sqrt(scale2), np.sqrt(f2))
 
 
-def fit_reference_errors(d2, cat_var, h, dims):
+def detection_offsets(xstar, prior, resid, w, star, act, nstar, h=None):
+    """The offsets of the stars' detections, averaged (weights `w`, detections `act`), from
+    their reference values: (d2, var, ok, hbar) per star, d2 the squared norm of the offset,
+    var the variance per dimension of the detections' mean (1 / their summed weight), ok
+    where both exist, hbar the mean of the detections' model leverages `h`
+    (:func:`model_leverage`; 0 without): the share of the offset the model absorbs, which
+    on a single visit's CCDs of a dozen stars is a third of it. Unlike the fitted star position, which the reference pulls towards itself by
+    the weight it is given, this mean does not depend on the reference's weight: its scatter
+    about the reference measures the catalogue's errors in one step, not by a fixed-point
+    iteration on that weight (which converges by ~1 % a refit and stopped wherever its
+    last refit left it)."""
+    xstar = np.asarray(xstar, float).reshape(nstar, -1)
+    prior = np.asarray(prior, float).reshape(nstar, -1)
+    resid = np.asarray(resid, float).reshape(len(star), -1)
+    W = np.bincount(star[act], weights=w[act], minlength=nstar)
+    mean = np.stack([np.bincount(star[act], weights=w[act] * resid[act, k], minlength=nstar)
+                     for k in range(resid.shape[1])], axis=1)
+    ok = (W > 0) & np.all(np.isfinite(xstar), axis=1) & np.all(np.isfinite(prior), axis=1)
+    Ws = np.where(ok, W, 1.0)
+    d = xstar + mean / Ws[:, None] - prior
+    hbar = np.zeros(nstar) if h is None else \
+        np.bincount(star[act], weights=w[act] * h[act], minlength=nstar) / Ws
+    return np.where(ok, np.sum(d * d, axis=1), np.nan), 1.0 / Ws, ok, np.minimum(hbar, 0.99)
+
+
+def fit_reference_errors(d2, cat_var, var_det, dims, h=None):
     """The ErrorModel (one group: scale and floor) of the reference values: `d2` the squared
-    norms of the fitted stars' offsets from them, `cat_var` the variances the catalogue gives
-    (without any floor), `h` the leverages of the priors (prior weight / the star's total).
-    The floor follows the offsets instead of being configured: refPosErrorFloor and
-    refMagErrorFloor are its starting point only. None with fewer than 10 stars."""
-    keep = (h < 0.999) & np.isfinite(d2) & (cat_var > 0)
+    norms of the offsets of the stars' detections (averaged) from them, `var_det` the
+    variance of that average per dimension and `h` the model's share of it
+    (:func:`detection_offsets`), `cat_var` the
+    variances the catalogue gives (without any floor). The floor follows the offsets instead
+    of being configured: refPosErrorFloor and refMagErrorFloor are its starting point only.
+    None with fewer than 10 stars."""
+    keep = np.isfinite(d2) & (cat_var > 0) & np.isfinite(var_det)
     if keep.sum() < 10:
         return None
+    h = np.zeros(len(d2)) if h is None else np.asarray(h, float)
     return fit_error_model(d2[keep], cat_var[keep], h[keep], np.zeros(int(keep.sum()), int), 1,
-                           dims)
+                           dims, extra=var_det[keep])
 
 
 def reference_scale(d2, sigma_2, h, dims):

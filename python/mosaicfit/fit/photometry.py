@@ -14,7 +14,7 @@ from ..model.photometry import PhotometricModel
 from ..model.statistics import IterationSummary, PhotometryStats
 from .clipping import chance_clips, inconsistent_stars, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
-from .errors import (MAX_REFITS, fit_error_model, fit_reference_errors, leverage,
+from .errors import (MAX_REFITS, detection_offsets, fit_error_model, fit_reference_errors, leverage,
                      model_leverage, repeated_only)
 from .order import HELD, affordable_order, visit_orders
 from .shrinkage import MIN_VISITS, common_function_prior
@@ -271,11 +271,12 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
                                          vidx[active], nv, 1)
             pr = prior_w > 0
             if absolute and pr.any():
-                xs = r.xstar[:, 0]
-                pr &= np.isfinite(xs)
-                W = np.bincount(star[active], weights=w[active], minlength=nstar) + prior_w
-                e = fit_reference_errors((xs[pr] - prior[pr, 0]) ** 2, cat_var[pr],
-                                         prior_w[pr] / W[pr], 1)
+                hm = model_leverage(vidx, cidx, active, [n_terms(o) for o in orders],
+                                    1.0 if solve_par and not cfg.commonFluxCorr else 0.0)
+                d2, var_det, ok, hbar = detection_offsets(r.xstar[:, 0], prior[:, 0], res, w,
+                                                          star, active, nstar, hm)
+                pr &= ok
+                e = fit_reference_errors(d2[pr], cat_var[pr], var_det[pr], 1, hbar[pr])
                 if e is not None:
                     ref_scale, ref_floor = float(e.scale[0]), e.floor
                     prior_w = np.where(prior_w > 0, 1.0 / (ref_scale ** 2 * cat_var

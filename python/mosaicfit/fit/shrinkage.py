@@ -35,7 +35,9 @@ import logging
 from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import chi2
+# the chi2 survival function; scipy.special's, not scipy.stats.chi2.sf: the same cephes
+# routine without the 0.4 s import of scipy.stats on every run
+from scipy.special import chdtrc
 
 from ..model.basis import n_terms
 
@@ -170,7 +172,7 @@ def common_function_prior(coef, cov, orders, from_order, gram, free, tau_floor, 
         for i in k:
             r = cam[i][:, H] - mu
             q = float(np.sum(r * np.linalg.solve(cov[i][np.ix_(H, H)] + Sigma, r.T).T))
-            own[i] = chi2.sf(q, ncoord * len(H)) < OUTLIER_P
+            own[i] = chdtrc(ncoord * len(H), q) < OUTLIER_P
         k = np.nonzero(full & ~own)[0]
     while given is None:
         k = np.nonzero(full & ~own)[0]
@@ -194,7 +196,7 @@ def common_function_prior(coef, cov, orders, from_order, gram, free, tau_floor, 
             muo = (Sd - d[i] @ Wk[i]) @ Vo
             r = d[i] - muo
             q = float(np.sum(r * np.linalg.solve(C[i] + tau ** 2 * Gam + Vo, r.T).T))
-            far[i] = chi2.sf(q, ncoord * len(H)) < OUTLIER_P
+            far[i] = chdtrc(ncoord * len(H), q) < OUTLIER_P
         if not far.any():
             break
         own[k[far]] = True

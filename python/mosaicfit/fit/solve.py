@@ -108,12 +108,14 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
                      int((new.ref_of_star >= 0).sum()), len(new), data.nstar,
                      int((data.ref_of_star >= 0).sum()))
             new.rejected_refs, new.damaged = data.rejected_refs, data.damaged
+            start = data.astrometry.start
             data = new
             stats.iterations.clear()
             before = sol.frozen
+            # the new association starts where the last solution ended (fit.astrometry)
             sol.astrometry, sol.frozen, finish = fit_astrometry(data, camera, optics, plane,
                                                                 cfg, exposures, stats,
-                                                                held_placement)
+                                                                held_placement, start)
             sol.placement = sol.astrometry.placement
             # a frozen visit's detections, placed by its single-frame WCS, may match nothing
             # through the solution and leave the problem: it stays frozen, not unwritten

@@ -4,7 +4,21 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-__all__ = ["FitData", "AstrometryResult", "PhotometryResult", "CcdTerms"]
+__all__ = ["FitData", "AstrometryStart", "AstrometryResult", "PhotometryResult", "CcdTerms"]
+
+
+@dataclass
+class AstrometryStart:
+    """Where a converged astrometric fit ended, by visit and CCD number (not by index): a fit
+    of the same run after a new association starts there (fit.solve) instead of from the
+    nominal placement, uniform weights and a wide clipping threshold."""
+    placement: dict         # {ccd: (dx px, dy px, rotation rad)}
+    coefficients: dict      # {visit: (2, T) polynomial coefficients}
+    error_scale: dict       # {visit: scale of the centroid errors} (fit.errors)
+    error_floor: float      # arcsec
+    ref_scale: float        # of the reference catalogue's errors
+    ref_floor: float        # arcsec
+    dcr_vectors: dict       # {visit: (dx, dy) arcsec per unit colour} (fit.chromatic)
 
 
 @dataclass
@@ -21,6 +35,7 @@ class AstrometryResult:
     # fit.core.LeastSquaresProblem): its marginal covariances give the products' errors
     # (fit.uncertainty.astrometric_ccd_errors)
     problem: object = None
+    start: AstrometryStart = None  # where a following fit of the run starts
 
 
 @dataclass
