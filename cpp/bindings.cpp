@@ -18,6 +18,7 @@
 #include "fit.hpp"
 #include "kdtree.hpp"
 #include "lstsq.hpp"
+#include "sip.hpp"
 
 namespace py = pybind11;
 using namespace mosaicfit;
@@ -153,6 +154,21 @@ py::array_t<double> lstsq_array(const CArray& M, const CArray& B) {
     return X;
 }
 
+py::tuple sip_batch_arrays(const CArray& u, const CArray& v, const CArray& dU, const CArray& dV,
+                           const CArray& gu, const CArray& gv, int order, int iorder) {
+    const py::ssize_t K = u.shape(0), n = u.shape(1), m = gu.shape(1);
+    py::array_t<double> ab({K, py::ssize_t(2), py::ssize_t(n_terms(order) - 3)});
+    py::array_t<double> apbp({K, py::ssize_t(2), py::ssize_t(n_terms(iorder))});
+    double* pa = ab.mutable_data();
+    double* pi = apbp.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        fit_sip_batch(K, n, m, u.data(), v.data(), dU.data(), dV.data(), gu.data(), gv.data(),
+                      order, iorder, pa, pi);
+    }
+    return py::make_tuple(ab, apbp);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -223,6 +239,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("basis", &basis_array, py::arg("u"), py::arg("v"), py::arg("order"), py::arg("basis"),
           py::arg("derivatives") = false);
     m.def("lstsq", &lstsq_array, py::arg("M"), py::arg("B"));
+    m.def("fit_sip_batch", &sip_batch_arrays, py::arg("u"), py::arg("v"), py::arg("dU"),
+          py::arg("dV"), py::arg("gu"), py::arg("gv"), py::arg("order"), py::arg("iorder"));
 
     // ---- flux correction of a CCD (apply.hpp): parameters built once per CCD -----------------
     py::class_<FluxPoly>(m, "FluxPoly", "meas_mosaic's flux polynomial of a CCD (cpp/apply.hpp)")

@@ -614,6 +614,10 @@ def _fit_turbulence(solve_at, noise, refit_refs, r, y, star, vidx, visits, activ
                 if s2 > 0:
                     kernels[int(v)] = (s2, ell)
             any_kernel = bool(kernels)
+            if not any_kernel and rnd == 0:
+                # no field to remove: the solution stands as it is (the reference errors
+                # are at their fixed point already, fit.errors.detection_offsets)
+                break
         if noise_var is None:
             turb_var = np.zeros(n)
             for k, v in enumerate(visits):

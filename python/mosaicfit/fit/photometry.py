@@ -103,6 +103,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
     # pixel-area correction J of the written WCS (TAN-SIP), exactly as the calibration step
     # (calibrateExposure/calibrateCatalog) will apply it
     J = np.ones(n)
+    sol.prepare_wcs([(exposures[i].visit, exposures[i].ccd) for i in np.unique(det.exp)])
     for e_idx in np.unique(det.exp):
         m = det.exp == e_idx
         e = exposures[e_idx]

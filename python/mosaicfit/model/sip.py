@@ -17,12 +17,12 @@ import re
 import numpy as np
 from astropy.io import fits
 
-from .. import MosaicError
+from .. import MosaicError, _core
 from ..io.fits import card_image
-from .basis import PolyBasis
+from .basis import PolyBasis, n_terms
 from .sky import sky_to_tangent, tangent_to_sky
 
-__all__ = ["fit_tan_sip", "cards_text", "SipModel", "SipHeaderError", "sip_pixel_to_sky",
+__all__ = ["fit_tan_sip", "fit_tan_sip_many", "cards_text", "SipModel", "SipHeaderError", "sip_pixel_to_sky",
            "pixel_area_ratio", "sip_inverse"]
 
 
@@ -43,28 +43,92 @@ def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
     right.
     Returns an astropy Header with CTYPE, CRPIX, CRVAL, CD, CUNIT, A/B/AP/BP, RADESYS, EQUINOX;
     with `as_cards`, ([(key, value)], SipModel) instead (text by :func:`cards_text` when it is
-    written): the mosaic fits thousands of CCDs and evaluates most of them before writing.
+    written): the mosaic fits thousands of CCDs and evaluates most of them before writing
+    (:func:`fit_tan_sip_many` fits them all at once).
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
+    if inverse_box is None:
+        inverse_box = (x.min(), x.max(), y.min(), y.max())
+    if cd is not None:
+        (out,) = fit_tan_sip_many(x[None], y[None], np.ravel(ra_deg)[None],
+                                  np.ravel(dec_deg)[None], [crpix], [crval], [cd], order,
+                                  inverse_order, [inverse_box], radesys)
+        return out if as_cards else fits.Header.fromstring(cards_text(out[0]))
     xi, eta = sky_to_tangent(ra_deg, dec_deg, crval[0], crval[1])
     xi, eta = np.degrees(xi).ravel(), np.degrees(eta).ravel()
     u = x + 1.0 - crpix[0]
     v = y + 1.0 - crpix[1]
     higher = PolyBasis(order, "monomial", min_order=2)
-    hterms = higher.terms
-    if cd is None:
-        # No constant term: CRPIX maps to CRVAL by definition of the two.
-        linear = PolyBasis(order, "monomial", min_order=1)
-        fwd = linear.fit(u, v, np.stack([xi, eta], axis=-1))            # (n_terms, 2)
-        cd = np.array([fwd[linear.index(1, 0)], fwd[linear.index(0, 1)]]).T
-        hi = np.linalg.inv(cd) @ fwd[len(linear.terms) - len(hterms):].T   # (2, n): A, B
-    else:
-        cd = np.asarray(cd, float)
-        U, V = np.linalg.solve(cd, np.stack([xi, eta]))
-        hi = higher.fit(u, v, np.stack([U - u, V - v], axis=-1)).T if hterms else \
-            np.zeros((2, 0))
+    # No constant term: CRPIX maps to CRVAL by definition of the two.
+    linear = PolyBasis(order, "monomial", min_order=1)
+    fwd = linear.fit(u, v, np.stack([xi, eta], axis=-1))            # (n_terms, 2)
+    cd = np.array([fwd[linear.index(1, 0)], fwd[linear.index(0, 1)]]).T
+    hi = np.linalg.inv(cd) @ fwd[len(linear.terms) - len(higher.terms):].T   # (2, n): A, B
+    inv = None
+    iorder = inverse_order or order + 1
+    if order >= 2:
+        # Inverse: sample the forward SIP on a grid, fit u - U, v - V as polynomials of (U, V).
+        gu, gv = _inverse_grid(inverse_box, crpix, iorder)
+        M = higher.values(gu, gv)
+        U, V = gu + M @ hi[0], gv + M @ hi[1]
+        inv = PolyBasis(iorder, "monomial").fit(U, V, np.stack([gu - U, gv - V], axis=-1)).T
+    cards, model = _sip_cards(crpix, crval, cd, order, hi, iorder, inv, radesys)
+    return (cards, model) if as_cards else fits.Header.fromstring(cards_text(cards))
 
+
+def fit_tan_sip_many(x, y, ra_deg, dec_deg, crpix, crval, cd, order, inverse_order=None,
+                     inverse_box=None, radesys="ICRS"):
+    """:func:`fit_tan_sip` with `cd` given, for K mappings at once: x, y, ra_deg, dec_deg
+    (K, n) samples; crpix, crval, cd, inverse_box one per mapping. The polynomials are fitted
+    by one C++ call for all (cpp/sip.hpp, on the cores): the per-mapping work left here is
+    the projection and the cards. Returns [(cards, SipModel)], one per mapping."""
+    x = np.ascontiguousarray(x, float)
+    y = np.ascontiguousarray(y, float)
+    if x.ndim != 2 or y.shape != x.shape or np.shape(ra_deg) != x.shape \
+            or np.shape(dec_deg) != x.shape:
+        raise ValueError("x, y, ra_deg and dec_deg must be (K, n) arrays of one shape")
+    K, n = x.shape
+    crpix = np.asarray(crpix, float).reshape(K, 2)
+    crval = np.asarray(crval, float).reshape(K, 2)
+    cd = np.asarray(cd, float).reshape(K, 2, 2)
+    iorder = inverse_order or order + 1
+    if order >= 2 and n < 2 * (n_terms(order) - 3):
+        raise ValueError(f"{n} points are too few for a polynomial fit of order {order}")
+    if inverse_box is None:
+        inverse_box = [(r.min(), r.max(), s.min(), s.max()) for r, s in zip(x, y)]
+    u = x + 1.0 - crpix[:, :1]
+    v = y + 1.0 - crpix[:, 1:]
+    U, V = np.empty_like(u), np.empty_like(v)
+    for k in range(K):
+        xi, eta = sky_to_tangent(ra_deg[k], dec_deg[k], crval[k, 0], crval[k, 1])
+        U[k], V[k] = np.linalg.solve(cd[k], np.degrees(np.stack([xi, eta])))
+    if order >= 2:
+        grids = [_inverse_grid(inverse_box[k], crpix[k], iorder) for k in range(K)]
+        if len({len(g[0]) for g in grids}) != 1:
+            raise ValueError("the inverse grids of the mappings differ in size")
+        gu = np.ascontiguousarray([g[0] for g in grids])
+        gv = np.ascontiguousarray([g[1] for g in grids])
+        hi, inv = _core.fit_sip_batch(u, v, U - u, V - v, gu, gv, int(order), int(iorder))
+    else:
+        hi, inv = np.zeros((K, 2, 0)), [None] * K
+    return [_sip_cards(crpix[k], crval[k], cd[k], order, hi[k], iorder, inv[k], radesys)
+            for k in range(K)]
+
+
+def _inverse_grid(box, crpix, iorder):
+    """The samples (offsets from CRPIX) of the inverse fit: a grid over `box` (0-based pixels)
+    of iorder + 7 columns and as many rows as its aspect ratio asks (up to 4x)."""
+    nx = iorder + 7
+    ny = int(np.clip(nx * (box[3] - box[2]) / max(box[1] - box[0], 1e-9), nx, 4 * nx))
+    gx, gy = np.meshgrid(np.linspace(box[0], box[1], nx), np.linspace(box[2], box[3], ny))
+    return gx.ravel() + 1.0 - crpix[0], gy.ravel() + 1.0 - crpix[1]
+
+
+def _sip_cards(crpix, crval, cd, order, hi, iorder, inv, radesys):
+    """([(key, value)], SipModel) of a TAN-SIP: hi (2, terms of order 2..order) the A and B
+    coefficients, inv (2, terms of order 0..iorder) the AP and BP ones (None below order 2)."""
+    hterms = PolyBasis(order, "monomial", min_order=2).terms
     cards = [("CTYPE1", "RA---TAN-SIP" if order >= 2 else "RA---TAN"),
              ("CTYPE2", "DEC--TAN-SIP" if order >= 2 else "DEC--TAN"),
              ("CRPIX1", float(crpix[0])), ("CRPIX2", float(crpix[1])),
@@ -73,40 +137,22 @@ def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
              ("CD1_1", float(cd[0, 0])), ("CD1_2", float(cd[0, 1])),
              ("CD2_1", float(cd[1, 0])), ("CD2_2", float(cd[1, 1])),
              ("RADESYS", radesys), ("EQUINOX", 2000.0)]
-    if order >= 2:
-        cards.append(("A_ORDER", order))
-        cards += [(f"A_{p}_{q}", float(c)) for (p, q), c in zip(hterms, hi[0])]
-        cards.append(("B_ORDER", order))
-        cards += [(f"B_{p}_{q}", float(c)) for (p, q), c in zip(hterms, hi[1])]
-
-        # Inverse: sample the forward SIP on a grid, fit u - U, v - V as polynomials of (U, V).
-        iorder = inverse_order or order + 1
-        if inverse_box is None:
-            inverse_box = (x.min(), x.max(), y.min(), y.max())
-        nx = iorder + 7
-        ny = int(np.clip(nx * (inverse_box[3] - inverse_box[2]) / max(inverse_box[1] - inverse_box[0], 1e-9),
-                         nx, 4 * nx))
-        gx, gy = np.meshgrid(np.linspace(inverse_box[0], inverse_box[1], nx),
-                             np.linspace(inverse_box[2], inverse_box[3], ny))
-        gu = gx.ravel() + 1.0 - crpix[0]
-        gv = gy.ravel() + 1.0 - crpix[1]
-        M = higher.values(gu, gv)
-        U, V = gu + M @ hi[0], gv + M @ hi[1]
-        full = PolyBasis(iorder, "monomial")
-        inv = dict(zip(full.terms, full.fit(U, V, np.stack([gu - U, gv - V], axis=-1))))
-        cards.append(("AP_ORDER", iorder))
-        cards += [(f"AP_{p}_{q}", float(c[0])) for (p, q), c in inv.items()]
-        cards.append(("BP_ORDER", iorder))
-        cards += [(f"BP_{p}_{q}", float(c[1])) for (p, q), c in inv.items()]
-    if as_cards:
-        poly = {"A": dict(zip(hterms, hi[0])), "B": dict(zip(hterms, hi[1]))}
-        if order >= 2:
-            poly["AP"] = {t: c[0] for t, c in inv.items()}
-            poly["BP"] = {t: c[1] for t, c in inv.items()}
-        model = SipModel(crpix, crval, cd, poly["A"] if order >= 2 else {},
-                         poly["B"] if order >= 2 else {}, poly.get("AP"), poly.get("BP"))
-        return cards, model
-    return fits.Header.fromstring(cards_text(cards))
+    if order < 2:
+        return cards, SipModel(crpix, crval, cd)
+    a, b = hi[0].tolist(), hi[1].tolist()
+    iterms = PolyBasis(iorder, "monomial").terms
+    ap, bp = inv[0].tolist(), inv[1].tolist()
+    cards.append(("A_ORDER", order))
+    cards += [(f"A_{p}_{q}", c) for (p, q), c in zip(hterms, a)]
+    cards.append(("B_ORDER", order))
+    cards += [(f"B_{p}_{q}", c) for (p, q), c in zip(hterms, b)]
+    cards.append(("AP_ORDER", iorder))
+    cards += [(f"AP_{p}_{q}", c) for (p, q), c in zip(iterms, ap)]
+    cards.append(("BP_ORDER", iorder))
+    cards += [(f"BP_{p}_{q}", c) for (p, q), c in zip(iterms, bp)]
+    model = SipModel(crpix, crval, cd, dict(zip(hterms, a)), dict(zip(hterms, b)),
+                     dict(zip(iterms, ap)), dict(zip(iterms, bp)))
+    return cards, model
 
 
 def cards_text(cards):

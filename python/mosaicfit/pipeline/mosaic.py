@@ -378,7 +378,12 @@ def write_products(sol, repo, tract_refs):
         for ref in refs:
             where.setdefault((ref.visit, ref.ccd), []).append((tract, ref))
     bar = progress_bar(len(where), "writing")
-    for key, places in sorted(where.items()):
+    keys = sorted(where)
+    for i, key in enumerate(keys):
+        places = where[key]
+        if i % 256 == 0:
+            # the next CCDs' TAN-SIP fitted at once (model.solution.Solution.prepare_wcs)
+            sol.prepare_wcs(keys[i:i + 256])
         bar.update()
         visit, ccd = key
         if (used is not None and key not in used and key not in sol.frozen) \
