@@ -343,38 +343,47 @@ def _exact_astrometric_errors(sol, data, camera, ccd_prior_px):
     fixed = np.zeros(p.nccd, bool) if p.ccd_fixed is None else np.asarray(p.ccd_fixed, bool)
     rotation = bool(p.G is not None and np.any(np.asarray(p.G)[:, :, 2] != 0))
     placement = sol.placement
+    # the grid points of every science CCD at once: their geometry is the visits' own
+    ccds = [int(c) for c in camera.science_ccds]
+    parts = []
+    for c in ccds:
+        gx, gy = _grid(camera, c)
+        u0, v0 = placement.nominal(c, gx, gy)
+        ox, oy = placement.origin(c)
+        dx, dy, th = placement.offsets.get(c, (0.0, 0.0, 0.0))
+        parts.append(placement.place(ox, oy, dx, dy, th, u0, v0))
+    npt = len(parts[0][0])
+    u, vv, ru, rv = (np.concatenate([q[i] for q in parts]) for i in range(4))
+    ga, gb = am.optics(u, vv)
+    B = am.basis.values(ga, gb)[:, :T]
+    pc = np.array([par.get(c, -1) for c in ccds])
+    free = np.repeat((pc >= 0) & ~fixed[np.maximum(pc, 0)], npt)     # placement fitted
+    absent = np.repeat(pc < 0, npt)                                   # no detections
+    pcp = np.repeat(np.maximum(pc, 0), npt)
+    half = np.repeat([0.5 * np.hypot(camera[c].width, camera[c].height) for c in ccds], npt)
+    # a CCD without detections in any visit: its placement's prior (a CCD held,
+    # solveCcd=False, sits at the camera's placement, taken as known)
+    var_absent = scale ** 2 * ccd_prior_px ** 2 * (1.0 + (ru ** 2 + rv ** 2) / half ** 2)
+    Cc = cov.ccd_cov[pcp[free]]                                       # (m, K, K)
     out = {}
     for k, v in enumerate(data.visits):
         if not sol.has_astrometry(v) or A.orders[k] < 0:
             continue
         coef = np.asarray(am.coefficients[int(v)])[None]
-        for c in camera.science_ccds:
-            gx, gy = _grid(camera, c)
-            u0, v0 = placement.nominal(int(c), gx, gy)
-            ox, oy = placement.origin(int(c))
-            dx, dy, th = placement.offsets.get(int(c), (0.0, 0.0, 0.0))
-            u, vv, ru, rv = placement.place(ox, oy, dx, dy, th, u0, v0)
-            ga, gb = am.optics(u, vv)
-            B = am.basis.values(ga, gb)[:, :T]
-            pc = par.get(int(c))
-            var = np.zeros((len(gx), 2))
-            if pc is not None and not fixed[pc]:
-                G = _ccd_derivatives(am, coef, np.zeros(len(gx), int), ga, gb, u, vv, ru, rv,
-                                     rotation)
-            for d in range(2):
-                var[:, d] = np.einsum("ij,jk,ik->i", B, cov.visit_cov[k, d], B)
-                if pc is not None and not fixed[pc]:
-                    g = G[:, d, :]
-                    var[:, d] += np.einsum("ij,jk,ik->i", g, cov.ccd_cov[pc], g) \
-                        + 2.0 * np.einsum("it,tq,iq->i", B, cov.cross_cov[k, pc, d], g)
-                elif pc is None:
-                    # a CCD without detections in any visit: its placement's prior (a CCD
-                    # held, solveCcd=False, sits at the camera's placement, taken as known)
-                    half = 0.5 * np.hypot(camera[int(c)].width, camera[int(c)].height)
-                    var[:, d] += scale ** 2 * ccd_prior_px ** 2 * (1.0 + (ru ** 2 + rv ** 2)
-                                                                   / half ** 2)
-            var = np.maximum(var, 0.0)
-            out[(int(v), int(c))] = (1000.0 * float(np.sqrt(np.mean(var))),
-                                     1000.0 * float(np.sqrt(np.max(var))))
+        G = _ccd_derivatives(am, coef, np.zeros(len(u), int), ga, gb, u, vv, ru, rv, rotation)
+        var = np.zeros((len(u), 2))
+        for d in range(2):
+            # (quadratic forms as products and row sums: einsum's three-operand loops are
+            # 5x slower here)
+            var[:, d] = np.sum((B @ cov.visit_cov[k, d]) * B, axis=1)
+            g = G[free, d, :]
+            gc = np.matmul(g[:, None, :], Cc)[:, 0, :] \
+                + 2.0 * np.matmul(B[free][:, None, :], cov.cross_cov[k, pcp[free], d])[:, 0, :]
+            var[free, d] += np.sum(gc * g, axis=1)
+            var[absent, d] += var_absent[absent]
+        var = np.maximum(var, 0.0).reshape(len(ccds), npt * 2)
+        rms = 1000.0 * np.sqrt(np.mean(var, axis=1))
+        top = 1000.0 * np.sqrt(np.max(var, axis=1))
+        out.update({(int(v), c): (float(r), float(t)) for c, r, t in zip(ccds, rms, top)})
     return out
 
