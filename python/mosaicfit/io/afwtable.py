@@ -62,8 +62,10 @@ def _set_unit(col, unit_str):
         col.unit = unit
 
 
-def read_afw_table(path, hdu_index=None, what="catalog"):
-    """Read an afw-layout table (see the module doc) into an astropy Table.
+def read_afw_table(path, hdu_index=None, what="catalog", columns=None):
+    """Read an afw-layout table (see the module doc) into an astropy Table; with `columns`
+    (a set of names) only those of its columns and flags (a real HSC SRC has ~200, of which
+    the fit reads ~15: building the Table of all of them is most of the reading time).
 
     The packed flags become bool columns named by TFLAGn, placed at their schema positions.
     Column docs go to ``col.description`` and ``col.meta['TDOC']``, units to ``col.unit`` and
@@ -74,7 +76,7 @@ def read_afw_table(path, hdu_index=None, what="catalog"):
     path = os.fspath(path)
     fast = read_bintable(path, hdu_index)     # well-formed files; astropy for the rest
     if fast is not None:
-        return _build_table(path, *fast)
+        return _build_table(path, *fast, keep=columns)
     with open_fits(path, what) as hdul:
         if hdu_index is None:
             hdu_index = next((i for i, h in enumerate(hdul) if isinstance(h, fits.BinTableHDU)),
@@ -91,18 +93,18 @@ def read_afw_table(path, hdu_index=None, what="catalog"):
                 data = hdu.data
                 names = list(hdu.columns.names)
                 formats = [str(c.format) for c in hdu.columns]
-                columns = [data[name] if data is not None else None for name in names]
+                cols = [data[name] if data is not None else None for name in names]
                 nrows = 0 if data is None else len(data)
-                columns = [np.array(c) if c is not None else None for c in columns]
+                cols = [np.array(c) if c is not None else None for c in cols]
         except MosaicError:
             raise
         except Exception as e:
             raise MosaicError(f"{path}: cannot read the table in HDU {hdu_index} ({e})") \
                 from None
-    return _build_table(path, header, names, formats, columns, nrows)
+    return _build_table(path, header, names, formats, cols, nrows, keep=columns)
 
 
-def _build_table(path, header, names, formats, columns, nrows):
+def _build_table(path, header, names, formats, columns, nrows, keep=None):
     ncol = len(names)
     info = {}          # col number (1-based) -> dict
     flag_info = {}     # bit number (1-based) -> dict
@@ -185,6 +187,9 @@ def _build_table(path, header, names, formats, columns, nrows):
             order.append(("col", n))
 
     meta_cols = {}
+    if keep is not None:
+        order = [(kind, n) for kind, n in order
+                 if (flag_info[n]["name"] if kind == "flag" else names[n - 1]) in keep]
     for kind, n in order:
         if kind == "flag":
             name = flag_info[n]["name"]

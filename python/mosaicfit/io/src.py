@@ -19,18 +19,31 @@ from .. import MosaicError
 from .afwtable import afw_table_file_bytes, read_afw_table
 from .atomic import write_bytes
 
-__all__ = ["read_src", "write_src", "SCHEMAS", "REQUIRED_FIELDS", "detect_schema",
+__all__ = ["read_src", "fit_columns", "write_src", "SCHEMAS", "REQUIRED_FIELDS", "detect_schema",
            "resolve_columns", "standardize"]
 
 
-def read_src(path):
+def read_src(path, columns=None):
     """Read an SRC catalog (afw layout or plain FITS table) into an astropy Table.
 
     The first binary-table HDU is read; the packed ``flags`` bits become bool columns named by
     ``TFLAGn``; 'L' and 1-bit 'X' columns are bool columns too. An empty table gives 0 rows.
+    `columns`: read only these columns (names; e.g. :func:`fit_columns`), else all.
     Errors (missing, not FITS, truncated, no table) raise MosaicError naming the file.
     """
-    return read_afw_table(path, what="source catalog")
+    return read_afw_table(path, what="source catalog", columns=columns)
+
+
+def fit_columns(column_map=None):
+    """The names of every column :func:`standardize` may read with `column_map` (a set), or
+    None (all) where a map entry is a function of the whole table."""
+    names = {c.name for schema in SCHEMAS.values() for specs in schema.values() for c in specs}
+    for spec in (column_map or {}).values():
+        spec = _parse_user_spec(spec)
+        if callable(spec) and not isinstance(spec, Col):
+            return None
+        names.add(spec.name)
+    return names
 
 
 def write_src(path, table, docs=None, units=None, afw_type="SOURCE"):

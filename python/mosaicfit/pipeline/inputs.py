@@ -16,7 +16,7 @@ from ..fit.selection import ExposureData
 from ..io.corr import read_corr, read_corr_header
 from ..io.dataid import parse_ids, resolve
 from ..io.layout import Repository
-from ..io.src import read_src, standardize
+from ..io.src import fit_columns, read_src, standardize
 from ..model.sip import SipModel, sip_pixel_to_sky
 from .executor import process_pool
 from .progress import progress_bar
@@ -80,7 +80,7 @@ def load_exposure(root, rerun, ref, column_map=None):
         what = " and ".join(n for n, p in (("SRC", src), ("CORR", corr)) if p is None)
         raise FileNotFoundError(f"no {what} for {ref}")
     h0, wh = read_corr_header(corr, lean=True)
-    table = read_src(src)
+    table = read_src(src, columns=fit_columns(column_map))
     try:
         cat = standardize(table, column_map=column_map, source=src)
     except ValueError as e:
