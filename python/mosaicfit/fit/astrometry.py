@@ -5,6 +5,8 @@ only non-linear parameters) with worst-first clipping.
 import dataclasses
 import itertools
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -605,14 +607,17 @@ def _fit_turbulence(solve_at, noise, refit_refs, r, y, star, vidx, visits, activ
         if any_kernel:
             # (once no visit has a field the rounds only refit the reference errors: the
             # residuals barely move, their correlation functions are not measured again)
+            # (the visits' correlation functions on threads: scipy's pair counting releases
+            # the GIL, and it is most of this phase when no visit has a field)
+            todo = [k for k in range(nv) if not frozen_v[k]]
+            sel = [(vidx == k) & active for k in todo]
+            with ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as ex:
+                found = list(ex.map(lambda m: visit_kernel(pos[m], target[m]), sel))
             info = {}
-            for k, v in enumerate(visits):
-                m = (vidx == k) & active
-                if frozen_v[k]:
-                    continue
-                s2, ell, info[int(v)] = visit_kernel(pos[m], target[m])
+            for k, (s2, ell, inf) in zip(todo, found):
+                info[int(visits[k])] = inf
                 if s2 > 0:
-                    kernels[int(v)] = (s2, ell)
+                    kernels[int(visits[k])] = (s2, ell)
             any_kernel = bool(kernels)
             if not any_kernel and rnd == 0:
                 # no field to remove: the solution stands as it is (the reference errors
