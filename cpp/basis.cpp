@@ -1,6 +1,7 @@
 #include "basis.hpp"
 
 #include <stdexcept>
+#include <vector>
 
 namespace mosaicfit {
 
@@ -59,6 +60,37 @@ void basis_matrix(Basis b, int order, const double* u, const double* v, std::int
     for (std::int64_t i = 0; i < n; ++i)
         basis_with_derivatives(b, order, u[i], v[i], val + i * T, du ? du + i * T : nullptr,
                                dv ? dv + i * T : nullptr);
+}
+
+void evaluate_sets(Basis b, int order, const double* C, std::int64_t G, int D,
+                   const std::int64_t* g, const double* u, const double* v, std::int64_t n,
+                   double* val, double* du, double* dv) {
+    if (order > kMaxBasisOrder) throw std::invalid_argument("polynomial order above 30");
+    const int T = n_terms(order);
+    const bool grad = du || dv;
+#pragma omp parallel if (n > 20000)
+    {
+        std::vector<double> B(T), Bu(T), Bv(T);
+#pragma omp for schedule(static)
+        for (std::int64_t i = 0; i < n; ++i) {
+            basis_with_derivatives(b, order, u[i], v[i], B.data(), grad ? Bu.data() : nullptr,
+                                   grad ? Bv.data() : nullptr);
+            const double* c = C + g[i] * D * T;
+            for (int d = 0; d < D; ++d, c += T) {
+                double s = 0.0, su = 0.0, sv = 0.0;
+                for (int t = 0; t < T; ++t) {
+                    s += c[t] * B[t];
+                    if (grad) {
+                        su += c[t] * Bu[t];
+                        sv += c[t] * Bv[t];
+                    }
+                }
+                if (val) val[d * n + i] = s;
+                if (du) du[d * n + i] = su;
+                if (dv) dv[d * n + i] = sv;
+            }
+        }
+    }
 }
 
 }  // namespace mosaicfit

@@ -31,4 +31,13 @@ void basis_with_derivatives(Basis b, int order, double u, double v, double* val,
 void basis_matrix(Basis b, int order, const double* u, const double* v, std::int64_t n,
                   double* val, double* du, double* dv);
 
+// The polynomials sum_t C[g_i, d, t] B_t(u_i, v_i) at n points, each point i with its own
+// coefficient set g_i (e.g. its visit): C is G x D x T row-major (T = n_terms(order)); val,
+// du, dv (the derivatives; either may be null) are D x n. The basis is not materialised
+// (a visit's detections x terms x 3 matrices are ~60 MB on a 10-visit tract). Points on
+// OpenMP threads for large n.
+void evaluate_sets(Basis b, int order, const double* C, std::int64_t G, int D,
+                   const std::int64_t* g, const double* u, const double* v, std::int64_t n,
+                   double* val, double* du, double* dv);
+
 }  // namespace mosaicfit

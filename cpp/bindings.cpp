@@ -143,6 +143,24 @@ py::tuple basis_array(const CArray& u, const CArray& v, int order, int basis, bo
     return py::make_tuple(val);
 }
 
+py::tuple evaluate_sets_array(const CArray& C, const In<std::int64_t>& g, const CArray& u,
+                              const CArray& v, int order, int basis, bool derivatives) {
+    const py::ssize_t n = u.size(), D = C.shape(1);
+    py::array_t<double> val({D, n});
+    py::array_t<double> du = derivatives ? py::array_t<double>({D, n}) : py::array_t<double>();
+    py::array_t<double> dv = derivatives ? py::array_t<double>({D, n}) : py::array_t<double>();
+    double* pv = val.mutable_data();
+    double* pu = derivatives ? du.mutable_data() : nullptr;
+    double* pd = derivatives ? dv.mutable_data() : nullptr;
+    {
+        py::gil_scoped_release nogil;
+        evaluate_sets(static_cast<Basis>(basis), order, C.data(), C.shape(0),
+                      static_cast<int>(D), g.data(), u.data(), v.data(), n, pv, pu, pd);
+    }
+    if (derivatives) return py::make_tuple(val, du, dv);
+    return py::make_tuple(val);
+}
+
 py::array_t<double> lstsq_array(const CArray& M, const CArray& B) {
     const py::ssize_t n = M.shape(0), p = M.shape(1), k = B.shape(1);
     py::array_t<double> X({p, k});
@@ -238,6 +256,8 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("basis", &basis_array, py::arg("u"), py::arg("v"), py::arg("order"), py::arg("basis"),
           py::arg("derivatives") = false);
+    m.def("evaluate_sets", &evaluate_sets_array, py::arg("C"), py::arg("g"), py::arg("u"),
+          py::arg("v"), py::arg("order"), py::arg("basis"), py::arg("derivatives") = false);
     m.def("lstsq", &lstsq_array, py::arg("M"), py::arg("B"));
     m.def("fit_sip_batch", &sip_batch_arrays, py::arg("u"), py::arg("v"), py::arg("dU"),
           py::arg("dV"), py::arg("gu"), py::arg("gv"), py::arg("order"), py::arg("iorder"));

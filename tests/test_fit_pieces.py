@@ -195,6 +195,28 @@ def test_basis_matches_numpy(kind):
                        atol=1e-6)
 
 
+@pytest.mark.parametrize("kind,min_order", [("legendre", 0), ("monomial", 2)])
+def test_basis_evaluates_a_coefficient_set_per_point(kind, min_order):
+    """evaluate_sets (one C++ pass, each point its own set, e.g. its visit's) is the
+    per-set evaluation, values and gradients."""
+    rng = np.random.default_rng(2)
+    basis = PolyBasis(7, kind, min_order=min_order)
+    coef = rng.normal(size=(4, 2, basis.n_terms))
+    n = 30000                                  # above the C++ kernel's threading threshold
+    group = rng.integers(0, 4, n)
+    u, v = rng.uniform(-1, 1, n), rng.uniform(-1, 1, n)
+    val, du, dv = basis.evaluate_sets(coef, group, u, v, gradients=True)
+    (only,) = basis.evaluate_sets(coef, group, u, v)
+    assert np.array_equal(only, val)
+    for g in range(4):
+        m = group == g
+        ref = basis.evaluate_with_gradients(coef[g], u[m], v[m])
+        for got, want in zip((val, du, dv), ref):
+            assert np.allclose(got[:, m], want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError):
+        basis.evaluate_sets(coef, np.full(n, 4), u, v)
+
+
 def test_basis_fit_recovers_a_polynomial_far_from_the_origin():
     basis = PolyBasis(4, "monomial", min_order=1)
     rng = np.random.default_rng(4)

@@ -87,23 +87,16 @@ def _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, rotation):
     maps: polynomial gradient x optics Jacobian x placement derivative."""
     n = len(a)
     G = np.zeros((n, 2, 3))
+    if not n:
+        return G
     ja, jb, jc, jd = model.optics.jacobian(u, v)       # d(a, b)/d(u, v)
-    basis = model.basis
-    # each visit's detections as index arrays from one sort (a boolean mask per visit made
-    # this O(visits x detections): 16 s of the 100-visit wide strip's fit, issue 16)
-    order = np.argsort(vidx, kind="stable")
-    bounds = np.searchsorted(vidx[order], np.arange(len(coef) + 1))
-    for k in range(len(coef)):
-        m = order[bounds[k]:bounds[k + 1]]
-        if not len(m):
-            continue
-        _, dpa, dpb = basis.evaluate_with_gradients(coef[k], a[m], b[m])
-        dpu = dpa * ja[m] + dpb * jc[m]      # dP/du, dP/dv: (2, n_m)
-        dpv = dpa * jb[m] + dpb * jd[m]
-        G[m, :, 0] = dpu.T
-        G[m, :, 1] = dpv.T
-        if rotation:                         # du/dtheta = -rv, dv/dtheta = ru
-            G[m, :, 2] = (dpu * -rv[m] + dpv * ru[m]).T
+    _, dpa, dpb = model.basis.evaluate_sets(coef, vidx, a, b, gradients=True)   # (2, n)
+    dpu = dpa * ja + dpb * jc                          # dP/du, dP/dv
+    dpv = dpa * jb + dpb * jd
+    G[:, :, 0] = dpu.T
+    G[:, :, 1] = dpv.T
+    if rotation:                                       # du/dtheta = -rv, dv/dtheta = ru
+        G[:, :, 2] = (dpu * -rv + dpv * ru).T
     return G
 
 

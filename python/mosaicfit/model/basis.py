@@ -33,7 +33,6 @@ class PolyBasis:
     """
 
     #: points per basis matrix in :meth:`evaluate` (keeps it at ~15 MB at order 9)
-    CHUNK = 1 << 15
 
     def __init__(self, order, kind="monomial", min_order=0):
         if kind not in KINDS:
@@ -100,19 +99,29 @@ class PolyBasis:
         """(P, dP/du, dP/dv) of the polynomials `coef` at the points."""
         return self._evaluate(coef, u, v, True)
 
+    def evaluate_sets(self, coef, group, u, v, gradients=False):
+        """The polynomials of coefficient sets `coef` (G, D, n_terms) at points (u, v), each
+        point with the set `group` (its visit, say): (D, n) values, with `gradients` also
+        d/du and d/dv. One C++ pass that does not materialise the basis matrices."""
+        coef = np.asarray(coef, float)
+        if coef.ndim != 3 or coef.shape[2] != self.n_terms:
+            raise ValueError(f"coefficients of shape {coef.shape}, not (sets, D, {self.n_terms})")
+        u, v = _points(u, v)
+        group = np.ascontiguousarray(group, dtype=np.int64).ravel()
+        if len(group) != len(u) or (len(group) and (group.min() < 0
+                                                    or group.max() >= coef.shape[0])):
+            raise ValueError("group must give each point a coefficient set 0..G-1")
+        full = np.zeros(coef.shape[:2] + (n_terms(self.order),))
+        full[:, :, self._first:] = coef
+        return _core.evaluate_sets(full, group, u, v, self.order, KINDS[self.kind], gradients)
+
     def _evaluate(self, coef, u, v, gradients):
         coef = np.asarray(coef, float)
         shape = np.shape(u)
         u, v = _points(u, v)
         lead = coef.shape[:-1]
-        c = coef.reshape(-1, coef.shape[-1])
-        nout = 3 if gradients else 1
-        out = [np.empty((c.shape[0], len(u))) for _ in range(nout)]
-        for start in range(0, max(len(u), 1), self.CHUNK):
-            sl = slice(start, start + self.CHUNK)
-            mats = _core.basis(u[sl], v[sl], self.order, KINDS[self.kind], gradients)
-            for o, B in zip(out, mats):
-                o[:, sl] = c @ B[:, self._first:].T
+        c = coef.reshape(1, -1, coef.shape[-1])           # one set of all the polynomials
+        out = self.evaluate_sets(c, np.zeros(len(u), np.int64), u, v, gradients)
         return tuple(o.reshape(lead + shape) for o in out)
 
     def fit(self, u, v, values, scale=True):
