@@ -290,16 +290,22 @@ class DcrFit:
         old = self.offsets()
         s = res + old                     # the residuals without the term
         star, vidx = self.star, self.vidx
-        colored = act & self.known[star]
-        for k in np.nonzero(self.from_colours | self.from_residuals)[0]:
-            m = (act & self.free[star] if self.from_residuals[k] else colored) & (vidx == k)
-            ww, x = w[m], self.dc[star[m]]
-            W = ww.sum()
-            xc = x - np.sum(ww * x) / W
-            den = np.sum(ww * xc * xc)
-            if den <= 0:
-                continue
-            self.d[k] = np.sum(ww[:, None] * xc[:, None] * s[m], axis=0) / den
+        # each fitted visit's vector by weighted least squares on the colours about their
+        # mean, all visits at once (bincounts: a mask per visit is O(visits x detections))
+        fitted = self.from_colours | self.from_residuals
+        sel = np.where(self.from_residuals[vidx], act & self.free[star],
+                       act & self.known[star]) & fitted[vidx]
+        g, ww, x = vidx[sel], w[sel], self.dc[star[sel]]
+        nv = len(self.visits)
+        W = np.bincount(g, weights=ww, minlength=nv)
+        Sx = np.bincount(g, weights=ww * x, minlength=nv)
+        xbar = np.divide(Sx, W, out=np.zeros(nv), where=W > 0)
+        xc = x - xbar[g]
+        den = np.bincount(g, weights=ww * xc * xc, minlength=nv)
+        for d in range(2):
+            num = np.bincount(g, weights=ww * xc * s[sel, d], minlength=nv)
+            ok = fitted & (den > 0)
+            self.d[ok, d] = num[ok] / den[ok]
         # free effective colours: jointly with the star's position, which the solve frees
         cand = act & ~self.known[star]
         if cand.any() and np.any(self.d[vidx[cand]] != 0):
