@@ -313,8 +313,13 @@ def coefficient_covariances(problem, basis, a, b, w, star, active, nstar, prior_
         weff = np.where(active, w * (1.0 - h), 0.0)
         cov = polynomial_covariances(basis, a, b, weff, vidx, nv, orders)
         how = "per-visit"
-    B = basis.values(a[active], b[active])
-    return cov, B.T @ B / max(len(B), 1), how
+    # the Gram matrix in chunks of points (the basis of all of them is 0.5 GB at 200 visits)
+    rows = np.nonzero(active)[0]
+    gram = np.zeros((basis.n_terms, basis.n_terms))
+    for i in range(0, len(rows), 1 << 16):
+        B = basis.values(a[rows[i:i + (1 << 16)]], b[rows[i:i + (1 << 16)]])
+        gram += B.T @ B
+    return cov, gram / max(len(rows), 1), how
 
 
 def exact_affordable(problem):
