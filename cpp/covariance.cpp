@@ -22,7 +22,8 @@ void inverse_diagonal_blocks(const ScaledFactor& fa, const ReducedSystem& sys, i
     if (fa.use_ldlt) {
         Mat Ainv = Mat::Identity(n, n);
         fa.solve(Ainv);
-        for (int v = 0; v < nvisit; ++v) blk[v] = Ainv.block(sys.visit_row(v), sys.visit_row(v), T, T);
+        for (int v = 0; v < nvisit; ++v)
+            blk[v] = Ainv.block(sys.visit_row(v), sys.visit_row(v), T, T);
         return;
     }
     const Mat& L = fa.llt.matrixLLT();

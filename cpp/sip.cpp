@@ -23,7 +23,8 @@ void fit_monomials(const double* x, const double* y, std::int64_t n, int order, 
                    const double* rhs, double* out) {
     const int T = n_terms(order), t0 = min_order > 0 ? n_terms(min_order - 1) : 0, P = T - t0;
     const double sx = inv_max_abs(x, n), sy = inv_max_abs(y, n);
-    std::vector<double> row(T), M(static_cast<std::size_t>(n) * P), X(static_cast<std::size_t>(P) * 2);
+    std::vector<double> row(T), M(static_cast<std::size_t>(n) * P),
+        X(static_cast<std::size_t>(P) * 2);
     for (std::int64_t i = 0; i < n; ++i) {
         basis_values(Basis::Monomial, order, x[i] * sx, y[i] * sy, row.data());
         std::copy(row.begin() + t0, row.end(), M.begin() + i * P);

@@ -16,8 +16,8 @@ from ..model.basis import n_terms
 from ..model.statistics import AstrometryStats, IterationSummary
 from .clipping import ANNEALING, chance_clips, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
-from .errors import (MAX_REFITS, ErrorModel, detection_offsets, fit_error_model, fit_reference_errors, leverage,
-                     model_leverage, repeated_only)
+from .errors import (MAX_REFITS, ErrorModel, detection_offsets, fit_error_model,
+                     fit_reference_errors, leverage, model_leverage, repeated_only)
 from .order import HELD, visit_orders
 from .shrinkage import MIN_VISITS, TAU_FLOOR_ARCSEC, common_function_prior
 from .uncertainty import coefficient_covariances

@@ -143,11 +143,13 @@ def detection_offsets(xstar, prior, resid, w, star, act, nstar, h=None):
     var the variance per dimension of the detections' mean (1 / their summed weight), ok
     where both exist, hbar the mean of the detections' model leverages `h`
     (:func:`model_leverage`; 0 without): the share of the offset the model absorbs, which
-    on a single visit's CCDs of a dozen stars is a third of it. Unlike the fitted star position, which the reference pulls towards itself by
-    the weight it is given, this mean does not depend on the reference's weight: its scatter
-    about the reference measures the catalogue's errors in one step, not by a fixed-point
-    iteration on that weight (which converges by ~1 % a refit and stopped wherever its
-    last refit left it)."""
+    on a single visit's CCDs of a dozen stars is a third of it.
+
+    Unlike the fitted star position, which the reference pulls towards itself by the weight
+    it is given, this mean does not depend on the reference's weight: its scatter about the
+    reference measures the catalogue's errors in one step, not by a fixed-point iteration on
+    that weight (which converges by ~1 % a refit and stopped wherever its last refit left
+    it)."""
     xstar = np.asarray(xstar, float).reshape(nstar, -1)
     prior = np.asarray(prior, float).reshape(nstar, -1)
     resid = np.asarray(resid, float).reshape(len(star), -1)

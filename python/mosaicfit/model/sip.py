@@ -22,8 +22,8 @@ from ..io.fits import card_image
 from .basis import PolyBasis, n_terms
 from .sky import sky_to_tangent, tangent_to_sky
 
-__all__ = ["fit_tan_sip", "fit_tan_sip_many", "cards_text", "SipModel", "SipHeaderError", "sip_pixel_to_sky",
-           "pixel_area_ratio", "sip_inverse"]
+__all__ = ["fit_tan_sip", "fit_tan_sip_many", "cards_text", "SipModel", "SipHeaderError",
+           "sip_pixel_to_sky", "pixel_area_ratio", "sip_inverse"]
 
 
 def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
