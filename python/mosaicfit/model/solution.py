@@ -309,9 +309,13 @@ class Solution:
         p = ph.polynomial(visit, *self.focal_plane(ccd, gx, gy))
         p0 = ph.polynomial(visit, np.array([0.0]), np.array([0.0]))[0]
         xr, yr = rotate_pixels(gx, gy, nq, d.width, d.height)
-        basis = PolyBasis(ph.order, "monomial")
+        # without a constant term: p - p0 is 0 at the axis, and the constant is FLUXMAG0's. A
+        # fitted constant would be the polynomial extrapolated to the axis, up to ~17000 px
+        # off an edge CCD, where rounding makes it ~0.03 mmag: zeroing it afterwards offset
+        # those CCDs by that much (differently in every run)
+        basis = PolyBasis(ph.order, "monomial", min_order=1)
         coeffs = {k: float(c) for k, c in zip(basis.terms, basis.fit(xr + x0, yr + y0, p - p0))}
-        coeffs[(0, 0)] = 0.0     # exactly: the constant is FLUXMAG0's
+        coeffs[(0, 0)] = 0.0
         return FluxCorrection(order=ph.order, coeffs=coeffs, x0=x0, y0=y0, u_max=1.0,
                               v_max=1.0, chebyshev=False, absolute=ph.absolute,
                               fluxmag0=self.fluxmag0(visit, ccd),
