@@ -127,38 +127,41 @@ FitResult fit_mosaic(const In<std::int32_t>& star, const In<std::int32_t>& visit
 
 // ---- polynomial basis and small least squares (basis.hpp, lstsq.hpp) ------------------------
 
-py::tuple basis_array(const CArray& u, const CArray& v, int order, int basis, bool derivatives) {
-    const py::ssize_t n = u.size(), T = n_terms(order);
-    py::array_t<double> val({n, T});
-    py::array_t<double> du = derivatives ? py::array_t<double>({n, T}) : py::array_t<double>();
-    py::array_t<double> dv = derivatives ? py::array_t<double>({n, T}) : py::array_t<double>();
+// Values and (with `derivatives`) d/du and d/dv, each a rows x cols array, filled by `fill`
+// (val, du, dv; the derivatives null without) with the GIL released.
+template <typename Fill>
+py::tuple values_and_derivatives(py::ssize_t rows, py::ssize_t cols, bool derivatives,
+                                 Fill fill) {
+    const auto array = [&](bool wanted) {
+        return wanted ? py::array_t<double>({rows, cols}) : py::array_t<double>();
+    };
+    py::array_t<double> val = array(true), du = array(derivatives), dv = array(derivatives);
     double* pv = val.mutable_data();
     double* pu = derivatives ? du.mutable_data() : nullptr;
     double* pd = derivatives ? dv.mutable_data() : nullptr;
     {
         py::gil_scoped_release nogil;
-        basis_matrix(static_cast<Basis>(basis), order, u.data(), v.data(), n, pv, pu, pd);
+        fill(pv, pu, pd);
     }
     if (derivatives) return py::make_tuple(val, du, dv);
     return py::make_tuple(val);
 }
 
+py::tuple basis_array(const CArray& u, const CArray& v, int order, int basis, bool derivatives) {
+    const py::ssize_t n = u.size();
+    return values_and_derivatives(n, n_terms(order), derivatives,
+                                  [&](double* pv, double* pu, double* pd) {
+        basis_matrix(static_cast<Basis>(basis), order, u.data(), v.data(), n, pv, pu, pd);
+    });
+}
+
 py::tuple evaluate_sets_array(const CArray& C, const In<std::int64_t>& g, const CArray& u,
                               const CArray& v, int order, int basis, bool derivatives) {
     const py::ssize_t n = u.size(), D = C.shape(1);
-    py::array_t<double> val({D, n});
-    py::array_t<double> du = derivatives ? py::array_t<double>({D, n}) : py::array_t<double>();
-    py::array_t<double> dv = derivatives ? py::array_t<double>({D, n}) : py::array_t<double>();
-    double* pv = val.mutable_data();
-    double* pu = derivatives ? du.mutable_data() : nullptr;
-    double* pd = derivatives ? dv.mutable_data() : nullptr;
-    {
-        py::gil_scoped_release nogil;
+    return values_and_derivatives(D, n, derivatives, [&](double* pv, double* pu, double* pd) {
         evaluate_sets(static_cast<Basis>(basis), order, C.data(), C.shape(0),
                       static_cast<int>(D), g.data(), u.data(), v.data(), n, pv, pu, pd);
-    }
-    if (derivatives) return py::make_tuple(val, du, dv);
-    return py::make_tuple(val);
+    });
 }
 
 py::array_t<double> lstsq_array(const CArray& M, const CArray& B) {

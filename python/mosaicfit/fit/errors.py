@@ -168,10 +168,9 @@ def fit_reference_errors(d2, cat_var, var_det, dims, h=None):
     """The ErrorModel (one group: scale and floor) of the reference values: `d2` the squared
     norms of the offsets of the stars' detections (averaged) from them, `var_det` the
     variance of that average per dimension and `h` the model's share of it
-    (:func:`detection_offsets`), `cat_var` the
-    variances the catalogue gives (without any floor). The floor follows the offsets instead
-    of being configured: refPosErrorFloor and refMagErrorFloor are its starting point only.
-    None with fewer than 10 stars."""
+    (:func:`detection_offsets`), `cat_var` the variances the catalogue gives (without any
+    floor). The floor follows the offsets instead of being configured: refPosErrorFloor and
+    refMagErrorFloor are its starting point only. None with fewer than 10 stars."""
     keep = np.isfinite(d2) & (cat_var > 0) & np.isfinite(var_det)
     if keep.sum() < 10:
         return None

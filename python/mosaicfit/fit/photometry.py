@@ -14,8 +14,8 @@ from ..model.photometry import PhotometricModel
 from ..model.statistics import IterationSummary, PhotometryStats
 from .clipping import chance_clips, inconsistent_stars, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
-from .errors import (MAX_REFITS, detection_offsets, fit_error_model, fit_reference_errors, leverage,
-                     model_leverage, repeated_only)
+from .errors import (MAX_REFITS, detection_offsets, fit_error_model, fit_reference_errors,
+                     leverage, model_leverage, repeated_only)
 from .order import HELD, affordable_order, visit_orders
 from .shrinkage import MIN_VISITS, common_function_prior
 from .state import PhotometryResult

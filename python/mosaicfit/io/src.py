@@ -19,8 +19,8 @@ from .. import MosaicError
 from .afwtable import afw_table_file_bytes, read_afw_table
 from .atomic import write_bytes
 
-__all__ = ["read_src", "fit_columns", "write_src", "SCHEMAS", "REQUIRED_FIELDS", "detect_schema",
-           "resolve_columns", "standardize"]
+__all__ = ["read_src", "fit_columns", "write_src", "SCHEMAS", "REQUIRED_FIELDS",
+           "detect_schema", "resolve_columns", "standardize"]
 
 
 def read_src(path, columns=None):

@@ -32,8 +32,6 @@ class PolyBasis:
     ``(..., n)`` for n points.
     """
 
-    #: points per basis matrix in :meth:`evaluate` (keeps it at ~15 MB at order 9)
-
     def __init__(self, order, kind="monomial", min_order=0):
         if kind not in KINDS:
             raise ValueError(f"unknown polynomial basis {kind!r}; known: {', '.join(KINDS)}")
