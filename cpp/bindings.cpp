@@ -4,7 +4,7 @@
 // or layout; the Python wrappers already pass them so, without copies), the numerics run with
 // the GIL released, results go out as numpy arrays or as the classes below. Shapes, index
 // ranges and values are checked by the Python wrappers that are the only callers
-// (mosaicfit.fit.core, mosaicfit.fit.matching, mosaicfit.model.basis,
+// (mosaicfit.fit.core, mosaicfit.fit.matching, mosaicfit.model.basis, mosaicfit.io.fits,
 // mosaicfit.pipeline.apply); nothing here checks them again.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -15,6 +15,7 @@
 
 #include "apply.hpp"
 #include "basis.hpp"
+#include "cards.hpp"
 #include "fit.hpp"
 #include "kdtree.hpp"
 #include "lstsq.hpp"
@@ -264,6 +265,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("lstsq", &lstsq_array, py::arg("M"), py::arg("B"));
     m.def("fit_sip_batch", &sip_batch_arrays, py::arg("u"), py::arg("v"), py::arg("dU"),
           py::arg("dV"), py::arg("gu"), py::arg("gv"), py::arg("order"), py::arg("iorder"));
+    m.def("float_card_images", [](const std::vector<std::string>& keys, const CArray& values) {
+        return float_card_images(keys, values.data());
+    }, py::arg("keys"), py::arg("values"));
 
     // ---- flux correction of a CCD (apply.hpp): parameters built once per CCD -----------------
     py::class_<FluxPoly>(m, "FluxPoly", "meas_mosaic's flux polynomial of a CCD (cpp/apply.hpp)")

@@ -28,14 +28,14 @@ from astropy.io import fits
 from astropy.io.fits.card import UNDEFINED
 from astropy.wcs import WCS
 
-from .. import MosaicError
+from .. import MosaicError, _core
 
 #: bytes of a FITS block
 BLOCK = 2880
 
 __all__ = ["BLOCK", "STRUCTURAL_KEYS", "open_fits", "data_bytes", "native", "pad_block",
            "Card", "Header", "parse_header", "read_headers", "read_bintable",
-           "card_image", "float_card", "truncated_card", "header_only_fits_bytes",
+           "card_image", "float_cards", "float_card", "truncated_card", "header_only_fits_bytes",
            "is_wcs_keyword", "header_has_wcs", "missing_wcs_keys", "strip_wcs", "wcs_header",
            "make_wcs"]
 
@@ -457,6 +457,20 @@ def card_image(key, value, comment=None):
     if comment:
         image += f" / {comment}"
     return image[:80].ljust(80)
+
+
+def float_cards(keys, values):
+    """The card images of keys[i] = values[i] (floats; keys of 1-8 characters) as one string,
+    each exactly as :func:`card_image` makes it, formatted in C++ (cpp/cards.hpp: a TAN-SIP or
+    fcr product has ~250 such cards, ~1.5 us each in Python, ~0.05 us there)."""
+    keys = list(keys)
+    values = np.ascontiguousarray(values, dtype=float).ravel()
+    if len(keys) != len(values):
+        raise ValueError(f"{len(keys)} keys for {len(values)} values")
+    try:
+        return _core.float_card_images(keys, values)
+    except ValueError as e:
+        raise ValueError(str(e)) from None
 
 
 def header_only_fits_bytes(hdus, tail=b""):

@@ -28,7 +28,7 @@ from astropy.io import fits
 
 from .. import MosaicError
 from ..io.fcrfile import read_fcr_header, write_fcr_file
-from ..io.fits import card_image, float_card, truncated_card
+from ..io.fits import card_image, float_card, float_cards, truncated_card
 from .basis import PolyBasis
 
 __all__ = ["FluxCorrection", "read_fcr", "write_fcr", "rotate_pixels", "nquarter_from_yaw",
@@ -241,7 +241,9 @@ def _fcr_card_images(fc):
               card_image("ABSOLUTE", bool(fc.absolute)),
               card_image("U_MAX", float(fc.u_max)), card_image("V_MAX", float(fc.v_max)),
               card_image("X0", float(fc.x0)), card_image("Y0", float(fc.y0))]
-    images += [card_image(f"C_{i}_{j}", float(fc.coeffs[i, j])) for i, j in fc.terms()]
+    terms = fc.terms()
+    images.append(float_cards([f"C_{i}_{j}" for i, j in terms],
+                              [fc.coeffs[i, j] for i, j in terms]))
     images += [card_image("AR_HDU", 5, "HDU (1-indexed) containing the archive used to store ancillary objects"),
                card_image("FILTER", fc.filter), card_image("FLUXMAG0", float(fc.fluxmag0)),
                card_image("FLUXMAG0ERR", float(fc.fluxmag0err))]

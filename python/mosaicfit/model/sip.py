@@ -18,7 +18,7 @@ import numpy as np
 from astropy.io import fits
 
 from .. import MosaicError, _core
-from ..io.fits import card_image
+from ..io.fits import card_image, float_cards
 from .basis import PolyBasis, n_terms
 from .sky import sky_to_tangent, tangent_to_sky
 
@@ -160,7 +160,19 @@ def cards_text(cards):
     costs ~10 ms for a SIP of order 9), or `cards` itself if it is already text."""
     if isinstance(cards, str):
         return cards
-    return "".join(card_image(k, v) for k, v in cards)
+    out, keys, values = [], [], []
+    for k, v in cards:
+        if isinstance(v, (float, np.floating)) and len(k) <= 8:
+            keys.append(k)          # runs of float cards (the coefficients) in one C++ call
+            values.append(v)
+            continue
+        if keys:
+            out.append(float_cards(keys, values))
+            keys, values = [], []
+        out.append(card_image(k, v))
+    if keys:
+        out.append(float_cards(keys, values))
+    return "".join(out)
 
 
 _CARD = re.compile(r"^(CTYPE1|CRPIX[12]|CRVAL[12]|CD[12]_[12]|(?:A|B|AP|BP)_(?:ORDER|\d+_\d+))\s*="
