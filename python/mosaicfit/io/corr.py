@@ -14,6 +14,7 @@ afw also puts the WCS cards in the mask and variance headers; a 0x0 image (NAXIS
 is how afw stores an exposure that has only metadata (e.g. meas_mosaic's ``wcs-``/``fcr-``
 files). Arrays are indexed [y, x]; pixel (x, y) = (0, 0) is the first pixel (afw convention).
 """
+import functools
 import math
 import os
 import warnings
@@ -518,37 +519,52 @@ def _check_corr_header(path, h0, h1):
 
 
 def _afw_image_hdu_cards(exttype, bitpix, wcs_images, extra=()):
-    cards = [card_image("XTENSION", "IMAGE", "IMAGE extension"),
-             card_image("BITPIX", bitpix, "number of bits per data pixel"),
-             card_image("NAXIS", 2, "number of data axes"),
-             card_image("NAXIS1", 0, "length of data axis 1"),
-             card_image("NAXIS2", 0, "length of data axis 2"),
-             card_image("PCOUNT", 0, "required keyword; must = 0"),
-             card_image("GCOUNT", 1, "required keyword; must = 1")]
-    cards += list(wcs_images)
-    cards += [card_image("LTV1", 0.0), card_image("LTV2", 0.0), card_image("INHERIT", True),
-              card_image("EXTTYPE", exttype)]
-    cards += list(extra)
-    cards += [card_image("CRVAL1A", 0, "Column pixel of Reference Pixel"),
-              card_image("CRVAL2A", 0, "Row pixel of Reference Pixel"),
-              card_image("CRPIX1A", 1, "Column Pixel Coordinate of Reference"),
-              card_image("CRPIX2A", 1, "Row Pixel Coordinate of Reference"),
-              card_image("CTYPE1A", "LINEAR", "Type of projection"),
-              card_image("CTYPE2A", "LINEAR", "Type of projection"),
-              card_image("CUNIT1A", "PIXEL", "Column unit"),
-              card_image("CUNIT2A", "PIXEL", "Row unit")]
-    return cards
+    head, tail = _afw_image_hdu_fixed(exttype, bitpix)
+    return [head, *wcs_images, tail[0], *extra, tail[1]]
+
+
+@functools.lru_cache(maxsize=None)
+def _afw_image_hdu_fixed(exttype, bitpix):
+    """The fixed cards of an afw image HDU without pixels, as text: (those before the WCS,
+    (those between it and `extra`, those after `extra`)); made once (a mosaic writes
+    thousands of these headers)."""
+    head = [card_image("XTENSION", "IMAGE", "IMAGE extension"),
+            card_image("BITPIX", bitpix, "number of bits per data pixel"),
+            card_image("NAXIS", 2, "number of data axes"),
+            card_image("NAXIS1", 0, "length of data axis 1"),
+            card_image("NAXIS2", 0, "length of data axis 2"),
+            card_image("PCOUNT", 0, "required keyword; must = 0"),
+            card_image("GCOUNT", 1, "required keyword; must = 1")]
+    mid = [card_image("LTV1", 0.0), card_image("LTV2", 0.0), card_image("INHERIT", True),
+           card_image("EXTTYPE", exttype)]
+    end = [card_image("CRVAL1A", 0, "Column pixel of Reference Pixel"),
+           card_image("CRVAL2A", 0, "Row pixel of Reference Pixel"),
+           card_image("CRPIX1A", 1, "Column Pixel Coordinate of Reference"),
+           card_image("CRPIX2A", 1, "Row Pixel Coordinate of Reference"),
+           card_image("CTYPE1A", "LINEAR", "Type of projection"),
+           card_image("CTYPE2A", "LINEAR", "Type of projection"),
+           card_image("CUNIT1A", "PIXEL", "Column unit"),
+           card_image("CUNIT2A", "PIXEL", "Row unit")]
+    return "".join(head), ("".join(mid), "".join(end))
+
+
+@functools.lru_cache(maxsize=None)
+def _mask_plane_cards(planes):
+    return "".join(card_image(f"MP_{name}", int(bit))
+                   for name, bit in sorted(planes, key=lambda x: x[1]))
+
+
+_PRIMARY_HEAD = "".join([card_image("SIMPLE", True, "conforms to FITS standard"),
+                         card_image("BITPIX", 8, "array data type"),
+                         card_image("NAXIS", 0, "number of array dimensions"),
+                         card_image("EXTEND", True)])
 
 
 def afw_header_only_exposure(primary_cards, wcs_images=(), mask_planes=None, tail=b""):
     """Bytes of an afw exposure with 0x0 pixels (primary, IMAGE, MASK, VARIANCE), the WCS
     card images in all three image headers, as meas_mosaic's wcs-/fcr- files."""
-    primary = [card_image("SIMPLE", True, "conforms to FITS standard"),
-               card_image("BITPIX", 8, "array data type"),
-               card_image("NAXIS", 0, "number of array dimensions"),
-               card_image("EXTEND", True)] + list(primary_cards)
-    planes = [card_image(f"MP_{name}", int(bit)) for name, bit in
-              sorted((mask_planes or DEFAULT_MASK_PLANES).items(), key=lambda x: x[1])]
+    primary = [_PRIMARY_HEAD, *primary_cards]
+    planes = [_mask_plane_cards(tuple((mask_planes or DEFAULT_MASK_PLANES).items()))]
     return header_only_fits_bytes([
         primary,
         _afw_image_hdu_cards("IMAGE", -32, wcs_images),

@@ -494,6 +494,7 @@ _WCS_KEY = re.compile(r"^(WCSAXES|CTYPE[12]|CRPIX[12]|CRVAL[12]|CDELT[12]|CUNIT[
                       r"PV[12]_\d+|(A|B|AP|BP)_(ORDER|DMAX|\d+_\d+))$")
 
 
+@functools.lru_cache(maxsize=8192)
 def is_wcs_keyword(key):
     """True for the keywords of the primary celestial WCS and its SIP terms."""
     return bool(_WCS_KEY.match(key))

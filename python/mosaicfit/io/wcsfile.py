@@ -52,28 +52,29 @@ _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)(E[+-]?\d+)?$")
 
 
 def _wcs_images_of_text(text):
-    """The WCS card images of card text written by model.sip.cards_text, in order, without
-    astropy (Header.fromstring + wcs_header cost ~25 ms for a SIP of order 12; this ~0.3 ms);
-    None unless every card is a plain one-line card and the required numbers are finite plain
-    numbers (then the astropy path decides, and names what is wrong)."""
-    if len(text) % 80:
+    """The WCS cards of card text written by model.sip.cards_text, in order, as a list of
+    card-image strings, without astropy (Header.fromstring + wcs_header cost ~25 ms for a
+    SIP of order 12; this ~0.1 ms); None unless every card is a plain one-line card and the
+    required numbers are finite plain numbers (then the astropy path decides, and names what
+    is wrong)."""
+    if len(text) % 80 or not text.isascii():
         return None
-    images, values = [], {}
-    for i in range(0, len(text), 80):
-        image = text[i:i + 80]
-        if image[8:10] != "= " or not image.isascii():
+    images = [text[i:i + 80] for i in range(0, len(text), 80)]
+    keep, values = [], {}
+    for image in images:
+        if image[8:10] != "= ":
             return None
         key = image[:8].rstrip()
         if not is_wcs_keyword(key):
             continue
-        images.append(image)
+        keep.append(image)
         if key in _REQUIRED_WCS:
             values[key] = image[10:].partition(" /")[0].strip()
     for key in _REQUIRED_WCS:
         v = values.get(key)
         if v is None or not _PLAIN_NUMBER.match(v) or not math.isfinite(float(v)):
             return None
-    return images
+    return [text] if len(keep) == len(images) else keep
 
 
 def write_wcs_file(path, header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_name="_unknown_",
