@@ -372,3 +372,26 @@ def test_bad_skymap_files(tmp_path, text, message):
     with pytest.raises(MosaicError, match=message) as info:
         load_skymap(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_polygon_overlap_fast_path_agrees_with_the_separating_axis_test():
+    """overlaps_polygon answers 'inside' polygons without the full test: the same answer as
+    the separating-axis test for CCD-sized polygons in, across and outside a tract."""
+    from mosaicfit.io import skymap as S
+    t = S.RingsSkyMap()[9813]
+    rng = np.random.default_rng(5)
+    answers = []
+    for _ in range(1500):
+        ra0, dec0 = t.ctr_ra + rng.uniform(-1.0, 1.0), t.ctr_dec + rng.uniform(-1.0, 1.0)
+        w, h, th = rng.uniform(0.001, 0.2), rng.uniform(0.001, 0.3), rng.uniform(0, np.pi)
+        c = np.array([[-w, -h], [w, -h], [w, h], [-w, h]]) @ np.array(
+            [[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+        ra, dec = ra0 + c[:, 0] / np.cos(np.radians(dec0)), dec0 + c[:, 1]
+        vecs = S._polygon_vectors(ra, dec)
+        ctr, rad = S._bounding_circle(vecs)
+        far = float(S._angle_between(ctr[None, :], t._ctr_vec)[0]) > t._outer_radius + rad + 1e-12
+        full = not far and S._convex_overlap_2d(S._gnomonic(t._outer_vecs, t._ctr_vec),
+                                                S._gnomonic(vecs, t._ctr_vec))
+        assert t.overlaps_polygon(ra, dec) == full
+        answers.append(full)
+    assert 100 < sum(answers) < len(answers)       # both answers were tested

@@ -4,6 +4,7 @@ to reference objects, by position or from the associations hscPipe's match files
 import numpy as np
 
 from .matching import group_sky, match_sky
+from .state import index_groups
 
 __all__ = ["cross_match", "match_reference", "associated_references"]
 
@@ -57,13 +58,12 @@ def associated_references(exposures, det, star, nstar):
     if not any("ref_index" in e.catalog for e in exposures):
         return None
     ref_det = np.full(len(det), -1, np.int64)
-    for k in np.unique(det.exp):
+    for k, m in index_groups(det.exp):
         cat = exposures[k].catalog
         ri = cat.get("ref_index")
         if ri is None:
             continue
         rows = np.nonzero(np.asarray(ri) >= 0)[0]
-        m = np.nonzero(det.exp == k)[0]
         if not len(rows) or not len(m):
             continue
         # the selected detections are rows of the catalogue: found by their pixel position,

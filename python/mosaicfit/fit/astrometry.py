@@ -252,7 +252,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
     dcr, y_dcr, dcr_pending = None, np.zeros((n, 2)), None
     if cfg.fitDcr:
         colours, where = star_colours(data, exposures, cfg.dcrColor)
-        dec_v = np.array([np.mean(det.dec[vidx == k]) for k in range(nv)])
+        dec_v = np.bincount(vidx, det.dec, nv) / np.bincount(vidx, minlength=nv)
         dcr = DcrFit(colours, visit_refraction(exposures, visits, dec_v), star, vidx, visits, cfg)
         if dcr.active:
             log.info("chromatic term: %s colours (%s); vectors of %d visits from the colours, "

@@ -5,6 +5,7 @@ import logging
 import numpy as np
 
 from ..model.basis import n_terms
+from .state import index_groups
 
 log = logging.getLogger("mosaicfit.fit")
 
@@ -68,8 +69,9 @@ def visit_orders(a, b, vidx, visits, order, lowest, kind, what, per_term=MIN_STA
     nv = len(visits)
     orders = np.full(nv, -1, int)
     why = [""] * nv
+    groups = dict(index_groups(vidx))
     for k in range(nv):
-        m = vidx == k
+        m = groups.get(k, np.zeros(0, int))
         orders[k], why[k] = footprint_order(a[m], b[m], order, lowest, kind, per_term)
     full = [int(visits[k]) for k in range(nv) if orders[k] == order]
     if full:

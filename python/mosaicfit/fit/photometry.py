@@ -18,7 +18,7 @@ from .errors import (MAX_REFITS, detection_offsets, fit_error_model, fit_referen
                      leverage, model_leverage, repeated_only)
 from .order import HELD, affordable_order, visit_orders
 from .shrinkage import MIN_VISITS, common_function_prior
-from .state import PhotometryResult
+from .state import PhotometryResult, index_groups
 from .uncertainty import (ccd_excess, coefficient_covariances, coherent_residuals,
                           exact_affordable, photometric_ccd_errors, visit_misfit)
 
@@ -104,8 +104,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
     # (calibrateExposure/calibrateCatalog) will apply it
     J = np.ones(n)
     sol.prepare_wcs([(exposures[i].visit, exposures[i].ccd) for i in np.unique(det.exp)])
-    for e_idx in np.unique(det.exp):
-        m = det.exp == e_idx
+    for e_idx, m in index_groups(det.exp):
         e = exposures[e_idx]
         J[m] = sol.sip_model(e.visit, e.ccd).area_ratio(det.x[m], det.y[m])
     m_inst = -2.5 * np.log10(det.flux)
@@ -145,8 +144,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
     per_visit = np.bincount(vidx, minlength=nv)
     basis = "chebyshev" if cfg.chebyshev else "legendre"
     u, v = np.empty(n), np.empty(n)
-    for c in np.unique(det.ccd):
-        m = det.ccd == c
+    for c, m in index_groups(det.ccd):
         u[m], v[m] = sol.focal_plane(int(c), det.x[m], det.y[m])
     s = scale
     # the flux polynomial order of each visit: what its stars determine, by their number and
@@ -347,16 +345,19 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
     # star magnitudes; resid = calibrated - star magnitude), not only of its reference stars
     xs = r.xstar[:, 0]
     mag_err = {}
-    for e_idx in np.unique(det.exp):
-        m = (det.exp == e_idx) & active
+    for e_idx, m in index_groups(det.exp):
         e = exposures[e_idx]
-        d = res[m]
+        d = res[m[active[m]]]
         mag_err[(e.visit, e.ccd)] = float(np.sqrt(np.mean(d ** 2))) if len(d) >= 3 else np.nan
     # the visit's median where a CCD has too few stars; in flux, as FLUXMAG0
+    by_visit = {}
+    for (vv, _), x in mag_err.items():
+        if np.isfinite(x):
+            by_visit.setdefault(vv, []).append(x)
     fluxmag0err = {}
     for (vv, c), err in mag_err.items():
         if not np.isfinite(err):
-            vals = [x for (v2, _), x in mag_err.items() if v2 == vv and np.isfinite(x)]
+            vals = by_visit.get(vv)
             err = float(np.median(vals)) if vals else 0.0
         fluxmag0err[(vv, c)] = 10.0 ** (0.4 * model.zero_point(vv, c)) * 0.4 * np.log(10) * err
     if errors is not None:

@@ -25,7 +25,7 @@ from .association import associated_references, cross_match, match_reference
 from .astrometry import CCD_PLACEMENT_PRIOR_PX, fit_astrometry
 from .photometry import fit_photometry
 from .selection import select_detections
-from .state import FitData, PhotometryResult
+from .state import FitData, PhotometryResult, index_groups
 from .uncertainty import astrometric_ccd_errors
 
 log = logging.getLogger("mosaicfit.fit")
@@ -75,10 +75,11 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
     optics = Optics(camera, 1.02 * max(np.max(np.abs(X0)), np.max(np.abs(Y0))))
     plane = TractPlane(tangent_point)
     visit_info = {}
+    of_visit = _exposures_by_visit(exposures)
     for v in data.visits:
-        e = next(e for e in exposures if e.visit == v)
-        m = [x.mjd for x in exposures if x.visit == v and x.mjd is not None]
-        visit_info[int(v)] = dict(mjd=float(np.mean(m)) if m else np.nan, filter=e.filter)
+        es = of_visit[int(v)]
+        m = [x.mjd for x in es if x.mjd is not None]
+        visit_info[int(v)] = dict(mjd=float(np.mean(m)) if m else np.nan, filter=es[0].filter)
     sol = Solution(camera, CcdPlacement(camera), sip_order=cfg.fittingOrder,
                    visit_info=visit_info, stats=stats)
 
@@ -237,13 +238,22 @@ def _prepare(exposures, camera, cfg, refcat, stats):
     exp_mjd = np.array([np.nan if e.mjd is None else e.mjd for e in exposures], float)
     visits = np.unique(det.visit)
     vmjd = []
+    of_visit = _exposures_by_visit(exposures)
     for v in visits:
-        m = [e.mjd for e in exposures if e.visit == v and e.mjd is not None]
+        m = [e.mjd for e in of_visit.get(int(v), ()) if e.mjd is not None]
         vmjd.append(float(np.mean(m)) if m else np.nan)
     t0 = np.nanmean(vmjd) if np.any(np.isfinite(vmjd)) else np.nan
     band = cfg.refBand or default_band(next((e.filter for e in exposures if e.filter), "")) or ""
     ref = Reference.from_table(refcat, band) if refcat is not None and len(refcat) else None
     return _Inputs(det, ref, t0, exp_mjd[det.exp], band, visits)
+
+
+def _exposures_by_visit(exposures):
+    """{visit: [its ExposureData]}, in the order of `exposures`."""
+    out = {}
+    for e in exposures:
+        out.setdefault(int(e.visit), []).append(e)
+    return out
 
 
 def _model_positions(sol, det):
@@ -378,8 +388,7 @@ def _associate(inputs, ra, dec, r_int, r_ref, exposures, camera, cfg, stats, qui
 
     ps = camera.pixel_size_mm
     u0, v0 = np.empty(len(det)), np.empty(len(det))
-    for c in np.unique(det.ccd):
-        m = det.ccd == c
+    for c, m in index_groups(det.ccd):
         fx, fy = camera.pixel_to_focal_plane(int(c), det.x[m], det.y[m])
         u0[m], v0[m] = fx / ps, fy / ps
     visits = np.unique(det.visit)
@@ -428,8 +437,7 @@ def _record(sol, data):
     t["ccd"] = det.ccd.astype(np.int32)
     t["x"], t["y"] = det.x, det.y
     u, v = np.empty(n), np.empty(n)
-    for c in np.unique(det.ccd):
-        m = det.ccd == c
+    for c, m in index_groups(det.ccd):
         u[m], v[m] = sol.focal_plane(int(c), det.x[m], det.y[m])
     t["u"], t["v"] = u, v
     t["star"] = star.astype(np.int64)

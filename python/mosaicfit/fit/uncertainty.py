@@ -32,6 +32,7 @@ import numpy as np
 from ..model.basis import PolyBasis, n_terms
 from .core import solve_least_squares
 from .errors import leverage
+from .state import index_groups
 from .order import HELD
 
 __all__ = ["CCD_GRID", "COHERENT_SIGMA", "COHERENT_FLOOR_MAG", "polynomial_covariances",
@@ -111,8 +112,7 @@ def astrometric_ccd_errors(sol, data, camera, ccd_prior_px):
     h = leverage(A.w, star, A.active, data.nstar, A.prior_w)
     weff = np.where(A.active, A.w * (1.0 - h), 0.0)            # arcsec^-2
     a, b = np.empty(n), np.empty(n)
-    for c in np.unique(det.ccd):
-        m = det.ccd == c
+    for c, m in index_groups(det.ccd):
         a[m], b[m] = am.optics(*sol.placement.to_focal_plane(int(c), det.x[m], det.y[m]))
     prior_w = None
     if A.problem is not None and A.problem.coef_prior_w is not None:

@@ -343,6 +343,7 @@ class TractInfo:
                                                  [-0.499, -0.499, h - 0.501, h - 0.501])
         outer_vecs = _vectors(*np.radians(np.array(self.outer_vertices).T))
         self._outer_vecs = outer_vecs
+        self._outer_xy = None            # its gnomonic hull (_outer_hull), when first asked
         self._outer_radius = float(_angle_between(outer_vecs, self._ctr_vec).max())
         self._inner_test = inner_test
         self.inner_box = None if inner_box is None else tuple(float(x) for x in inner_box)
@@ -429,7 +430,22 @@ class TractInfo:
         xy = _gnomonic(vecs, self._ctr_vec)
         if not np.all(np.isfinite(xy)):  # cannot happen within the size limits
             raise ValueError(f"polygon reaches beyond 90 deg from the centre of tract {self.id}")
-        return _convex_overlap_2d(_gnomonic(self._outer_vecs, self._ctr_vec), xy)
+        outer = self._outer_hull()
+        # most CCDs of a tract lie inside it: every corner on the inner side of every edge
+        # of the (counter-clockwise) outer polygon; the others get the full overlap test
+        edge = np.roll(outer, -1, axis=0) - outer
+        rel = xy[:, None, :] - outer[None, :, :]
+        if np.all(edge[None, :, 0] * rel[..., 1] - edge[None, :, 1] * rel[..., 0] >= 0):
+            return True
+        return _convex_overlap_2d(outer, xy)
+
+    def _outer_hull(self):
+        """The outer polygon in the gnomonic plane about the tract centre, as its convex hull
+        (counter-clockwise), computed once per tract."""
+        if self._outer_xy is None:
+            xy = _gnomonic(self._outer_vecs, self._ctr_vec)
+            self._outer_xy = xy[_hull_2d(xy)]
+        return self._outer_xy
 
 
 # -- sky maps ----------------------------------------------------------------------------------
