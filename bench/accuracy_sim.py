@@ -95,7 +95,41 @@ def evaluate(root, rerun, visits, against):
     res["per_ccd"] = pc
     res["visit"] = {v: [float(x) for x in np.sqrt(np.mean(np.concatenate(d) ** 2, axis=0))]
                     for v, d in sorted(per_visit.items())}
+    res["zero_point"] = reference_zero_point(root, rerun)
     return res
+
+
+def reference_zero_point(root, rerun):
+    """The absolute zero point the reference catalogue itself gives, against the truth: the
+    weighted mean over the reference stars of (reference magnitude through the colour term -
+    true magnitude), weights 1 / (catalogue variance + the star's own variance from its
+    detections), with its expected error; next to the same weighted mean of the fitted star
+    magnitudes. An absolute calibration cannot do better than the former; the difference of
+    the two is the fit's own bias. None without the run's diagnostics."""
+    from astropy.table import Table
+    from mosaicfit.fit.matching import match_sky
+    from mosaicfit.sim.sky import reference_mag_error
+    diag = os.path.join(root, "rerun", rerun, "mosaic-diag", "0000")
+    if not os.path.exists(os.path.join(diag, "stars.fits")):
+        return None
+    st, det = Table.read(os.path.join(diag, "stars.fits")), Table.read(os.path.join(diag, "detections.fits"))
+    truth = Table.read(os.path.join(root, "truth", "stars.fits"))
+    idx, _ = match_sky(np.asarray(st["ra"]), np.asarray(st["dec"]), np.asarray(truth["ra"]),
+                       np.asarray(truth["dec"]), 0.3)
+    star, used = np.asarray(det["star"]), np.asarray(det["phot_used"], bool)
+    mag_ref = np.full(len(st), np.nan)
+    mag_ref[star] = np.asarray(det["mag_ref"], float)      # through the colour term
+    ivar = np.bincount(star[used], 1.0 / np.asarray(det["mag_err"], float)[used] ** 2,
+                       minlength=len(st))
+    k = np.nonzero((idx >= 0) & np.isfinite(mag_ref) & (ivar > 0))[0]
+    if not len(k):
+        return None
+    m_true = np.asarray(truth["mag"], float)[idx[k]]
+    w = 1.0 / (reference_mag_error(m_true) ** 2 + 1.0 / ivar[k])
+    ref = float(np.sum(w * (mag_ref[k] - m_true)) / np.sum(w)) * 1000.0
+    fitted = float(np.sum(w * (np.asarray(st["mag"], float)[k] - m_true)) / np.sum(w)) * 1000.0
+    return dict(reference=ref, error=float(1000.0 / np.sqrt(np.sum(w))), fitted=fitted,
+                n=len(k))
 
 
 def main(argv=None):
@@ -150,6 +184,11 @@ def main(argv=None):
           f"{res['edge'][0]:.3f} / {res['edge'][1]:.3f}, centre {res['centre'][0]:.3f} / "
           f"{res['centre'][1]:.3f}")
     print(f"  calibrated magnitudes: rms {res['mag_rms']:.3f} mmag, mean {res['mag_mean']:+.3f} mmag")
+    z = res["zero_point"]
+    if z is not None:
+        print(f"  zero point: the reference catalogue's own {z['reference']:+.3f} +- {z['error']:.3f}"
+              f" mmag ({z['n']} reference stars), the fitted stars {z['fitted']:+.3f} mmag: the "
+              f"fit's own bias {z['fitted'] - z['reference']:+.3f} mmag")
     print(f"  visits flagged: {', '.join(flags) or 'none'}")
     for what, r in (("position", res["worst_pos"]), ("magnitude", res["worst_mag"])):
         if r is not None:

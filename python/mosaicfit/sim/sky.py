@@ -131,6 +131,12 @@ def positions_at(stars, mjd):
     return np.asarray(ra), np.asarray(dec)
 
 
+def reference_mag_error(mag):
+    """The simulated reference catalogue's magnitude errors (PS1-like: 4 mmag, growing with the
+    photon noise beyond ~19)."""
+    return np.sqrt(0.004 ** 2 + (0.01 * 10 ** (0.4 * (np.asarray(mag) - 20.0))) ** 2)
+
+
 def make_refcat(cfg, rng, stars):
     """Gaia-like astrometry (epoch 2016.0, proper motions, errors growing with magnitude) and
     PS1-like fluxes of the brighter stars; the band of the simulated filter equals the truth."""
@@ -148,7 +154,7 @@ def make_refcat(cfg, rng, stars):
     ra = ra_t + dra / DEG_MAS / np.cos(np.radians(dec_t))
     pm_ra = np.asarray(s["pm_ra"]) + rng.normal(0, 1, n) * pm_err
     pm_dec = np.asarray(s["pm_dec"]) + rng.normal(0, 1, n) * pm_err
-    mag_err = np.sqrt(0.004 ** 2 + (0.01 * 10 ** (0.4 * (m - 20.0))) ** 2)
+    mag_err = reference_mag_error(m)
     colours = ps1_mags(s)     # their colour-term transform is the truth (see filter_mag)
     t = Table()
     t["id"] = np.asarray(s["truth_id"], np.int64)
