@@ -153,14 +153,17 @@ def _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visi
     return matrix if covered else None
 
 
-def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None, start=None):
+def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None, start=None,
+                   provisional=False):
     """Fit the astrometry of `data` (a :class:`~mosaicfit.fit.state.FitData`); with `held`
     (a :class:`~mosaicfit.fit.state.CcdTerms`) the CCD placement is held at its values.
     With `start` (a :class:`~mosaicfit.fit.state.AstrometryStart`: a converged fit of the
     same run, before a new association) the fit starts where that one ended: its CCD
     placement, polynomials, error model and chromatic vectors, with the clipping threshold
     already at clipSigma (the wide first thresholds are for the gross mismatches of the
-    first association through the single-frame WCS).
+    first association through the single-frame WCS). A `provisional` fit (one a new
+    association will follow) leaves out the common-terms prior: the fit after the new
+    association estimates it from its own stars.
 
     Returns (AstrometricModel, frozen, finish) with `frozen` the {(visit, ccd): single-frame
     header} of the visits with too few stars for their polynomial and `finish` the turbulence
@@ -306,7 +309,8 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
     # the common-terms prior (fit.shrinkage): estimated once from the converged fit without it
     coef_prior_mat = None
     common_record = {}
-    common_pending = cfg.commonFromOrder > 0 and order >= cfg.commonFromOrder and nv >= 2
+    common_pending = (cfg.commonFromOrder > 0 and order >= cfg.commonFromOrder and nv >= 2
+                      and not provisional)
     band_of = {e.visit: str(e.filter) for e in exposures}
     bands = [band_of.get(int(v), "") for v in visits]
     # a new problem at convergence (a damaged visit's images excluded, the common-terms prior

@@ -86,8 +86,12 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
     held_placement = ccd_terms if ccd_terms is not None and ccd_terms.placement else None
     if cfg.doSolveWcs:
         ta = time.time()
+        # the first fit is provisional when associations through it follow: without the
+        # common-terms prior, which the fit of the final association estimates again
+        provisional = cfg.associationRounds > 0
         sol.astrometry, sol.frozen, finish = fit_astrometry(data, camera, optics, plane, cfg,
-                                                            exposures, stats, held_placement)
+                                                            exposures, stats, held_placement,
+                                                            provisional=provisional)
         sol.placement = sol.astrometry.placement
         for rnd in range(1, cfg.associationRounds + 1):
             tm = time.time()
@@ -102,6 +106,14 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
                          "%.2f\" of the reference catalogue): %s", r_int, r_ref,
                          f"{changed} of {len(data)} detections changed (stable)" if changed
                          else "unchanged")
+                if provisional:
+                    # the association of the first fit is final: it is completed from
+                    # where it ended
+                    stats.iterations.clear()
+                    sol.astrometry, sol.frozen, finish = fit_astrometry(
+                        data, camera, optics, plane, cfg, exposures, stats, held_placement,
+                        data.astrometry.start)
+                    sol.placement = sol.astrometry.placement
                 break
             log.info("association %d through the solution (within %.2f\" between visits, "
                      "%.2f\" of the reference catalogue): %d stars (%d reference) from %d "
@@ -118,6 +130,7 @@ def solve(exposures, camera, config=None, refcat=None, tangent_point=None, refca
                                                                 cfg, exposures, stats,
                                                                 held_placement, start)
             sol.placement = sol.astrometry.placement
+            provisional = False
             # a frozen visit's detections, placed by its single-frame WCS, may match nothing
             # through the solution and leave the problem: it stays frozen, not unwritten
             kept = {k: h for k, h in before.items()

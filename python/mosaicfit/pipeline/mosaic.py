@@ -163,7 +163,8 @@ def _run_mosaic(req, repo, client):
                 raise MosaicError(f"tract {tract} is not in the sky map "
                                   f"{repo.find('skymap', coaddName=cfg.coaddName)}") from None
         out_refs = [r for r in trefs if (r.visit, r.ccd) in by_key]
-        if tinfo is not None and cfg.requireTractOverlap:
+        if tinfo is not None and cfg.requireTractOverlap and tracts_given:
+            # (tracts found from the sky map hold only the CCDs that overlap them)
             out_refs = [r for r in out_refs if tinfo.overlaps_polygon(*corners[(r.visit, r.ccd)])]
         if not out_refs:
             raise MosaicError(f"tract {tract} does not overlap any CCD selected by --id")
