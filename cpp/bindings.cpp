@@ -165,13 +165,14 @@ py::tuple evaluate_sets_array(const CArray& C, const In<std::int64_t>& g, const 
     });
 }
 
+// M (K, n, p), B (K, n, k) -> X (K, p, k)
 py::array_t<double> lstsq_array(const CArray& M, const CArray& B) {
-    const py::ssize_t n = M.shape(0), p = M.shape(1), k = B.shape(1);
-    py::array_t<double> X({p, k});
+    const py::ssize_t K = M.shape(0), n = M.shape(1), p = M.shape(2), k = B.shape(2);
+    py::array_t<double> X({K, p, k});
     double* x = X.mutable_data();
     {
         py::gil_scoped_release nogil;
-        lstsq(M.data(), B.data(), n, p, k, x);
+        lstsq_many(K, M.data(), B.data(), n, p, k, x);
     }
     return X;
 }

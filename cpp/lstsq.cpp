@@ -17,4 +17,10 @@ void lstsq(const double* M, const double* B, std::int64_t n, std::int64_t p, std
     Eigen::Map<RM>(X, p, k) = sol;
 }
 
+void lstsq_many(std::int64_t K, const double* M, const double* B, std::int64_t n,
+                std::int64_t p, std::int64_t k, double* X) {
+#pragma omp parallel for schedule(dynamic)
+    for (std::int64_t i = 0; i < K; ++i) lstsq(M + i * n * p, B + i * n * k, n, p, k, X + i * p * k);
+}
+
 }  // namespace mosaicfit

@@ -12,4 +12,9 @@ namespace mosaicfit {
 void lstsq(const double* M, const double* B, std::int64_t n, std::int64_t p, std::int64_t k,
            double* X);
 
+// K independent problems at once (M: K x n x p, B: K x n x k, X: K x p x k), each as lstsq,
+// on OpenMP threads (the products' polynomials of ~1000 CCDs).
+void lstsq_many(std::int64_t K, const double* M, const double* B, std::int64_t n,
+                std::int64_t p, std::int64_t k, double* X);
+
 }  // namespace mosaicfit

@@ -3,8 +3,8 @@ to reference objects, by position or from the associations hscPipe's match files
 """
 import numpy as np
 
+from ..model.groups import index_groups
 from .matching import group_sky, match_sky
-from .state import index_groups
 
 __all__ = ["cross_match", "match_reference", "associated_references"]
 

@@ -5,7 +5,7 @@ import logging
 import numpy as np
 
 from ..model.basis import n_terms
-from .state import index_groups
+from ..model.groups import index_groups
 
 log = logging.getLogger("mosaicfit.fit")
 

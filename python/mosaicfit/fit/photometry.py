@@ -18,7 +18,8 @@ from .errors import (MAX_REFITS, detection_offsets, fit_error_model, fit_referen
                      leverage, model_leverage, repeated_only)
 from .order import HELD, affordable_order, visit_orders
 from .shrinkage import MIN_VISITS, common_function_prior
-from .state import PhotometryResult, index_groups
+from ..model.groups import index_groups
+from .state import PhotometryResult
 from .uncertainty import (ccd_excess, coefficient_covariances, coherent_residuals,
                           exact_affordable, photometric_ccd_errors, visit_misfit)
 

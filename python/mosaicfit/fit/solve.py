@@ -25,7 +25,8 @@ from .association import associated_references, cross_match, match_reference
 from .astrometry import CCD_PLACEMENT_PRIOR_PX, fit_astrometry
 from .photometry import fit_photometry
 from .selection import select_detections
-from .state import FitData, PhotometryResult, index_groups
+from ..model.groups import index_groups
+from .state import FitData, PhotometryResult
 from .uncertainty import astrometric_ccd_errors
 
 log = logging.getLogger("mosaicfit.fit")
@@ -273,17 +274,15 @@ def _model_positions(sol, det):
     """(ra, dec) in degrees of the detections through the solution (the single-frame WCS of
     CCDs kept at it)."""
     ra, dec = det.ra.copy(), det.dec.copy()
-    key = det.visit.astype(np.int64) * 1000 + det.ccd
-    # the rows of each (visit, CCD) grouped once (a mask per exposure is O(exposures x
-    # detections): 15 s of a 100-visit strip)
-    keys, inv = np.unique(key, return_inverse=True)
-    order = np.argsort(inv, kind="stable")
-    bounds = np.searchsorted(inv[order], np.arange(len(keys) + 1))
-    for i, k in enumerate(keys):
-        m = order[bounds[i]:bounds[i + 1]]
-        v, c = int(k // 1000), int(k % 1000)
-        if sol.has_astrometry(v) and (v, c) not in sol.frozen:
-            ra[m], dec[m] = sol.astrometry.pixel_to_sky(v, c, det.x[m], det.y[m])
+    if sol.astrometry is None:
+        return ra, dec
+    visit, ccd = det.visit.astype(np.int64), det.ccd.astype(np.int64)
+    fitted = np.isin(visit, list(sol.astrometry.coefficients))
+    if sol.frozen:
+        frozen = np.array(sorted(v * 1000 + c for v, c in sol.frozen), np.int64)
+        fitted &= ~np.isin(visit * 1000 + ccd, frozen)
+    m = np.nonzero(fitted)[0]
+    ra[m], dec[m] = sol.astrometry.pixels_to_sky(visit[m], ccd[m], det.x[m], det.y[m])
     return ra, dec
 
 

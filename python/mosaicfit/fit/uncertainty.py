@@ -30,9 +30,9 @@ import logging
 import numpy as np
 
 from ..model.basis import PolyBasis, n_terms
+from ..model.groups import index_groups
 from .core import solve_least_squares
 from .errors import leverage
-from .state import index_groups
 from .order import HELD
 
 __all__ = ["CCD_GRID", "COHERENT_SIGMA", "COHERENT_FLOOR_MAG", "polynomial_covariances",

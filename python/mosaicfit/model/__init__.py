@@ -3,6 +3,7 @@ products.
 
 - :mod:`~mosaicfit.model.basis`: the one 2-D polynomial basis (shared with the C++ core);
 - :mod:`~mosaicfit.model.sky`: gnomonic projections, unit vectors;
+- :mod:`~mosaicfit.model.groups`: array elements grouped by key (CCD, visit);
 - :mod:`~mosaicfit.model.camera`: CCD placement and the optics (a camera is a data folder);
 - :mod:`~mosaicfit.model.astrometry`: the astrometric model as a chain of named maps;
 - :mod:`~mosaicfit.model.photometry`: the photometric model;

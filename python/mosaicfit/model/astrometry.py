@@ -29,6 +29,7 @@ import numpy as np
 
 from ..units import ARCSEC_RAD
 from .basis import PolyBasis
+from .groups import index_groups
 from .sky import sky_to_tangent, tangent_to_sky
 
 __all__ = ["CcdPlacement", "Optics", "TractPlane", "AstrometricModel"]
@@ -176,6 +177,62 @@ class AstrometricModel:
     def pixel_to_sky(self, visit, ccd, x, y):
         """(ra, dec) in degrees of 0-based pixels."""
         return self.plane.to_sky(*self.pixel_to_tract(visit, ccd, x, y))
+
+    def pixels_to_tract(self, visits, ccds, x, y):
+        """Tract-plane (xi, eta) in arcsec of 0-based pixels, each of its own visit and CCD
+        (arrays of one length): what :meth:`pixel_to_tract` gives point by point, with the
+        placement per CCD and the visit polynomials in one pass (the products and the
+        association evaluate the model on ~1000 CCDs at once)."""
+        visits = np.asarray(visits, np.int64).ravel()
+        ccds = np.asarray(ccds, np.int64).ravel()
+        x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
+        u, v = np.empty(len(x)), np.empty(len(x))
+        for c, m in index_groups(ccds):
+            u[m], v[m] = self.placement.to_focal_plane(int(c), x[m], y[m])
+        a, b = self.optics(u, v)
+        vs, group = np.unique(visits, return_inverse=True)
+        coef = np.stack([self.coefficients[int(k)] for k in vs]) if len(vs) else \
+            np.zeros((0, 2, self.basis.n_terms))
+        (val,) = self.basis.evaluate_sets(coef, group, a, b)
+        xi, eta = val[0].copy(), val[1].copy()
+        for k, vv in enumerate(vs):
+            f = self.turbulence.get(int(vv))
+            if f is not None:
+                m = group == k
+                dxi, deta = f(xi[m], eta[m])
+                xi[m], eta[m] = xi[m] - dxi, eta[m] - deta
+        return xi, eta
+
+    def pixels_to_sky(self, visits, ccds, x, y):
+        """(ra, dec) in degrees of 0-based pixels, each of its own visit and CCD
+        (:meth:`pixels_to_tract`)."""
+        return self.plane.to_sky(*self.pixels_to_tract(visits, ccds, x, y))
+
+    def axes_to_sky(self, visits):
+        """(ra, dec) in degrees of the optical axes of `visits` (arrays; :meth:`axis_to_sky`)."""
+        visits = np.asarray(visits, np.int64).ravel()
+        vs, group = np.unique(visits, return_inverse=True)
+        a0, b0 = self.optics(np.zeros(len(visits)), np.zeros(len(visits)))
+        coef = np.stack([self.coefficients[int(k)] for k in vs])
+        (val,) = self.basis.evaluate_sets(coef, group, a0, b0)
+        xi, eta = val
+        return self.plane.to_sky(xi, eta)
+
+    def axis_jacobians(self, visits, ccds, crvals, step=1.0):
+        """:meth:`axis_jacobian` of each (visit, ccd, crval): (K, 2, 2)."""
+        visits = np.asarray(visits, np.int64).ravel()
+        ccds = np.asarray(ccds, np.int64).ravel()
+        crvals = np.asarray(crvals, float).reshape(len(visits), 2)
+        axis = np.array([self.placement.optical_axis_pixel(int(c)) for c in ccds]).reshape(-1, 2)
+        ax, ay = axis[:, :1], axis[:, 1:]
+        x = np.hstack([ax + step, ax - step, ax, ax])
+        y = np.hstack([ay, ay, ay + step, ay - step])
+        ra, dec = self.pixels_to_sky(np.repeat(visits, 4), np.repeat(ccds, 4), x, y)
+        xi, eta = (np.degrees(t) for t in sky_to_tangent(ra.reshape(-1, 4), dec.reshape(-1, 4),
+                                                         crvals[:, :1], crvals[:, 1:]))
+        return np.stack([np.stack([xi[:, 0] - xi[:, 1], xi[:, 2] - xi[:, 3]], axis=-1),
+                         np.stack([eta[:, 0] - eta[:, 1], eta[:, 2] - eta[:, 3]], axis=-1)],
+                        axis=1) / (2.0 * step)
 
     def axis_jacobian(self, visit, ccd, crval, step=1.0):
         """d(xi, eta)/d(x, y) in degrees per pixel at the optical-axis pixel of `ccd`, in the

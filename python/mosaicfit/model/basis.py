@@ -134,22 +134,36 @@ class PolyBasis:
         """
         u, v = _points(u, v)
         vals = np.asarray(values, float)
-        one = vals.ndim == 1
-        vals = vals.reshape(len(u), -1)
-        if len(u) < 2 * self.n_terms:
-            raise ValueError(f"{len(u)} points are too few for a polynomial fit of order "
+        coef = self.fit_many(u[None], v[None], vals.reshape(1, len(u), -1), scale)[0]
+        return coef[:, 0] if vals.ndim == 1 else coef
+
+    def fit_many(self, u, v, values, scale=True):
+        """:meth:`fit` of K sets of points at once (one C++ call, on the cores): u, v (K, n),
+        values (K, n, k); returns (K, n_terms, k). Each set is scaled by its own max|u|,
+        max|v|."""
+        u = np.asarray(u, float)
+        v = np.asarray(v, float)
+        if u.ndim != 2 or v.shape != u.shape:
+            raise ValueError(f"u and v must be (K, n) arrays of one shape, not {u.shape} and "
+                             f"{v.shape}")
+        K, n = u.shape
+        vals = np.asarray(values, float).reshape(K, n, -1)
+        if n < 2 * self.n_terms:
+            raise ValueError(f"{n} points are too few for a polynomial fit of order "
                              f"{self.order}")
-        su = sv = 1.0
+        su = sv = np.ones(K)
         if scale:
             if self.kind != "monomial":
                 raise ValueError("only a monomial fit can be rescaled")
-            su = 1.0 / max(np.max(np.abs(u)), 1.0)
-            sv = 1.0 / max(np.max(np.abs(v)), 1.0)
-        coef = _core.lstsq(self.values(u * su, v * sv), np.ascontiguousarray(vals))
+            su = 1.0 / np.maximum(np.max(np.abs(u), axis=1, initial=0.0), 1.0)
+            sv = 1.0 / np.maximum(np.max(np.abs(v), axis=1, initial=0.0), 1.0)
+        M = self.values((u * su[:, None]).ravel(), (v * sv[:, None]).ravel())
+        coef = _core.lstsq(np.ascontiguousarray(M.reshape(K, n, -1)),
+                           np.ascontiguousarray(vals))
         if scale:
             ij = np.array(self.terms)
-            coef = coef * (su ** ij[:, 0] * sv ** ij[:, 1])[:, None]
-        return coef[:, 0] if one else coef
+            coef = coef * (su[:, None] ** ij[:, 0] * sv[:, None] ** ij[:, 1])[:, :, None]
+        return coef
 
 
 def _points(u, v):

@@ -45,6 +45,16 @@ class PhotometricModel:
                                 np.ravel(np.asarray(v, float)) / self.scale)[0]
         return p.reshape(np.shape(u))
 
+    def polynomials(self, visits, u, v):
+        """P_v at focal-plane positions (u, v), each point of its own visit (arrays of one
+        length), in one pass (model.basis.PolyBasis.evaluate_sets)."""
+        visits = np.asarray(visits, np.int64).ravel()
+        vs, group = np.unique(visits, return_inverse=True)
+        coef = np.stack([self.coefficients[int(k)] for k in vs])
+        (p,) = self.basis.evaluate_sets(coef, group, np.ravel(np.asarray(u, float)) / self.scale,
+                                        np.ravel(np.asarray(v, float)) / self.scale)
+        return p[0]
+
     def ccd_term(self, ccd):
         """dC of `ccd` (0 where it was not fitted)."""
         return self.ccd_terms.get(int(ccd), 0.0)

@@ -99,16 +99,22 @@ def fit_tan_sip_many(x, y, ra_deg, dec_deg, crpix, crval, cd, order, inverse_ord
         inverse_box = [(r.min(), r.max(), s.min(), s.max()) for r, s in zip(x, y)]
     u = x + 1.0 - crpix[:, :1]
     v = y + 1.0 - crpix[:, 1:]
-    U, V = np.empty_like(u), np.empty_like(v)
-    for k in range(K):
-        xi, eta = sky_to_tangent(ra_deg[k], dec_deg[k], crval[k, 0], crval[k, 1])
-        U[k], V[k] = np.linalg.solve(cd[k], np.degrees(np.stack([xi, eta])))
+    xi, eta = sky_to_tangent(ra_deg, dec_deg, crval[:, :1], crval[:, 1:])
+    UV = np.linalg.solve(cd, np.degrees(np.stack([xi, eta], axis=1)))      # (K, 2, n)
+    U, V = UV[:, 0], UV[:, 1]
     if order >= 2:
-        grids = [_inverse_grid(inverse_box[k], crpix[k], iorder) for k in range(K)]
-        if len({len(g[0]) for g in grids}) != 1:
-            raise ValueError("the inverse grids of the mappings differ in size")
-        gu = np.ascontiguousarray([g[0] for g in grids])
-        gv = np.ascontiguousarray([g[1] for g in grids])
+        # one grid per box, offset by each mapping's CRPIX
+        boxes = {tuple(map(float, b)) for b in inverse_box}
+        if len(boxes) == 1:
+            g0, h0 = _inverse_grid(boxes.pop(), (0.0, 0.0), iorder)
+            gu = np.ascontiguousarray(g0[None, :] - crpix[:, :1])
+            gv = np.ascontiguousarray(h0[None, :] - crpix[:, 1:])
+        else:
+            grids = [_inverse_grid(inverse_box[k], crpix[k], iorder) for k in range(K)]
+            if len({len(g[0]) for g in grids}) != 1:
+                raise ValueError("the inverse grids of the mappings differ in size")
+            gu = np.ascontiguousarray([g[0] for g in grids])
+            gv = np.ascontiguousarray([g[1] for g in grids])
         hi, inv = _core.fit_sip_batch(u, v, U - u, V - v, gu, gv, int(order), int(iorder))
     else:
         hi, inv = np.zeros((K, 2, 0)), [None] * K

@@ -154,21 +154,21 @@ class Solution:
             gx, gy = np.meshgrid(np.linspace(-0.5, width - 0.5, n),
                                  np.linspace(-0.5, height - 0.5, 2 * n))
             gx, gy = gx.ravel(), gy.ravel()
-            ra, dec, crpix, crval, cd = [], [], [], [], []
-            for visit, ccd in group:
-                r, de = self.pixel_to_sky(visit, ccd, gx, gy)
-                ax, ay = self.optical_axis_pixel(ccd)
-                cv = self.astrometry.axis_to_sky(visit)
-                ra.append(r)
-                dec.append(de)
-                crpix.append((ax + 1.0, ay + 1.0))
-                crval.append(cv)
-                cd.append(self.astrometry.axis_jacobian(visit, ccd, cv))
+            # the model at every grid point of every CCD of the group in one evaluation
+            # (model.astrometry.AstrometricModel.pixels_to_sky)
+            K, n = len(group), len(gx)
+            visits = np.array([k[0] for k in group], np.int64)
+            ccds = np.array([k[1] for k in group], np.int64)
+            am = self.astrometry
+            ra, dec = am.pixels_to_sky(np.repeat(visits, n), np.repeat(ccds, n),
+                                       np.tile(gx, K), np.tile(gy, K))
+            crpix = np.array([self.optical_axis_pixel(c) for c in ccds]).reshape(K, 2) + 1.0
+            crval = np.stack(am.axes_to_sky(visits), axis=-1)
+            cd = am.axis_jacobians(visits, ccds, crval)
             box = (-0.5, width - 0.5, -0.5, height - 0.5)
-            out = fit_tan_sip_many(np.broadcast_to(gx, (len(group), len(gx))),
-                                   np.broadcast_to(gy, (len(group), len(gy))), np.array(ra),
-                                   np.array(dec), crpix, crval, cd, order, inverse_order=order,
-                                   inverse_box=[box] * len(group))
+            out = fit_tan_sip_many(np.broadcast_to(gx, (K, n)), np.broadcast_to(gy, (K, n)),
+                                   ra.reshape(K, n), dec.reshape(K, n), crpix, crval, cd, order,
+                                   inverse_order=order, inverse_box=[box] * K)
             self._wcs_cache.update(zip(group, out))
 
     def product_sip_order(self, visit):
@@ -296,32 +296,58 @@ class Solution:
     def flux_correction(self, visit, ccd):
         """The fcr product: an order-M monomial polynomial in the CCD frame turned to the focal
         plane, about the optical axis, fitted exactly to P_v - P_v(axis)."""
-        ph = self.photometric_model(visit)
-        d = self.camera[ccd]
-        nq = d.nquarter
-        ax, ay = self.optical_axis_pixel(ccd)
-        axr, ayr = rotate_pixels(ax, ay, nq, d.width, d.height)
-        x0, y0 = -float(axr), -float(ayr)
-        n = ph.order + 5
-        gx, gy = np.meshgrid(np.linspace(-0.5, d.width - 0.5, n),
-                             np.linspace(-0.5, d.height - 0.5, 2 * n))
-        gx, gy = gx.ravel(), gy.ravel()
-        p = ph.polynomial(visit, *self.focal_plane(ccd, gx, gy))
-        p0 = ph.polynomial(visit, np.array([0.0]), np.array([0.0]))[0]
-        xr, yr = rotate_pixels(gx, gy, nq, d.width, d.height)
-        # without a constant term: p - p0 is 0 at the axis, and the constant is FLUXMAG0's. A
-        # fitted constant would be the polynomial extrapolated to the axis, up to ~17000 px
-        # off an edge CCD, where rounding makes it ~0.03 mmag: zeroing it afterwards offset
-        # those CCDs by that much (differently in every run)
-        basis = PolyBasis(ph.order, "monomial", min_order=1)
-        coeffs = {k: float(c) for k, c in zip(basis.terms, basis.fit(xr + x0, yr + y0, p - p0))}
-        coeffs[(0, 0)] = 0.0
-        return FluxCorrection(order=ph.order, coeffs=coeffs, x0=x0, y0=y0, u_max=1.0,
-                              v_max=1.0, chebyshev=False, absolute=ph.absolute,
-                              fluxmag0=self.fluxmag0(visit, ccd),
-                              fluxmag0err=float(self.fluxmag0err.get((int(visit), int(ccd)), 0.0)),
-                              nq=nq, width=d.width, height=d.height,
-                              filter=self.visit_info.get(int(visit), {}).get("filter") or "_unknown_")
+        return self.flux_corrections([(visit, ccd)])[0]
+
+    def flux_corrections(self, keys):
+        """:meth:`flux_correction` of each (visit, ccd) of `keys` (visits with a photometric
+        model), the polynomials of all fitted at once (PolyBasis.fit_many)."""
+        keys = [(int(v), int(c)) for v, c in keys]
+        out = [None] * len(keys)
+        groups = {}
+        for i, (visit, ccd) in enumerate(keys):
+            d = self.camera[ccd]
+            groups.setdefault((id(self.photometric_model(visit)), d.width, d.height), []).append(i)
+        for (_, width, height), idx in groups.items():
+            ph = self.photometric_model(keys[idx[0]][0])
+            n = ph.order + 5
+            gx, gy = np.meshgrid(np.linspace(-0.5, width - 0.5, n),
+                                 np.linspace(-0.5, height - 0.5, 2 * n))
+            gx, gy = gx.ravel(), gy.ravel()
+            K, m = len(idx), len(gx)
+            visits = np.array([keys[i][0] for i in idx], np.int64)
+            ccds = np.array([keys[i][1] for i in idx], np.int64)
+            fu, fv = np.empty((K, m)), np.empty((K, m))
+            xs, ys = np.empty((K, m)), np.empty((K, m))
+            origin = np.empty((K, 2))
+            for k, ccd in enumerate(ccds):
+                fu[k], fv[k] = self.focal_plane(int(ccd), gx, gy)
+                nq = self.camera[int(ccd)].nquarter
+                ax, ay = self.optical_axis_pixel(int(ccd))
+                axr, ayr = rotate_pixels(ax, ay, nq, width, height)
+                origin[k] = -float(axr), -float(ayr)
+                xr, yr = rotate_pixels(gx, gy, nq, width, height)
+                xs[k], ys[k] = xr + origin[k, 0], yr + origin[k, 1]
+            p = ph.polynomials(np.repeat(visits, m), fu.ravel(), fv.ravel()).reshape(K, m)
+            p0 = ph.polynomials(visits, np.zeros(K), np.zeros(K))
+            # without a constant term: p - p0 is 0 at the axis, and the constant is FLUXMAG0's.
+            # A fitted constant would be the polynomial extrapolated to the axis, up to ~17000
+            # px off an edge CCD, where rounding makes it ~0.03 mmag: zeroing it afterwards
+            # offset those CCDs by that much (differently in every run)
+            basis = PolyBasis(ph.order, "monomial", min_order=1)
+            coef = basis.fit_many(xs, ys, p - p0[:, None])[:, :, 0]
+            for k, i in enumerate(idx):
+                visit, ccd = keys[i]
+                coeffs = {t: float(c) for t, c in zip(basis.terms, coef[k])}
+                coeffs[(0, 0)] = 0.0
+                d = self.camera[ccd]
+                out[i] = FluxCorrection(
+                    order=ph.order, coeffs=coeffs, x0=float(origin[k, 0]), y0=float(origin[k, 1]),
+                    u_max=1.0, v_max=1.0, chebyshev=False, absolute=ph.absolute,
+                    fluxmag0=self.fluxmag0(visit, ccd),
+                    fluxmag0err=float(self.fluxmag0err.get((visit, ccd), 0.0)),
+                    nq=d.nquarter, width=d.width, height=d.height,
+                    filter=self.visit_info.get(visit, {}).get("filter") or "_unknown_")
+        return out
 
     # -- the file ----------------------------------------------------------------------------------
     def save(self, outdir):

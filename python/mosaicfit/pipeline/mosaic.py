@@ -383,8 +383,11 @@ def write_products(sol, repo, tract_refs):
     for i, key in enumerate(keys):
         places = where[key]
         if i % 256 == 0:
-            # the next CCDs' TAN-SIP fitted at once (model.solution.Solution.prepare_wcs)
+            # the next CCDs' TAN-SIP and flux polynomials fitted at once
+            # (model.solution.Solution.prepare_wcs, flux_corrections)
             sol.prepare_wcs(keys[i:i + 256])
+            chunk = [k for k in keys[i:i + 256] if sol.has_photometry(k[0])]
+            fcrs = dict(zip(chunk, sol.flux_corrections(chunk)))
         bar.update()
         visit, ccd = key
         if (used is not None and key not in used and key not in sol.frozen) \
@@ -403,7 +406,7 @@ def write_products(sol, repo, tract_refs):
                 n += 1
             sol.forget_wcs(visit, ccd)       # keep memory flat
         if sol.has_photometry(visit):
-            fc, extra = sol.flux_correction(visit, ccd), sol.uncertainty_cards(visit, ccd)
+            fc, extra = fcrs.pop(key), sol.uncertainty_cards(visit, ccd)
             for _, fcr_path, _ in paths:
                 write_fcr(fcr_path, fc, extra=extra)
                 n += 1
