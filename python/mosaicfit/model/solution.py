@@ -52,7 +52,7 @@ from .basis import PolyBasis
 from .camera import hsc
 from .fluxcorr import FluxCorrection, rotate_pixels
 from .photometry import PhotometricModel
-from .sip import SipModel, cards_text, fit_tan_sip_many
+from .sip import SipFit, SipModel, cards_text, fit_tan_sip_many
 from .statistics import AstrometryStats, IterationSummary, PhotometryStats, RunStats, VisitQuality
 from .turbulence import TurbulenceField
 
@@ -120,9 +120,10 @@ class Solution:
         pixels to far below that."""
         return fits.Header.fromstring(cards_text(self.wcs_cards(visit, ccd)))
 
-    def _wcs(self, visit, ccd):
-        """(cards, SipModel) of the product WCS, cached (frozen: the single-frame header's
-        text); the cards become text (sip.cards_text) only when written."""
+    def _wcs(self, visit, ccd, what="both"):
+        """(cards, SipModel) of the product WCS (`what` "cards" or "model": that one only),
+        its fit cached as a sip.SipFit (frozen: the single-frame header's text); the cards
+        become text (sip.cards_text) only when written."""
         key = (int(visit), int(ccd))
         if key not in self._wcs_cache:
             if key in self.frozen:
@@ -133,7 +134,11 @@ class Solution:
                 raise MosaicError(f"no astrometric solution for visit {visit}")
             else:
                 self.prepare_wcs([key])
-        return self._wcs_cache[key]
+        got = self._wcs_cache[key]
+        if isinstance(got, tuple) and not isinstance(got, SipFit):
+            return got
+        return (got.cards() if what != "model" else None,
+                got.model() if what != "cards" else None)
 
     def prepare_wcs(self, keys):
         """Fit the product WCS of each (visit, ccd) of `keys` with an astrometric solution
@@ -184,7 +189,7 @@ class Solution:
     def wcs_cards(self, visit, ccd):
         """The product WCS of (visit, ccd) as [(key, value)] cards (header text for a CCD kept
         at its single-frame WCS): what is written into its wcs- file."""
-        return self._wcs(visit, ccd)[0]
+        return self._wcs(visit, ccd, "cards")[0]
 
     def visit_quality(self, visit):
         """The astrometric fit's quality row of `visit` (dict; fit.quality.VisitQuality's
@@ -237,7 +242,7 @@ class Solution:
 
     def sip_model(self, visit, ccd):
         """The product WCS as a :class:`mosaicfit.model.sip.SipModel` (fast evaluation)."""
-        return self._wcs(visit, ccd)[1]
+        return self._wcs(visit, ccd, "model")[1]
 
     def wcs(self, visit, ccd):
         """astropy.wcs.WCS of (visit, ccd); astropy's origin-0 pixels are afw's."""
