@@ -165,13 +165,9 @@ class AstrometricModel:
         return int(visit) in self.coefficients
 
     def pixel_to_tract(self, visit, ccd, x, y):
-        """Tract-plane (xi, eta) in arcsec of 0-based pixels."""
-        a, b = self.optics(*self.placement.to_focal_plane(ccd, np.ravel(x), np.ravel(y)))
-        xi, eta = self.basis.evaluate(self.coefficients[int(visit)], a, b)
-        f = self.turbulence.get(int(visit))
-        if f is not None:
-            dxi, deta = f(xi, eta)
-            xi, eta = xi - dxi, eta - deta
+        """Tract-plane (xi, eta) in arcsec of 0-based pixels (:meth:`pixels_to_tract`)."""
+        n = np.size(x)
+        xi, eta = self.pixels_to_tract(np.full(n, int(visit)), np.full(n, int(ccd)), x, y)
         return xi.reshape(np.shape(x)), eta.reshape(np.shape(x))
 
     def pixel_to_sky(self, visit, ccd, x, y):
@@ -238,18 +234,10 @@ class AstrometricModel:
         """d(xi, eta)/d(x, y) in degrees per pixel at the optical-axis pixel of `ccd`, in the
         gnomonic plane about `crval` (ra, dec degrees): the CD matrix of a TAN-SIP product
         about the axis (central differences of `step` pixels; the model's third derivatives
-        make that exact to ~1e-9)."""
-        ax, ay = self.placement.optical_axis_pixel(ccd)
-        x = np.array([ax + step, ax - step, ax, ax])
-        y = np.array([ay, ay, ay + step, ay - step])
-        xi, eta = (np.degrees(t) for t in sky_to_tangent(*self.pixel_to_sky(visit, ccd, x, y),
-                                                           *crval))
-        return np.array([[xi[0] - xi[1], xi[2] - xi[3]],
-                         [eta[0] - eta[1], eta[2] - eta[3]]]) / (2.0 * step)
+        make that exact to ~1e-9). :meth:`axis_jacobians` of one."""
+        return self.axis_jacobians([visit], [ccd], [crval], step)[0]
 
     def axis_to_sky(self, visit):
         """(ra, dec) in degrees of the visit's optical axis (the focal-plane origin)."""
-        a0, b0 = self.optics(np.array([0.0]), np.array([0.0]))
-        xi, eta = self.basis.evaluate(self.coefficients[int(visit)], a0, b0)
-        ra, dec = self.plane.to_sky(xi, eta)
+        ra, dec = self.axes_to_sky([visit])
         return float(ra[0]), float(dec[0])

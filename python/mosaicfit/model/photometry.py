@@ -39,10 +39,8 @@ class PhotometricModel:
         return int(visit) in self.coefficients
 
     def polynomial(self, visit, u, v):
-        """P_v at focal-plane positions (u, v), magnitudes."""
-        p = self.basis.evaluate(self.coefficients[int(visit)],
-                                np.ravel(np.asarray(u, float)) / self.scale,
-                                np.ravel(np.asarray(v, float)) / self.scale)[0]
+        """P_v at focal-plane positions (u, v), magnitudes (:meth:`polynomials`)."""
+        p = self.polynomials(np.full(np.size(u), int(visit)), u, v)
         return p.reshape(np.shape(u))
 
     def polynomials(self, visits, u, v):
