@@ -250,6 +250,7 @@ class _Cols(dict):
     """Detection columns as a dict of arrays that col reads like a Table."""
     @property
     def colnames(self):
+        """The column names, as Table.colnames."""
         return list(self)
 
 

@@ -82,24 +82,6 @@ def _reference_priors(data, plane, cfg):
     return y, prior, prior_w, has
 
 
-def _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, rotation):
-    """G (n, 2, 3): d(xi, eta)/d(dx, dy, theta) of each detection, the chain rule through the
-    maps: polynomial gradient x optics Jacobian x placement derivative."""
-    n = len(a)
-    G = np.zeros((n, 2, 3))
-    if not n:
-        return G
-    ja, jb, jc, jd = model.optics.jacobian(u, v)       # d(a, b)/d(u, v)
-    _, dpa, dpb = model.basis.evaluate_sets(coef, vidx, a, b, gradients=True)   # (2, n)
-    dpu = dpa * ja + dpb * jc                          # dP/du, dP/dv
-    dpv = dpa * jb + dpb * jd
-    G[:, :, 0] = dpu.T
-    G[:, :, 1] = dpv.T
-    if rotation:                                       # du/dtheta = -rv, dv/dtheta = ru
-        G[:, :, 2] = (dpu * -rv + dpv * ru).T
-    return G
-
-
 def _common_prior(model, coef, a, b, w, star, active, nstar, prior_w, vidx, visits, orders,
                   lsp, from_order, bands, given=None, record=None):
     """The common-terms prior (fit.shrinkage.common_function_prior) on the visit polynomials'
@@ -325,7 +307,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
         ccd_fixed = np.ones(nc, bool)
         ccd_prior = ccd_prior_w = None
         if it + it0 > 0 and cfg.solveCcd and held is None:
-            G = _ccd_derivatives(model, coef, vidx, a, b, u, v, ru, rv, cfg.allowRotation)
+            G = model.placement_derivatives(coef, vidx, a, b, u, v, ru, rv, cfg.allowRotation)
             n_on = np.bincount(cidx[active], minlength=nc)
             # a weak prior towards the nominal placement on every CCD: it holds the sparse
             # CCDs (not frozen there) and the directions no detection sees (the common move of

@@ -4,7 +4,7 @@ import logging
 
 import numpy as np
 
-from ..model.basis import n_terms
+from ..model.basis import PolyBasis, n_terms
 from ..model.groups import index_groups
 
 log = logging.getLogger("mosaicfit.fit")
@@ -46,7 +46,6 @@ def footprint_order(a, b, order, lowest, kind="legendre", per_term=MIN_STARS_PER
     detections per term, and a Gram matrix of the basis over them with
     lambda_min / lambda_max > MIN_GRAM_RATIO; `reason` says why the order above was not
     (for the log). The order is -1 when not even `lowest` is determined."""
-    from ..model.basis import PolyBasis
     n = len(a)
     why = ""
     for o in range(order, lowest - 1, -1):

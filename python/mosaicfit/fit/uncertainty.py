@@ -31,6 +31,7 @@ import numpy as np
 
 from ..model.basis import PolyBasis, n_terms
 from ..model.groups import index_groups
+from .clipping import chi2_quantile
 from .core import solve_least_squares
 from .errors import leverage
 from .order import HELD
@@ -199,7 +200,6 @@ def coherent_residuals(res, w, active, visit, ccd, x, y, camera, min_n=6, z=COHE
     `z` normal sigma (chi2 with 3 degrees of freedom) and beyond COHERENT_FLOOR_MAG. A model
     that describes the data leaves no such plane on a CCD; one that cannot follow them there
     (a cloud's edge across the visit) does."""
-    from .clipping import chi2_quantile
     out = {}
     key = np.asarray(visit, np.int64) * 1000 + np.asarray(ccd)
     act = np.nonzero(active)[0]
@@ -336,7 +336,6 @@ def _exact_astrometric_errors(sol, data, camera, ccd_prior_px):
     """astrometric_ccd_errors from the marginal covariances of the fit's last problem: per
     grid point and coordinate b' C_v b + 2 b' C_vc g + g' C_c g, g the derivative by the
     CCD's placement (offset, rotation) there."""
-    from .astrometry import _ccd_derivatives
     am, A = sol.astrometry, data.astrometry
     p = A.problem
     cov = solve_least_squares(p, covariance=True)
@@ -375,7 +374,8 @@ def _exact_astrometric_errors(sol, data, camera, ccd_prior_px):
         if not sol.has_astrometry(v) or A.orders[k] < 0:
             continue
         coef = np.asarray(am.coefficients[int(v)])[None]
-        G = _ccd_derivatives(am, coef, np.zeros(len(u), int), ga, gb, u, vv, ru, rv, rotation)
+        G = am.placement_derivatives(coef, np.zeros(len(u), int), ga, gb, u, vv, ru, rv,
+                                      rotation)
         var = np.zeros((len(u), 2))
         for d in range(2):
             # (quadratic forms as products and row sums: einsum's three-operand loops are

@@ -164,6 +164,26 @@ class AstrometricModel:
         """Whether the model has polynomial coefficients for `visit`."""
         return int(visit) in self.coefficients
 
+    def placement_derivatives(self, coef, vidx, a, b, u, v, ru, rv, rotation):
+        """G (n, 2, 3): d(xi, eta)/d(dx, dy, theta) of each detection, the chain rule through
+        the maps: polynomial gradient x optics Jacobian x placement derivative. `coef` (nv, 2,
+        T) the polynomials, `vidx` (n,) each detection's row of it, (a, b) its optics
+        coordinates at focal-plane (u, v), (ru, rv) its turned offset from its CCD's origin
+        (CcdPlacement.place)."""
+        n = len(a)
+        G = np.zeros((n, 2, 3))
+        if not n:
+            return G
+        ja, jb, jc, jd = self.optics.jacobian(u, v)       # d(a, b)/d(u, v)
+        _, dpa, dpb = self.basis.evaluate_sets(coef, vidx, a, b, gradients=True)   # (2, n)
+        dpu = dpa * ja + dpb * jc                         # dP/du, dP/dv
+        dpv = dpa * jb + dpb * jd
+        G[:, :, 0] = dpu.T
+        G[:, :, 1] = dpv.T
+        if rotation:                                      # du/dtheta = -rv, dv/dtheta = ru
+            G[:, :, 2] = (dpu * -rv + dpv * ru).T
+        return G
+
     def pixel_to_tract(self, visit, ccd, x, y):
         """Tract-plane (xi, eta) in arcsec of 0-based pixels (:meth:`pixels_to_tract`)."""
         n = np.size(x)

@@ -38,6 +38,7 @@ class Region:
 
     @property
     def name(self):
+        """The region as the log names it."""
         return f"region {self.pixel} (nside {self.nside})"
 
 
