@@ -81,6 +81,93 @@ def per_visit_residuals(matches, ra, dec, summary):
     return out
 
 
+def _focal_plane(matches):
+    """(u, v) focal-plane pixels (15 um) of every match, from the camera model."""
+    from mosaicfit.model.camera import hsc
+    cam = hsc()
+    u = np.full(len(matches), np.nan)
+    v = np.full(len(matches), np.nan)
+    for c in np.unique(matches["ccd"]):
+        m = matches["ccd"] == c
+        fx, fy = cam.pixel_to_focal_plane(int(c), matches["x"][m], matches["y"][m])
+        u[m], v[m] = fx / cam.pixel_size_mm, fy / cam.pixel_size_mm
+    return u, v
+
+
+def sdss_explains(matches, ra, dec, summary, order=9, rounds=5):
+    """{visit: ((x, y) px, (x, y) px)}: measure 1 of the solution after the best correction that
+    SDSS itself asks for, fitted to the residuals against SDSS with the measure's own clip:
+    (a) a Legendre polynomial of `order` over the focal plane (what any smooth per-visit map,
+    solvetansip's included, can add), (b) the same plus an offset per CCD per visit.
+
+    (a) close to measure 1 says the per-visit map is as close to SDSS as a smooth map gets. A
+    further drop in (b) is a pattern of SDSS against the solution at CCD scale; whether it is
+    SDSS's or the solution's is told by `ccd_pattern` and by the repeatability."""
+    from numpy.polynomial import legendre
+    u, v = _focal_plane(matches)
+    su, sv = np.nanmax(np.abs(u)), np.nanmax(np.abs(v))
+    out = {}
+    for vis in np.unique(matches["visit"]):
+        m = (matches["visit"] == vis) & np.isfinite(ra)
+        xi, eta = _tangent(ra[m], dec[m], matches["ra"][m], matches["dec"][m])
+        g = np.linalg.solve(np.array(summary["solvetansip"][str(int(vis))]["CD"]),
+                            np.stack([xi, eta]))
+        eye = np.eye(order + 1)
+        la = [legendre.legval(u[m] / su, eye[i]) for i in range(order + 1)]
+        lb = [legendre.legval(v[m] / sv, eye[j]) for j in range(order + 1)]
+        P = np.stack([la[i] * lb[j] for i in range(order + 1) for j in range(order + 1 - i)], 1)
+        ccd = np.asarray(matches["ccd"][m])
+        C = (ccd[:, None] == np.unique(ccd)[None, 1:]).astype(float)
+        res = []
+        for M in (P, np.hstack([P, C])):
+            keep = np.ones(g.shape[1], bool)
+            h = g.copy()
+            for _ in range(rounds):
+                for a in range(2):
+                    c = np.linalg.lstsq(M[keep], g[a, keep], rcond=None)[0]
+                    h[a] = g[a] - M @ c
+                keep = np.all([np.abs(h[a] - h[a].mean()) < 2.5 * h[a].std() for a in range(2)],
+                              axis=0)
+            res.append((float(np.std(h[0, keep])), float(np.std(h[1, keep]))))
+        out[int(vis)] = tuple(res)
+    return out
+
+
+def ccd_pattern(matches, ra, dec, clip_mas=250.0):
+    """((ra, dec) rms mas of the per-CCD mean offsets from SDSS, (ra, dec) rms their noise
+    predicts, (ra, dec) correlation of the per-CCD means of two disjoint halves of the stars
+    seen in different visits): a pattern common to the visits at CCD scale correlates between
+    halves that share no SDSS star, noise does not."""
+    xi, eta = _tangent(ra, dec, matches["ra"], matches["dec"])
+    d = np.stack([xi, eta], 1) * MAS
+    ok = np.isfinite(ra) & np.all(np.abs(d) < clip_mas, axis=1)
+    half = (np.asarray(matches["ref_id"], np.int64) * 2654435761 % 1000) < 500
+    vis, ccd = np.asarray(matches["visit"]), np.asarray(matches["ccd"])
+    visits = np.unique(vis)
+
+    def means(sel):
+        o = np.full((104, 2), np.nan)
+        e = np.full(104, np.nan)
+        for c in range(104):
+            q = sel & (ccd == c)
+            if q.sum() > 10:
+                o[c] = d[q].mean(0)
+                e[c] = np.mean(d[q].std(0)) / np.sqrt(q.sum())
+        return o, e
+    rms, noise, corr = [], [], []
+    for k, va in enumerate(visits):
+        o, e = means(ok & (vis == va))
+        rms.append(np.sqrt(np.nanmean(o ** 2, axis=0)))
+        noise.append(np.sqrt(np.nanmean(e ** 2)))
+        for vb in visits[k + 1:]:
+            a, _ = means(ok & (vis == va) & half)
+            b, _ = means(ok & (vis == vb) & ~half)
+            g = np.all(np.isfinite(a) & np.isfinite(b), axis=1)
+            corr.append([np.corrcoef(a[g, i], b[g, i])[0, 1] for i in range(2)])
+    return (tuple(np.mean(rms, axis=0)), float(np.mean(noise)),
+            tuple(np.mean(corr, axis=0)) if corr else (np.nan, np.nan))
+
+
 def repeatability(matches, ra, dec):
     """(rms_ra, rms_dec, sigma_ra, sigma_dec) mas and the fraction of stars rejected, over the
     stars detected in every visit (README measure 2)."""
@@ -114,13 +201,7 @@ def repeatability(matches, ra, dec):
 def edge_drift(matches, ra, dec, edges=(0, 6000, 10000, 14000, 20000)):
     """[(v_lo, v_hi, mean dRA cos Dec, mean dDec, n)] mas of solution - SDSS in bands of
     focal-plane |v| (15-um pixels), the offsets 3-sigma clipped per band."""
-    from mosaicfit.model.camera import hsc
-    cam = hsc()
-    v_fp = np.full(len(matches), np.nan)
-    for c in np.unique(matches["ccd"]):
-        m = matches["ccd"] == c
-        fx, fy = cam.pixel_to_focal_plane(int(c), matches["x"][m], matches["y"][m])
-        v_fp[m] = fy / cam.pixel_size_mm
+    v_fp = _focal_plane(matches)[1]
     ok = np.isfinite(ra)
     xi, eta = _tangent(ra[ok], dec[ok], matches["ra"][ok], matches["dec"][ok])
     d = np.stack([xi, eta], 1) * MAS
@@ -148,6 +229,8 @@ def evaluate(root, data, rerun="real"):
     return dict(per_visit=per_visit_residuals(matches, ra, dec, summary),
                 repeatability=repeatability(matches, ra, dec),
                 edge=edge_drift(matches, ra, dec), summary=summary,
+                explains=sdss_explains(matches, ra, dec, summary),
+                pattern=ccd_pattern(matches, ra, dec),
                 written=int(np.isfinite(ra).sum()), n=len(matches))
 
 
@@ -201,6 +284,13 @@ def main(argv=None):
         s = st[str(v)]
         print(f"  {v}: {x:.4f} / {y:.4f}  vs  {s['RMSSIPX']:.4f} / {s['RMSSIPY']:.4f}   "
               f"({k} of {n} kept; {'better' if x <= s['RMSSIPX'] and y <= s['RMSSIPY'] else 'WORSE'})")
+    print("  after the best correction SDSS asks for (px; measure 1 with an order-9 focal-plane "
+          "polynomial fitted to the residuals / and an offset per CCD and visit as well):")
+    for v, ((px, py), (cx, cy)) in sorted(res["explains"].items()):
+        print(f"  {v}: {px:.4f} / {py:.4f}   {cx:.4f} / {cy:.4f}")
+    (pr, pd), pn, (cr, cd) = res["pattern"]
+    print(f"  per-CCD mean offsets from SDSS: {pr:.1f} / {pd:.1f} mas rms (noise {pn:.1f}); "
+          f"disjoint star halves in different visits correlate {cr:.2f} / {cd:.2f}")
     rx, ry, sx, sy, fr = res["repeatability"]
     print(f"repeatability (stars in all visits): rms {rx:.2f} / {ry:.2f} mas, robust sigma "
           f"{sx:.2f} / {sy:.2f} mas, {100 * fr:.1f}% of stars rejected")
