@@ -173,6 +173,9 @@ OPTIONS = (
        "above get a prior at their common value over the visits (the camera's flat field), "
        "as wide as their spread between visits measured by the fit; a visit whose terms "
        "depart beyond chance keeps its own (0: none)", minimum=0, maximum=15),
+    _O("fitTransparency", bool, True, "fit the transparency field of each visit whose flux "
+       "residuals are correlated beyond chance (a cloud's edge: a Gaussian process on the "
+       "residuals, fit.transparency) and carry it into its fcr- products"),
     _O("fluxFitSolveCcd", bool, True, "fit a flux scale per CCD (summing to 0)"),
     _O("photHuber", float, 3.0, "the photometric fit's Huber loss: weights min(1, k/|chi|) "
        "beyond k sigma (0: least squares)", minimum=0.0),

@@ -191,6 +191,22 @@ def write_index(sol, outdir, summ, visits, jinfo, files, t_diag, quality=()):
                        f"<td>{t.get('reserved_n', 0)}</td><td>{_f(t.get('reserved_before_mas'))}"
                        f"</td><td>{_f(t.get('reserved_after_mas'))}</td></tr>")
         out.append("</table>")
+    trans = [(f, v, t) for f, p in sorted(sol.stats.photometry.items())
+             for v, t in sorted((p.transparency or {}).items())]
+    if trans:
+        out.append("<h2>Transparency</h2><p class='note'>Visits whose flux residuals stay "
+                   "correlated over arcminutes after their polynomial (a cloud's edge): the "
+                   "kernel fitted to their correlation function (rms, length, significance) and "
+                   "the CCDs' residual misfit that found them; their calibration and fcr- "
+                   "products carry the field.</p><table><tr><th>filter</th><th>visit</th>"
+                   "<th>σ (mmag)</th><th>length (')</th><th>significance</th>"
+                   "<th>misfit (mmag)</th></tr>")
+        for f, v, t in trans:
+            out.append(f"<tr class='bad'><td>{e(f)}</td><td>{v}</td>"
+                       f"<td>{_f(t.get('sigma_mmag'))}</td><td>{_f(t.get('length_arcmin'))}</td>"
+                       f"<td>{_f(t.get('significance'))}</td><td>{_f(t.get('misfit_mmag'))}</td>"
+                       "</tr>")
+        out.append("</table>")
     for r in visits:
         v = r["visit"]
         out.append(f"<h3 id='v{v}'>visit {v}</h3><div class='grid'>")

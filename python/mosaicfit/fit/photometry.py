@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import MosaicError
 from ..model.basis import PolyBasis, n_terms
-from ..model.photometry import PhotometricModel
+from ..model.photometry import PhotometricModel, TransparencyField
 from ..model.statistics import IterationSummary, PhotometryStats
 from .clipping import chance_clips, inconsistent_stars, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
@@ -20,6 +20,7 @@ from .order import HELD, affordable_order, visit_orders
 from .shrinkage import MIN_VISITS, common_function_prior
 from ..model.groups import index_groups
 from .state import PhotometryResult
+from .transparency import MAX_ROUNDS, TOL_MAG, visit_transparency
 from .uncertainty import (ccd_excess, coefficient_covariances, coherent_residuals,
                           exact_affordable, photometric_ccd_errors, visit_misfit)
 
@@ -86,6 +87,51 @@ def _common_prior(basis, coef, a, b, w, star, active, nstar, prior_w, vidx, visi
              f"; visits {', '.join(str(int(visits[k])) for k in np.nonzero(own)[0])} keep "
              "their own (beyond chance)" if own.any() else "")
     return res
+
+
+def _transparency_fields(res, w, active, field_off, det, u, v, vidx, visits, camera, fields,
+                         field_var, field_info, gate_mag=5e-4):
+    """The visits' transparency fields (fit.transparency) from the residuals `res` of a
+    converged solve that held the fields `field_off` (mag at each detection): each visit's
+    field from what is left for it, F - res, where the visit's residuals hold a coherent
+    misfit beyond `gate_mag` (fit.uncertainty.visit_misfit: the cheap test, so that the
+    correlation function is measured on the few visits that may need it) or it has a field
+    already. Updates `fields`, `field_var`, `field_info` ({visit index: ...}); returns the new
+    offsets at every detection."""
+    coherent = coherent_residuals(res, w, active, det.visit, det.ccd, det.x, det.y, camera)
+    misfit = visit_misfit(coherent, visits)
+    out = np.zeros(len(res))
+    px = camera.pixel_scale_arcsec
+    for k in range(len(visits)):
+        if not (misfit[k] > gate_mag or k in fields):
+            continue
+        rows = np.nonzero(active & (vidx == k))[0]
+        f, var, info = visit_transparency(np.column_stack([u[rows], v[rows]]),
+                                          field_off[rows] - res[rows], 1.0 / w[rows], px)
+        info["misfit_mmag"] = 1000.0 * float(misfit[k])
+        field_info[k] = info
+        if f is None:
+            fields.pop(k, None)
+            field_var.pop(k, None)
+            continue
+        fields[k], field_var[k] = f, var
+        m = vidx == k
+        out[m] = f(u[m], v[m])
+    return out
+
+
+def _field_ccd_variance(fields, field_var, visits, sol, nx=3, ny=5):
+    """{(visit, ccd): mag^2} the transparency fields' posterior variance, the mean over an
+    nx x ny grid of each science CCD."""
+    out = {}
+    for k, f in fields.items():
+        var = TransparencyField(f.x0, f.y0, f.step, field_var[k])
+        for c in sol.camera.science_ccds:
+            d = sol.camera[c]
+            gx, gy = np.meshgrid(np.linspace(0, d.width - 1, nx), np.linspace(0, d.height - 1, ny))
+            fu, fv = sol.focal_plane(int(c), gx.ravel(), gy.ravel())
+            out[(int(visits[k]), int(c))] = float(np.mean(var(fu, fv)))
+    return out
 
 
 def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, held=None,
@@ -180,6 +226,12 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
         c0 = np.array([held.get(int(c), 0.0) for c in ccds])
         solve_par = False
     y_held = (-m_cor - c0[cidx])[:, None]
+    # the visits' transparency fields (fit.transparency), a known term of the solve as the
+    # held CCD terms: m_true = m_cor + P + dC + F
+    fields, field_var, field_info = {}, {}, {}
+    field_off = np.zeros(n)
+    field_rounds = 0
+    field_cal = None                  # the calibration at the last round's fields
     coef_prior = np.zeros((npoly, 1, T))
     coef_prior_w = np.zeros((npoly, 1, T))
     ccd_prior = ccd_prior_w = None
@@ -314,6 +366,30 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
                 if cfg.rejectVariables and not variables_done else []
             variables_done = True
             if len(bad) == 0:
+                # the transparency fields (fit.transparency), backfitted: until the
+                # calibration of their visits (polynomial + field, what the products are)
+                # moves by less than TOL_MAG rms between two rounds. (The field alone keeps
+                # trading its largest scales with the polynomial for many rounds without
+                # moving their sum.)
+                on = np.isin(vidx, list(fields))
+                moved = float(np.sqrt(np.mean((model_now - field_cal)[on] ** 2))) \
+                    if field_cal is not None and on.any() else np.inf
+                if fields:
+                    log.info("photometry: transparency fields of %d visits (round %d: their "
+                             "calibration moved by %.2f mmag rms)", len(fields), field_rounds,
+                             1000.0 * moved if np.isfinite(moved) else np.nan)
+                if cfg.fitTransparency and not cfg.commonFluxCorr \
+                        and field_rounds < MAX_ROUNDS and moved > TOL_MAG:
+                    field_rounds += 1
+                    field_cal = model_now.copy()
+                    field_off = _transparency_fields(res, w * huber, active, field_off, det, u,
+                                                     v, vidx, visits, sol.camera, fields,
+                                                     field_var, field_info)
+                    if fields:
+                        # a new problem: the visit polynomials and the stars with the fields
+                        y_held = (-m_cor - c0[cidx] - field_off)[:, None]
+                        budget = max(budget, it + 1 + cfg.maxIter)
+                        continue
                 converged = True
                 break
             drop = np.isin(star, bad)
@@ -342,6 +418,13 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
             model.coefficients[int(vv)] = coef[k]
     if not cfg.commonFluxCorr:
         model.ccd_terms = {int(c): float(par[k]) for k, c in enumerate(ccds)}
+    model.fields = {int(visits[k]): f for k, f in fields.items()}
+    for k, f in sorted(fields.items()):
+        i = field_info[k]
+        log.info("photometry of %s: visit %d: its residuals correlated beyond chance (%.1f "
+                 "mmag rms, length %.1f', %.0f sigma): a transparency field fitted, which its "
+                 "fcr- products carry", filt or "the filter", visits[k], i["sigma_mmag"],
+                 i["length_arcmin"], i["significance"])
     # FLUXMAG0ERR: the scatter of all the CCD's usable residuals (calibrated minus fitted
     # star magnitudes; resid = calibrated - star magnitude), not only of its reference stars
     xs = r.xstar[:, 0]
@@ -371,7 +454,8 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
         clipped=int((usable & ~active).sum()), n_active=int(active.sum()), variables=n_variable,
         absolute=absolute, visits=[int(v) for v in visits], colour_terms=how,
         error_scale={int(v): float(x) for v, x in zip(visits, errors.scale)} if errors else {},
-        error_floor_mmag=errors.floor * 1000.0 if errors else 0.0, ref_error_scale=ref_scale)
+        error_floor_mmag=errors.floor * 1000.0 if errors else 0.0, ref_error_scale=ref_scale,
+        transparency={int(visits[k]): dict(field_info[k]) for k in fields})
     data.photometry = PhotometryResult(active=active, resid=res, w=w, xstar=xs, m_cor=m_cor,
                                        prior_w=prior_w, orders=orders, prior_mat=coef_prior_mat,
                                        mag_ref=ref_mag_used[star])
@@ -389,6 +473,9 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
     # and what each CCD's own residuals hold beyond their noise (fit.uncertainty.ccd_excess):
     # a product the model misses there says so in its figure
     excess = ccd_excess(coherent)
+    # and, where a visit has a transparency field, the field's own posterior variance
+    for (vk, c), var in _field_ccd_variance(fields, field_var, visits, sol).items():
+        excess[(vk, c)] = float(np.sqrt(excess.get((vk, c), 0.0) ** 2 + var))
     ccd_err = photometric_ccd_errors(sol, model, data, u, v, sol.camera, CCD_ZP_PRIOR_MAG,
                                      solve_par and not cfg.commonFluxCorr, misfit, cov,
                                      excess)

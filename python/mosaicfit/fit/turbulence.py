@@ -41,7 +41,7 @@ from ..model.turbulence import TurbulenceField
 log = logging.getLogger("mosaicfit.fit")
 
 __all__ = ["von_karman", "eb_kernel", "eb_fraction", "correlation_function", "fit_kernel",
-           "predict_grid", "visit_kernel",
+           "predict_grid", "predict_nodes", "visit_kernel",
            "visit_field", "reserved_stars", "reserved_scatter"]
 
 NU = 5.0 / 6.0
@@ -230,14 +230,28 @@ def predict_grid(xy, res, noise_var, sigma2, length, step, tile=480.0, margin=No
     `xy` for lengths (arcsec), of `res` for the field. With `b_fraction` other than 0.5 the
     two components are one GP of the E/B kernel (:func:`eb_kernel`), else each its own of
     the isotropic kernel."""
+    (x0, y0), out, _ = predict_nodes(xy, res, noise_var, sigma2, length, step, tile, margin,
+                                     max_train, b_fraction)
+    return TurbulenceField(x0, y0, step, out[0], out[1])
+
+
+def predict_nodes(xy, res, noise_var, sigma2, length, step, tile=480.0, margin=None,
+                  max_train=2000, b_fraction=0.5, variance=False):
+    """The GP posterior mean of each column of `res` (n, k) (isotropic kernel, each column
+    its own GP; or, k = 2 and `b_fraction` other than 0.5, one GP of the E/B kernel) on a
+    grid of `step` covering the points: ((x0, y0) of node (0, 0), means (k, ny, nx), and
+    with `variance` the posterior variance of one column (ny, nx), else None). Each tile of
+    `tile` sees the points within `margin` (default 3 lengths) of it."""
     margin = float(np.clip(3.0 * length, 60.0, 600.0)) if margin is None else margin
+    res = np.asarray(res, float).reshape(len(xy), -1)
     lo = xy.min(axis=0) - step
     hi = xy.max(axis=0) + step
     nx = int(math.ceil((hi[0] - lo[0]) / step)) + 1
     ny = int(math.ceil((hi[1] - lo[1]) / step)) + 1
     gx = lo[0] + step * np.arange(nx)
     gy = lo[1] + step * np.arange(ny)
-    out = np.zeros((2, ny, nx))
+    out = np.zeros((res.shape[1], ny, nx))
+    var = np.full((ny, nx), float(sigma2)) if variance else None
     # nodes per tile
     per = max(1, int(round(tile / step)))
     # the tiles' factorisations are small (a few hundred points): a multi-threaded BLAS only
@@ -245,12 +259,12 @@ def predict_grid(xy, res, noise_var, sigma2, length, step, tile=480.0, margin=No
     # mosaic.py sets OPENBLAS_NUM_THREADS=1 itself, this covers the library's other callers
     with threadpool_limits(limits=1, user_api="blas"):
         _predict_tiles(xy, res, noise_var, sigma2, length, gx, gy, per, margin, max_train, out,
-                       b_fraction)
-    return TurbulenceField(lo[0], lo[1], step, out[0], out[1])
+                       b_fraction, var)
+    return (float(lo[0]), float(lo[1])), out, var
 
 
 def _predict_tiles(xy, res, noise_var, sigma2, length, gx, gy, per, margin, max_train, out,
-                   b_fraction=0.5):
+                   b_fraction=0.5, var=None):
     ny, nx = len(gy), len(gx)
     for ty in range(0, ny, per):
         for tx in range(0, nx, per):
@@ -278,14 +292,17 @@ def _predict_tiles(xy, res, noise_var, sigma2, length, gx, gy, per, margin, max_
             K = sigma2 * von_karman(d, length)
             K[np.diag_indices_from(K)] += noise_var[idx]
             try:
-                alpha = cho_solve(cho_factor(K, lower=True, overwrite_a=True, check_finite=False),
-                                  res[idx], check_finite=False)
+                cho = cho_factor(K, lower=True, overwrite_a=True, check_finite=False)
             except np.linalg.LinAlgError:
                 continue
-            dq = cdist(np.column_stack([qx.ravel(), qy.ravel()]), p)
-            pred = (sigma2 * von_karman(dq, length)) @ alpha
-            out[0, ty:ty + per, tx:tx + per] = pred[:, 0].reshape(qx.shape)
-            out[1, ty:ty + per, tx:tx + per] = pred[:, 1].reshape(qx.shape)
+            alpha = cho_solve(cho, res[idx], check_finite=False)
+            ks = sigma2 * von_karman(cdist(np.column_stack([qx.ravel(), qy.ravel()]), p), length)
+            pred = ks @ alpha
+            for k in range(out.shape[0]):
+                out[k, ty:ty + per, tx:tx + per] = pred[:, k].reshape(qx.shape)
+            if var is not None:        # sigma^2 - k*' (K + N)^-1 k*
+                red = np.sum(ks * cho_solve(cho, ks.T, check_finite=False).T, axis=1)
+                var[ty:ty + per, tx:tx + per] = np.maximum(sigma2 - red, 0.0).reshape(qx.shape)
 
 
 def _tile_eb(p, res, noise_var, sigma2, length, b_fraction, q):

@@ -100,6 +100,11 @@ class Camera:
         self.flip_x = bool(raw_wcs.get("flip_x", False))
         self.rotation_offset_deg = float(raw_wcs.get("rotation_offset_deg", 0.0))
 
+    @property
+    def pixel_scale_arcsec(self):
+        """Arcsec per focal-plane pixel at the optical axis (the plate scale, no distortion)."""
+        return self._angle_per_unit / ARCSEC_RAD
+
     @classmethod
     def from_folder(cls, folder):
         """Load a camera described by ``folder/camera.json``."""

@@ -7,13 +7,14 @@ WCS (`frozen`), the run's statistics and the tables of what the fit used.
 
 Products (as hscPipe wrote them): per (visit, CCD) a TAN-SIP of order N about the optical axis
 (CRVAL the sky at the optical axis, CRPIX its pixel position), and an fcr polynomial
-P_fcr = P_v - P_v(axis) in the CCD frame turned to the focal plane, with
-FLUXMAG0 = 10^(0.4 (P_v(axis) + dC)).
+P_fcr = S_v - S_v(axis) in the CCD frame turned to the focal plane, with
+FLUXMAG0 = 10^(0.4 (S_v(axis) + dC)), S_v = P_v + F_v the visit's surface (its flux polynomial
+and, where it has one, its transparency field).
 
-File format (:meth:`Solution.save`, :meth:`Solution.load`), version 3: a folder with
+File format (:meth:`Solution.save`, :meth:`Solution.load`), version 4: a folder with
 
 ``solution.json``
-    ``{"format": "mosaicfit-solution", "version": 3, "mosaicfit": VERSION, "camera": NAME,
+    ``{"format": "mosaicfit-solution", "version": 4, "mosaicfit": VERSION, "camera": NAME,
     "placement": {CCD: [dx, dy, theta]}`` (15 micron focal-plane pixels, radians),
     ``"astrometry": null | {"tangent_point": [ra, dec] (deg), "optics_scale": rad,
     "order": N, "visits": {VISIT: [[xi terms], [eta terms]]}`` (Legendre coefficients,
@@ -22,7 +23,8 @@ File format (:meth:`Solution.save`, :meth:`Solution.load`), version 3: a folder 
     "source": {VISIT: "fitted"|"headers"}}, "turbulence": [VISIT...]}`` (the visits with a
     field in ``turbulence.fits``), ``"sip_order": N``,
     ``"photometry": {FILTER: {"order": M, "basis": "chebyshev"|"legendre", "scale": px,
-    "absolute": bool, "visits": {VISIT: [terms]}, "ccd_terms": {CCD: mag}}}``,
+    "absolute": bool, "visits": {VISIT: [terms]}, "ccd_terms": {CCD: mag}, "fields":
+    [VISIT...]}}`` (the visits with a transparency field in ``transparency.fits``),
     ``"frozen": {"VISIT,CCD": header cards}``,
     ``"fluxmag0err": {"VISIT,CCD": counts}``, ``"visits": {VISIT: {"mjd", "filter"}}``,
     ``"stats": RunStats}``; numbers as JSON numbers (exact doubles), NaN as ``NaN``;
@@ -31,9 +33,14 @@ File format (:meth:`Solution.save`, :meth:`Solution.load`), version 3: a folder 
 ``turbulence.fits`` (when a visit has a turbulence field)
     per visit two image HDUs TURB_XI_<VISIT>, TURB_ETA_<VISIT> (arcsec, float64) with the
     grid's X0, Y0, STEP (arcsec) in their headers (:class:`~mosaicfit.model.turbulence.
-    TurbulenceField`).
+    TurbulenceField`);
+``transparency.fits`` (when a visit has a transparency field)
+    per visit an image HDU TRANS_<VISIT> (mag, float64) with the grid's X0, Y0, STEP
+    (focal-plane pixels) in its header (:class:`~mosaicfit.model.photometry.
+    TransparencyField`).
 
-Version 2 folders (no chromatic term, no turbulence) and version 1 folders (mosaicfit 0.1, whose solution.json held the Solution's attributes) load
+Version 3 folders (no transparency fields), version 2 folders (no chromatic term, no
+turbulence) and version 1 folders (mosaicfit 0.1, whose solution.json held the Solution's attributes) load
 too; a newer version or another format is an error that names it.
 """
 import json
@@ -51,7 +58,7 @@ from .chromatic import ChromaticTerm
 from .basis import PolyBasis
 from .camera import hsc
 from .fluxcorr import FluxCorrection, rotate_pixels
-from .photometry import PhotometricModel
+from .photometry import PhotometricModel, TransparencyField
 from .sip import SipFit, SipModel, cards_text, fit_tan_sip_many
 from .statistics import AstrometryStats, IterationSummary, PhotometryStats, RunStats, VisitQuality
 from .turbulence import TurbulenceField
@@ -59,7 +66,7 @@ from .turbulence import TurbulenceField
 __all__ = ["Solution", "FORMAT", "VERSION", "plain"]
 
 FORMAT = "mosaicfit-solution"
-VERSION = 3
+VERSION = 4
 #: SIP order of the products of a visit with a turbulence field
 TURBULENCE_SIP_ORDER = 12
 
@@ -217,6 +224,21 @@ class Solution:
                            "[mas] turbulence kernel rms per axis"),
                           ("MFTLEN", round(float(f.params.get("lenarcm", 0.0)), 3),
                            "[arcmin] von Karman outer scale / 2 pi")]
+        return cards + self.photometry_cards(visit)
+
+    def photometry_cards(self, visit):
+        """The cards of `visit`'s transparency field, where the visit has photometry: MFTRANS
+        (whether its calibration carries a field) and, with one, MFTRSIG, MFTRLEN."""
+        m = self.photometric_model(visit)
+        if m is None:
+            return []
+        f = m.fields.get(int(visit))
+        cards = [("MFTRANS", f is not None, "transparency field in the calibration (mosaicfit)")]
+        if f is not None:
+            cards += [("MFTRSIG", round(float(f.params.get("sigma", 0.0)), 3),
+                       "[mmag] transparency kernel rms"),
+                      ("MFTRLEN", round(float(f.params.get("lenarcm", 0.0)), 3),
+                       "[arcmin] transparency kernel length")]
         return cards
 
     def uncertainty_cards(self, visit, ccd):
@@ -332,8 +354,8 @@ class Solution:
                 origin[k] = -float(axr), -float(ayr)
                 xr, yr = rotate_pixels(gx, gy, nq, width, height)
                 xs[k], ys[k] = xr + origin[k, 0], yr + origin[k, 1]
-            p = ph.polynomials(np.repeat(visits, m), fu.ravel(), fv.ravel()).reshape(K, m)
-            p0 = ph.polynomials(visits, np.zeros(K), np.zeros(K))
+            p = ph.surfaces(np.repeat(visits, m), fu.ravel(), fv.ravel()).reshape(K, m)
+            p0 = ph.surfaces(visits, np.zeros(K), np.zeros(K))
             # without a constant term: p - p0 is 0 at the axis, and the constant is FLUXMAG0's.
             # A fitted constant would be the polynomial extrapolated to the axis, up to ~17000
             # px off an edge CCD, where rounding makes it ~0.03 mmag: zeroing it afterwards
@@ -370,7 +392,8 @@ class Solution:
             photometry={f: dict(
                 order=p.order, basis=p.kind, scale=p.scale, absolute=p.absolute,
                 visits={str(v): c.tolist() for v, c in sorted(p.coefficients.items())},
-                ccd_terms={str(c): x for c, x in sorted(p.ccd_terms.items())})
+                ccd_terms={str(c): x for c, x in sorted(p.ccd_terms.items())},
+                fields=sorted(int(v) for v in p.fields))
                 for f, p in sorted(self.photometry.items())},
             frozen={f"{v},{c}": (h if isinstance(h, str) else h.tostring())
                     for (v, c), h in sorted(self.frozen.items())},
@@ -384,6 +407,11 @@ class Solution:
             for v, f in sorted(a.turbulence.items()):
                 hdus += f.to_hdus(v)
             write_fits(fits.HDUList(hdus), os.path.join(outdir, "turbulence.fits"))
+        fields = [(f, v, t) for f, p in sorted(self.photometry.items())
+                  for v, t in sorted(p.fields.items())]
+        if fields:
+            write_fits(fits.HDUList([fits.PrimaryHDU()] + [t.to_hdu(f, v) for f, v, t in fields]),
+                       os.path.join(outdir, "transparency.fits"))
         if self.detections is not None:
             write_table(self.detections, os.path.join(outdir, "detections.fits"), "DETECTIONS")
         if self.stars is not None:
@@ -391,7 +419,7 @@ class Solution:
 
     @classmethod
     def load(cls, outdir, camera=None):
-        """The Solution saved in folder `outdir` (version 1 or 2), with its tables."""
+        """The Solution saved in folder `outdir` (version 1 to 4), with its tables."""
         path = os.path.join(outdir, "solution.json")
         try:
             with open(path) as f:
@@ -403,8 +431,8 @@ class Solution:
         except ValueError as e:
             raise MosaicError(f"{path}: not a mosaicfit solution file: {e}") from None
         version = st.get("version") if isinstance(st, dict) else None
-        if not isinstance(st, dict) or st.get("format") != FORMAT or version not in (1, 2, 3):
-            raise MosaicError(f"{path}: not a mosaicfit solution file of version 1 to 3 "
+        if not isinstance(st, dict) or st.get("format") != FORMAT or version not in (1, 2, 3, 4):
+            raise MosaicError(f"{path}: not a mosaicfit solution file of version 1 to 4 "
                               f"(format {st.get('format') if isinstance(st, dict) else None!r}, "
                               f"version {version!r}: made by a newer mosaicfit?)")
         if camera is None:
@@ -442,7 +470,8 @@ def _key(text):
 
 
 def _from_v2(st, camera, outdir):
-    """Versions 2 and 3 (3 adds the chromatic term and the turbulence fields)."""
+    """Versions 2 to 4 (3 adds the chromatic term and the turbulence fields, 4 the
+    transparency fields)."""
     placement = CcdPlacement(camera, {int(c): o for c, o in st["placement"].items()})
     a = st["astrometry"]
     astro = None if a is None else AstrometricModel(
@@ -463,6 +492,15 @@ def _from_v2(st, camera, outdir):
                                 {int(v): c for v, c in p["visits"].items()},
                                 {int(c): x for c, x in p["ccd_terms"].items()}, p["absolute"])
             for f, p in st["photometry"].items()}
+    wanted = [(f, int(v)) for f, p in st["photometry"].items() for v in p.get("fields", [])]
+    if wanted:
+        p = os.path.join(outdir, "transparency.fits")
+        try:
+            with fits.open(p) as h:
+                for f, v in wanted:
+                    phot[f].fields[v] = TransparencyField.from_hdu(h[f"TRANS_{v}"])
+        except (OSError, KeyError) as e:
+            raise MosaicError(f"{p}: the transparency fields of solution.json: {e}") from None
     return Solution(camera, placement, astro, phot, st["sip_order"],
                     frozen={_key(k): h for k, h in st["frozen"].items()},
                     fluxmag0err={_key(k): x for k, x in st["fluxmag0err"].items()},

@@ -128,6 +128,9 @@ class PhotometryStats:
     # the common-terms prior of the visit polynomials (fit.shrinkage.common_function_prior):
     # dict from_order, mu (1, H), sigma (H, H) (mag), tau (mag), used (visits); None without
     common: dict = None
+    # visit -> the transparency field's fit (fit.transparency.visit_transparency's info:
+    # sigma_mmag, length_arcmin, significance), for the visits that have one
+    transparency: dict = field(default_factory=dict)
 
     @property
     def chi2_ndof(self):
@@ -185,5 +188,6 @@ class RunStats:
         for k, v in (d.get("photometry") or {}).items():
             v = dict(v)
             v["error_scale"] = {int(x): y for x, y in v.get("error_scale", {}).items()}
+            v["transparency"] = {int(x): y for x, y in v.get("transparency", {}).items()}
             out.photometry[k] = PhotometryStats(**v)
         return out

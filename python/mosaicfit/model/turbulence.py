@@ -12,6 +12,8 @@ detection is the polynomial's minus the field there.
 """
 import numpy as np
 
+from .grid import bilinear
+
 __all__ = ["TurbulenceField"]
 
 
@@ -40,22 +42,8 @@ class TurbulenceField:
 
     def __call__(self, xi, eta):
         """(dxi, deta) in arcsec at tract-plane positions (arcsec), bilinear; 0 outside."""
-        xi, eta = np.asarray(xi, float), np.asarray(eta, float)
-        ny, nx = self.shape
-        fx = (xi - self.x0) / self.step
-        fy = (eta - self.y0) / self.step
-        inside = (fx >= 0) & (fx <= nx - 1) & (fy >= 0) & (fy <= ny - 1)
-        j = np.clip(np.floor(np.nan_to_num(fx)).astype(np.int64), 0, max(nx - 2, 0))
-        i = np.clip(np.floor(np.nan_to_num(fy)).astype(np.int64), 0, max(ny - 2, 0))
-        tx = np.clip(np.nan_to_num(fx) - j, 0.0, 1.0)
-        ty = np.clip(np.nan_to_num(fy) - i, 0.0, 1.0)
-        j1, i1 = np.minimum(j + 1, nx - 1), np.minimum(i + 1, ny - 1)
-
-        def interp(g):
-            v = ((1 - tx) * (1 - ty) * g[i, j] + tx * (1 - ty) * g[i, j1]
-                 + (1 - tx) * ty * g[i1, j] + tx * ty * g[i1, j1])
-            return np.where(inside, v, 0.0)
-        return interp(self.dxi), interp(self.deta)
+        dxi, deta = bilinear((self.dxi, self.deta), self.x0, self.y0, self.step, xi, eta)
+        return dxi, deta
 
     # -- file format: one image HDU pair per visit (Solution.save) -----------------------------
     def to_hdus(self, visit):

@@ -406,7 +406,8 @@ def write_products(sol, repo, tract_refs):
                 n += 1
             sol.forget_wcs(visit, ccd)       # keep memory flat
         if sol.has_photometry(visit):
-            fc, extra = fcrs.pop(key), sol.uncertainty_cards(visit, ccd)
+            fc = fcrs.pop(key)
+            extra = sol.uncertainty_cards(visit, ccd) + sol.photometry_cards(visit)
             for _, fcr_path, _ in paths:
                 write_fcr(fcr_path, fc, extra=extra)
                 n += 1
