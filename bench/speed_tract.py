@@ -12,8 +12,8 @@ Measures, in one run, on a tract simulated here (`mosaicfit simulate ROOT --visi
    through a temporary name and a rename as mosaic.py's writer does, with no computation;
    then mosaic.py / floor;
 4. with ``--baseline REV`` (a git revision of this repository, e.g. the commit before the
-   speed work): the same commands with that revision's Python package (and this tree's
-   compiled core), in the same run, on the same simulated inputs: the same-run ratios
+   speed work): the same commands with that revision's Python package and its own compiled
+   core (built from it where its C++ differs from this tree's), in the same run, on the same simulated inputs: the same-run ratios
    baseline / now, and the products of both compared CCD by CCD with
    bench/compare_products.py (criterion: 0.01 mas, 0.01 mmag).
 
@@ -158,17 +158,29 @@ print(n, t_read, time.time() - t)
 
 
 def baseline_tree(rev, work):
-    """REV's python/ package under WORK/baseline, with this tree's compiled core."""
+    """REV's python/ package under WORK/baseline with its own compiled core: this tree's
+    where REV's C++ and build files are the same as the working tree's, else built from REV
+    (pip install --target, ~1-2 min): the Python of one revision calls the core of another
+    with other signatures."""
     dest = os.path.join(work, "baseline")
     shutil.rmtree(dest, ignore_errors=True)
     os.makedirs(dest)
-    arch = subprocess.run(["git", "-C", REPO, "archive", rev, "python"], check=True,
+    build = ["cpp", "CMakeLists.txt", "pyproject.toml"]
+    arch = subprocess.run(["git", "-C", REPO, "archive", rev, "python", *build], check=True,
                           capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", dest], input=arch, check=True)
-    pkg = os.path.join(REPO, "python", "mosaicfit")
-    for f in os.listdir(pkg):
+    same = subprocess.run(["git", "-C", REPO, "diff", "--quiet", rev, "--", *build]).returncode == 0
+    if same:
+        src = os.path.join(REPO, "python", "mosaicfit")
+    else:
+        print(f"building the compiled core of {rev} ...", flush=True)
+        target = os.path.join(dest, "built")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                        target, dest], check=True)
+        src = os.path.join(target, "mosaicfit")
+    for f in os.listdir(src):
         if f.startswith("_core") and f.endswith(".so"):
-            shutil.copy(os.path.join(pkg, f), os.path.join(dest, "python", "mosaicfit", f))
+            shutil.copy(os.path.join(src, f), os.path.join(dest, "python", "mosaicfit", f))
     return os.path.join(dest, "python")
 
 
