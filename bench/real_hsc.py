@@ -11,7 +11,8 @@ files at the pixel positions of ``truth/matches.fits``:
 1. per-visit residuals against SDSS in solvetansip's global pixels (one 2.5-sigma pass per
    axis), next to solvetansip's own per-visit fit (RMSSIPX/Y);
 2. internal repeatability of the stars seen in all visits (per-star 5-sigma rejection; rms and
-   robust sigma per axis in mas, scaled by sqrt(n / (n - 1)));
+   robust sigma per axis in mas, scaled by sqrt(n / (n - 1))), next to the data's floor: the
+   same per detection from each pair of visits, the pair least apart in refraction giving it;
 3. the edge drift: the mean offset of the solution from SDSS (mas, RA cos Dec and Dec) in
    rings of focal-plane radius, the outer ring (|v| > 14000 px) being where the single-frame
    WCS is 1-1.5" off.
@@ -198,6 +199,37 @@ def repeatability(matches, ra, dec):
     return float(rms[0]), float(rms[1]), float(rob[0]), float(rob[1]), float(bad.mean())
 
 
+def pair_floor(matches, ra, dec):
+    """{(visit_a, visit_b): (sigma_ra, sigma_dec, rms_ra, rms_dec, n)} mas per detection from
+    the position differences of the stars seen in both visits (robust sigma = 1.4826 MAD /
+    sqrt 2; rms after a 5-sigma clip, / sqrt 2): the data's floor, from the pair the least
+    apart in refraction (star-specific DCR grows with it: larger along RA in the pairs with
+    the late visit)."""
+    visits = np.unique(matches["visit"])
+    pos = {}
+    for v in visits:
+        k = (matches["visit"] == v) & np.isfinite(ra)
+        pos[int(v)] = {int(r): (a, b) for r, a, b in zip(matches["ref_id"][k], ra[k], dec[k])}
+    out = {}
+    for i, va in enumerate(visits):
+        for vb in visits[i + 1:]:
+            a, b = pos[int(va)], pos[int(vb)]
+            common = sorted(set(a) & set(b))
+            if len(common) < 10:
+                continue
+            A, B = np.array([a[s] for s in common]), np.array([b[s] for s in common])
+            d = np.stack(_tangent(A[:, 0], A[:, 1], B[:, 0], B[:, 1])) * MAS
+            rob = np.array([1.4826 * np.median(np.abs(x - np.median(x))) for x in d])
+            keep = np.all(np.abs(d - np.median(d, axis=1, keepdims=True)) < 5 * rob[:, None],
+                          axis=0)
+            q = d[:, keep]
+            rms = np.sqrt(np.mean((q - q.mean(axis=1, keepdims=True)) ** 2, axis=1))
+            r2 = np.sqrt(2.0)
+            out[(int(va), int(vb))] = (float(rob[0] / r2), float(rob[1] / r2),
+                                       float(rms[0] / r2), float(rms[1] / r2), len(common))
+    return out
+
+
 def edge_drift(matches, ra, dec, edges=(0, 6000, 10000, 14000, 20000)):
     """[(v_lo, v_hi, mean dRA cos Dec, mean dDec, n)] mas of solution - SDSS in bands of
     focal-plane |v| (15-um pixels), the offsets 3-sigma clipped per band."""
@@ -231,6 +263,7 @@ def evaluate(root, data, rerun="real"):
                 edge=edge_drift(matches, ra, dec), summary=summary,
                 explains=sdss_explains(matches, ra, dec, summary),
                 pattern=ccd_pattern(matches, ra, dec),
+                pairs=pair_floor(matches, ra, dec),
                 written=int(np.isfinite(ra).sum()), n=len(matches))
 
 
@@ -294,6 +327,15 @@ def main(argv=None):
     rx, ry, sx, sy, fr = res["repeatability"]
     print(f"repeatability (stars in all visits): rms {rx:.2f} / {ry:.2f} mas, robust sigma "
           f"{sx:.2f} / {sy:.2f} mas, {100 * fr:.1f}% of stars rejected")
+    pairs = res["pairs"]
+    for (va, vb), (pa, pd, qa, qd, n) in sorted(pairs.items()):
+        print(f"  pair {va}-{vb}: robust sigma {pa:.2f} / {pd:.2f}, rms {qa:.2f} / {qd:.2f} mas "
+              f"per detection ({n} stars)")
+    if pairs:
+        best = min(pairs, key=lambda k: pairs[k][0] + pairs[k][1])
+        pa, pd, qa, qd, _ = pairs[best]
+        print(f"  against the floor (pair {best[0]}-{best[1]}): robust sigma {sx / pa:.2f} / "
+              f"{sy / pd:.2f} x, rms {rx / qa:.2f} / {ry / qd:.2f} x")
     print("mean offset from SDSS by focal-plane |v| (mas, RA cos Dec / Dec):")
     for lo, hi, dx, dy, n in res["edge"]:
         print(f"  {lo:5d}-{hi:5d} px: {dx:+7.1f} / {dy:+7.1f}  ({n} matches)")
