@@ -164,11 +164,13 @@ def baseline_tree(rev, work):
     with other signatures."""
     dest = os.path.join(work, "baseline")
     shutil.rmtree(dest, ignore_errors=True)
-    os.makedirs(dest)
-    build = ["cpp", "CMakeLists.txt", "pyproject.toml"]
-    arch = subprocess.run(["git", "-C", REPO, "archive", rev, "python", *build], check=True,
+    tree = os.path.join(dest, "tree")                # the whole of REV (its build needs it)
+    os.makedirs(tree)
+    arch = subprocess.run(["git", "-C", REPO, "archive", rev], check=True,
                           capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", dest], input=arch, check=True)
+    subprocess.run(["tar", "-x", "-C", tree], input=arch, check=True)
+    shutil.copytree(os.path.join(tree, "python"), os.path.join(dest, "python"))
+    build = ["cpp", "CMakeLists.txt", "pyproject.toml"]
     same = subprocess.run(["git", "-C", REPO, "diff", "--quiet", rev, "--", *build]).returncode == 0
     if same:
         src = os.path.join(REPO, "python", "mosaicfit")
@@ -176,7 +178,7 @@ def baseline_tree(rev, work):
         print(f"building the compiled core of {rev} ...", flush=True)
         target = os.path.join(dest, "built")
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
-                        target, dest], check=True)
+                        target, tree], check=True)
         src = os.path.join(target, "mosaicfit")
     for f in os.listdir(src):
         if f.startswith("_core") and f.endswith(".so"):
