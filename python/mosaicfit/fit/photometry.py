@@ -5,8 +5,11 @@ vary beyond chance.
 """
 import itertools
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .. import MosaicError
 from ..model.basis import PolyBasis, n_terms
@@ -102,12 +105,19 @@ def _transparency_fields(res, w, active, field_off, det, u, v, vidx, visits, cam
     misfit = visit_misfit(coherent, visits)
     out = np.zeros(len(res))
     px = camera.pixel_scale_arcsec
-    for k in range(len(visits)):
-        if not (misfit[k] > gate_mag or k in fields):
-            continue
+    todo = [k for k in range(len(visits)) if misfit[k] > gate_mag or k in fields]
+
+    def one(k):
         rows = np.nonzero(active & (vidx == k))[0]
-        f, var, info = visit_transparency(np.column_stack([u[rows], v[rows]]),
-                                          field_off[rows] - res[rows], 1.0 / w[rows], px)
+        return visit_transparency(np.column_stack([u[rows], v[rows]]),
+                                  field_off[rows] - res[rows], 1.0 / w[rows], px)
+    # on threads: scipy's pair counting and the tiles' factorisations release the GIL. BLAS
+    # single-threaded around the pool: each tile's own limit (fit.turbulence.predict_nodes)
+    # then saves and restores 1, so that threads ending in any order leave it as it was
+    with threadpool_limits(limits=1, user_api="blas"), \
+            ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as ex:
+        found = list(ex.map(one, todo))
+    for k, (f, var, info) in zip(todo, found):
         info["misfit_mmag"] = 1000.0 * float(misfit[k])
         field_info[k] = info
         if f is None:
