@@ -21,7 +21,6 @@ The field is a known term of the next photometric solve, its visit polynomial an
 re-fitted with it, then the field re-estimated from what is left (backfitting, at most
 MAX_ROUNDS times or until they move by less than TOL_MAG rms).
 """
-import logging
 import math
 
 import numpy as np
@@ -29,13 +28,12 @@ import numpy as np
 from ..model.photometry import TransparencyField
 from .turbulence import correlation_function, fit_kernel, predict_nodes
 
-log = logging.getLogger("mosaicfit.fit")
-
 __all__ = ["visit_transparency", "R_FIT_ARCSEC", "STEP_ARCSEC", "MIN_SIGNIFICANCE",
            "MAX_ROUNDS", "TOL_MAG"]
 
 #: arcsec: pairs up to this separation measure the kernel (the polynomial takes out larger
-#: scales; 10' - 40' give the same fields within 0.05 mmag on the simulated cloud's visit)
+#: scales). On the every-effect tract's cloudy visit, one field from its residuals without a
+#: refit: 10' left its products 1.76 mmag from the truth, 20' 1.44, 40' 1.46
 R_FIT_ARCSEC = 1200.0
 #: arcsec: grid step of the fields (the kernel lengths are arcminutes)
 STEP_ARCSEC = 60.0

@@ -2,7 +2,11 @@
 bilinearly and zero outside the grid (the turbulence and transparency fields)."""
 import numpy as np
 
-__all__ = ["bilinear"]
+__all__ = ["bilinear", "grid_hdu", "grid_of_hdu"]
+
+# cards of a grid's image HDU that are not the fit's parameters
+_STRUCTURE = ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "EXTNAME",
+              "VISIT", "FILTER", "X0", "Y0", "STEP")
 
 
 def bilinear(grids, x0, y0, step, x, y):
@@ -24,3 +28,28 @@ def bilinear(grids, x0, y0, step, x, y):
              + (1 - tx) * ty * g[i1, j] + tx * ty * g[i1, j1])
         out.append(np.where(inside, v, 0.0))
     return out
+
+
+def grid_hdu(data, name, visit, x0, y0, step, unit, axes, params, filter=None):
+    """An ImageHDU `name` of a grid (float64) with VISIT (and FILTER), the origin X0, Y0 and
+    the STEP in `unit` along `axes` (two names, for the comments) and the fit's `params`
+    (those of FITS-able values and keys of <= 8 characters, upper-cased)."""
+    from astropy.io import fits
+    h = fits.ImageHDU(np.asarray(data, float), name=name)
+    h.header["VISIT"] = int(visit)
+    if filter is not None:
+        h.header["FILTER"] = str(filter)
+    h.header["X0"] = (float(x0), f"[{unit}] {axes[0]} of node (0, 0)")
+    h.header["Y0"] = (float(y0), f"[{unit}] {axes[1]} of node (0, 0)")
+    h.header["STEP"] = (float(step), f"[{unit}] grid step")
+    for k, v in params.items():
+        if isinstance(v, (int, float, bool, str)) and len(k) <= 8:
+            h.header[k.upper()] = v
+    return h
+
+
+def grid_of_hdu(hdu):
+    """(x0, y0, step, data, params) of an HDU :func:`grid_hdu` wrote (params lower-cased)."""
+    h = hdu.header
+    return (h["X0"], h["Y0"], h["STEP"], np.asarray(hdu.data, float),
+            {k.lower(): h[k] for k in h if k not in _STRUCTURE})

@@ -14,7 +14,7 @@ filter.
 import numpy as np
 
 from .basis import PolyBasis
-from .grid import bilinear
+from .grid import bilinear, grid_hdu, grid_of_hdu
 
 __all__ = ["PhotometricModel", "TransparencyField"]
 
@@ -40,26 +40,14 @@ class TransparencyField:
     def to_hdu(self, filter, visit):
         """An ImageHDU TRANS_<visit> (mag, float64) with the grid's origin and step and the
         fit's parameters in its header (Solution.save)."""
-        from astropy.io import fits
-        h = fits.ImageHDU(self.mag, name=f"TRANS_{int(visit)}")
-        h.header["VISIT"] = int(visit)
-        h.header["FILTER"] = str(filter)
-        h.header["X0"] = (self.x0, "[px] focal-plane u of node (0, 0)")
-        h.header["Y0"] = (self.y0, "[px] focal-plane v of node (0, 0)")
-        h.header["STEP"] = (self.step, "[px] grid step")
-        for k, v in self.params.items():
-            if isinstance(v, (int, float, bool, str)) and len(k) <= 8:
-                h.header[k.upper()] = v
-        return h
+        return grid_hdu(self.mag, f"TRANS_{int(visit)}", visit, self.x0, self.y0, self.step,
+                        "px", ("focal-plane u", "focal-plane v"), self.params, filter=filter)
 
     @classmethod
     def from_hdu(cls, hdu):
         """The field of an ImageHDU :meth:`to_hdu` wrote."""
-        h = hdu.header
-        skip = ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT", "EXTNAME",
-                "VISIT", "FILTER", "X0", "Y0", "STEP")
-        return cls(h["X0"], h["Y0"], h["STEP"], np.asarray(hdu.data, float),
-                   {k.lower(): h[k] for k in h if k not in skip})
+        x0, y0, step, mag, params = grid_of_hdu(hdu)
+        return cls(x0, y0, step, mag, params)
 
 
 class PhotometricModel:

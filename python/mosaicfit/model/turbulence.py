@@ -12,7 +12,7 @@ detection is the polynomial's minus the field there.
 """
 import numpy as np
 
-from .grid import bilinear
+from .grid import bilinear, grid_hdu, grid_of_hdu
 
 __all__ = ["TurbulenceField"]
 
@@ -49,26 +49,12 @@ class TurbulenceField:
     def to_hdus(self, visit):
         """Two ImageHDUs (TURB_XI_<visit>, TURB_ETA_<visit>), arcsec, float64, with the grid's
         origin and step (and the fit's parameters) in their headers."""
-        from astropy.io import fits
-        out = []
-        for name, data in (("XI", self.dxi), ("ETA", self.deta)):
-            h = fits.ImageHDU(data, name=f"TURB_{name}_{int(visit)}")
-            h.header["VISIT"] = int(visit)
-            h.header["X0"] = (self.x0, "[arcsec] tract-plane xi of node (0, 0)")
-            h.header["Y0"] = (self.y0, "[arcsec] tract-plane eta of node (0, 0)")
-            h.header["STEP"] = (self.step, "[arcsec] grid step")
-            for k, v in self.params.items():
-                if isinstance(v, (int, float, bool, str)) and len(k) <= 8:
-                    h.header[k.upper()] = v
-            out.append(h)
-        return out
+        return [grid_hdu(data, f"TURB_{name}_{int(visit)}", visit, self.x0, self.y0, self.step,
+                         "arcsec", ("tract-plane xi", "tract-plane eta"), self.params)
+                for name, data in (("XI", self.dxi), ("ETA", self.deta))]
 
     @classmethod
     def from_hdus(cls, hxi, heta):
         """The field of two ImageHDUs :meth:`to_hdus` wrote (other cards back as `params`, lower-cased)."""
-        h = hxi.header
-        params = {k.lower(): h[k] for k in h if k not in ("XTENSION", "BITPIX", "NAXIS", "NAXIS1",
-                                                          "NAXIS2", "PCOUNT", "GCOUNT", "EXTNAME",
-                                                          "VISIT", "X0", "Y0", "STEP")}
-        return cls(h["X0"], h["Y0"], h["STEP"], np.asarray(hxi.data, float),
-                   np.asarray(heta.data, float), params)
+        x0, y0, step, dxi, params = grid_of_hdu(hxi)
+        return cls(x0, y0, step, dxi, np.asarray(heta.data, float), params)
