@@ -1,4 +1,5 @@
-// The Python module mosaicfit._core: conversion and forwarding only (as GalSim's pysrc/ files).
+// The Python module mosaicfit._core (and _core_avx2, the same code built for x86-64-v3:
+// CMakeLists.txt): conversion and forwarding only (as GalSim's pysrc/ files).
 //
 // numpy arrays come in as typed C-contiguous arrays (pybind11 converts those of another type
 // or layout; the Python wrappers already pass them so, without copies), the numerics run with
@@ -11,6 +12,7 @@
 #include <pybind11/stl.h>
 
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "apply.hpp"
@@ -194,9 +196,28 @@ py::tuple sip_batch_arrays(const CArray& u, const CArray& v, const CArray& dU, c
 
 }  // namespace
 
-PYBIND11_MODULE(_core, m) {
+#ifndef MOSAICFIT_MODULE
+#define MOSAICFIT_MODULE _core
+#endif
+
+PYBIND11_MODULE(MOSAICFIT_MODULE, m) {
     m.doc() = "mosaicfit C++ kernels (called through the mosaicfit modules that check their "
               "arguments)";
+
+    // whether this CPU (and its OS) runs x86-64-v3 code: mosaicfit imports _core_avx2 then
+    m.def("cpu_runs_x86_64_v3", []() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("x86-64-v3") != 0;
+#elif defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        __builtin_cpu_init();   // the features of x86-64-v3 compilers emit for numerics
+        return __builtin_cpu_supports("avx") && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
+               __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("popcnt");
+#else
+        return false;
+#endif
+    });
 
     m.def("pairs_within", [](const CArray& t, const CArray& q, double r) {
         return t.shape(1) == 2 ? pairs_impl<2>(t, q, r) : pairs_impl<3>(t, q, r);
@@ -208,7 +229,9 @@ PYBIND11_MODULE(_core, m) {
         return p.shape(1) == 2 ? fof_impl<2>(p, r) : fof_impl<3>(p, r);
     }, py::arg("points"), py::arg("radius"));
 
-    py::class_<FitResult>(m, "FitResult", "The solution of fit_mosaic (cpp/fit.hpp)")
+    // module_local: _core and _core_avx2 bind the same C++ types and may both be loaded
+    py::class_<FitResult>(m, "FitResult", "The solution of fit_mosaic (cpp/fit.hpp)",
+                          py::module_local())
         .def_property_readonly("coef", [](py::object self) {
             const auto& r = self.cast<const FitResult&>();
             return view(r.coef, {r.nvisit, r.D, r.nterms}, self);
@@ -269,9 +292,44 @@ PYBIND11_MODULE(_core, m) {
     m.def("float_card_images", [](const std::vector<std::string>& keys, const CArray& values) {
         return float_card_images(keys, values.data());
     }, py::arg("keys"), py::arg("values"));
+    // (cards [(keyword, value, comment)], number of cards up to END) or None (cards.hpp);
+    // `undefined` is the value of a card without one (astropy's UNDEFINED)
+    m.def("parse_cards", [](std::string_view text, py::object undefined) -> py::object {
+        std::vector<ParsedCard> cards;
+        std::size_t n = 0;
+        bool ok;
+        {
+            py::gil_scoped_release release;
+            ok = parse_cards(text.data(), text.size(), cards, n);
+        }
+        if (!ok) return py::none();
+        py::list out(cards.size());
+        for (std::size_t i = 0; i < cards.size(); ++i) {
+            const ParsedCard& c = cards[i];
+            py::object v;
+            switch (c.kind) {
+                case ParsedCard::Commentary:
+                case ParsedCard::String: v = py::str(c.text); break;
+                case ParsedCard::Bool: v = py::bool_(c.flag); break;
+                case ParsedCard::Int:
+                    v = py::reinterpret_steal<py::object>(
+                        PyLong_FromString(c.text.c_str(), nullptr, 10));
+                    if (!v) throw py::error_already_set();
+                    break;
+                case ParsedCard::Float: v = py::float_(c.x); break;
+                case ParsedCard::Complex:
+                    v = py::reinterpret_steal<py::object>(PyComplex_FromDoubles(c.x, c.y));
+                    break;
+                default: v = undefined;
+            }
+            out[i] = py::make_tuple(py::str(c.key), v, py::str(c.comment));
+        }
+        return py::make_tuple(out, n);
+    }, py::arg("text"), py::arg("undefined"));
 
     // ---- flux correction of a CCD (apply.hpp): parameters built once per CCD -----------------
-    py::class_<FluxPoly>(m, "FluxPoly", "meas_mosaic's flux polynomial of a CCD (cpp/apply.hpp)")
+    py::class_<FluxPoly>(m, "FluxPoly", "meas_mosaic's flux polynomial of a CCD (cpp/apply.hpp)",
+                         py::module_local())
         .def(py::init([](const CArray& coeffs, double x0, double y0, double u_max, double v_max,
                          bool chebyshev, int nq, int width, int height) {
             FluxPoly p;
@@ -283,7 +341,8 @@ PYBIND11_MODULE(_core, m) {
         }), py::arg("coeffs"), py::arg("x0"), py::arg("y0"), py::arg("u_max"), py::arg("v_max"),
             py::arg("chebyshev"), py::arg("nq"), py::arg("width"), py::arg("height"))
         .def_readonly("order", &FluxPoly::order);
-    py::class_<SipArea>(m, "SipArea", "The SIP distortion's pixel area of a CCD (cpp/apply.hpp)")
+    py::class_<SipArea>(m, "SipArea", "The SIP distortion's pixel area of a CCD (cpp/apply.hpp)",
+                        py::module_local())
         .def(py::init([](const CArray& a, const CArray& b, double crpix1, double crpix2) {
             SipArea s;
             s.order = static_cast<int>(a.shape(0)) - 1;

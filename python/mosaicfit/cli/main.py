@@ -18,7 +18,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY"):
 del _var
 
 from .. import MosaicError, __version__  # noqa: E402
-from . import calibrate, config, demo, mosaic, report, simulate, skymap  # noqa: E402
+
+try:
+    from . import calibrate, config, demo, mosaic, report, simulate, skymap  # noqa: E402
+except MosaicError as _e:        # MOSAICFIT_CORE naming no core: one line, as any input error
+    sys.exit(f"mosaicfit: error: {_e}")
 
 __all__ = ["main", "build_parser", "mosaic_main", "calibrate_exposure_main",
            "calibrate_catalog_main"]
