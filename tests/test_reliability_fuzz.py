@@ -11,6 +11,7 @@ from mosaicfit import MosaicError
 from mosaicfit.io.dataid import DataIdError, parse_id
 from mosaicfit.io.corr import read_corr_header
 from mosaicfit.model.fluxcorr import read_fcr
+from mosaicfit.io.fits import parse_header
 from mosaicfit.model.sip import SipModel
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "meas_mosaic-outputs")
@@ -108,6 +109,33 @@ def test_fuzz_sip_from_header(ops):
         SipModel.from_header(text)
     except MosaicError as e:
         _one_line(e)
+
+
+def _sip_or_error(header):
+    try:
+        s = SipModel.from_header(header)
+    except MosaicError as e:
+        _one_line(e)
+        return "error"
+    return (tuple(s.crpix), tuple(s.crval), tuple(s.cd.ravel()), s.a, s.b, s.ap, s.bp)
+
+
+WCS_HDU1 = WCS_BYTES[2880:23040]          # the image HDU's header: the TAN-SIP WCS
+
+
+@FUZZ
+@given(_mutations(WCS_HDU1))
+def test_fuzz_sip_from_parsed_header_is_from_its_text(ops):
+    # the fast reader's headers give their parsed values (no second parse of the text): the
+    # same model, or an error in both, as the card text
+    h = parse_header(_mutate(WCS_HDU1, ops).decode("ascii", "replace"))
+    if h is not None:
+        assert _sip_or_error(h) == _sip_or_error(h.text)
+
+
+def test_sip_from_parsed_header_unmutated():
+    h = parse_header(WCS_HDU1.decode("ascii"))
+    assert _sip_or_error(h) != "error" and _sip_or_error(h) == _sip_or_error(h.text)
 
 
 @FUZZ

@@ -28,7 +28,7 @@ from .. import MosaicError
 from .fits import (STRUCTURAL_KEYS, astropy_card_image, hdu_bytes, native, open_fits, pad_block,
                    read_bintable, truncated_card)
 
-__all__ = ["read_afw_table", "afw_table_hdu", "afw_table_parts", "afw_table_file_bytes"]
+__all__ = ["read_afw_table", "Columns", "afw_table_hdu", "afw_table_parts", "afw_table_file_bytes"]
 
 _COLKEY = re.compile(r"^(TTYPE|TFORM|TDOC|TUNIT|TCCLS|TFLAG|TFDOC|TDIM|TZERO|TSCAL|TNULL|TDISP)"
                      r"(\d+)$")
@@ -62,10 +62,31 @@ def _set_unit(col, unit_str):
         col.unit = unit
 
 
-def read_afw_table(path, hdu_index=None, what="catalog", columns=None):
-    """Read an afw-layout table (see the module doc) into an astropy Table; with `columns`
-    (a set of names) only those of its columns and flags (a real HSC SRC has ~200, of which
-    the fit reads ~15: building the Table of all of them is most of the reading time).
+class Columns:
+    """The columns of an afw table as numpy arrays (schema order), without an astropy Table
+    around them: building one costs ~25 us a column, which was most of the time a mosaic
+    spent reading a CCD's catalogue. The read-only part of the Table interface that
+    :func:`mosaicfit.io.src.standardize` uses: ``colnames``, ``[name]``, ``len()``, ``meta``."""
+    __slots__ = ("colnames", "meta", "_cols", "_n")
+
+    def __init__(self, names, cols, nrows, meta):
+        self.colnames, self._cols, self._n, self.meta = list(names), cols, nrows, meta
+
+    def __getitem__(self, name):
+        return self._cols[name]
+
+    def __contains__(self, name):
+        return name in self._cols
+
+    def __len__(self):
+        return self._n
+
+
+def read_afw_table(path, hdu_index=None, what="catalog", columns=None, table=True):
+    """Read an afw-layout table (see the module doc) into an astropy Table (or, with
+    ``table=False``, its :class:`Columns`: the same arrays, without units and docs); with
+    `columns` (a set of names) only those of its columns and flags (a real HSC SRC has ~200,
+    of which the fit reads ~15: building the Table of all of them is most of the reading time).
 
     The packed flags become bool columns named by TFLAGn, placed at their schema positions.
     Column docs go to ``col.description`` and ``col.meta['TDOC']``, units to ``col.unit`` and
@@ -76,7 +97,7 @@ def read_afw_table(path, hdu_index=None, what="catalog", columns=None):
     path = os.fspath(path)
     fast = read_bintable(path, hdu_index)     # well-formed files; astropy for the rest
     if fast is not None:
-        return _build_table(path, *fast, keep=columns)
+        return _build_table(path, *fast, keep=columns, table=table)
     with open_fits(path, what) as hdul:
         if hdu_index is None:
             hdu_index = next((i for i, h in enumerate(hdul) if isinstance(h, fits.BinTableHDU)),
@@ -101,10 +122,10 @@ def read_afw_table(path, hdu_index=None, what="catalog", columns=None):
         except Exception as e:
             raise MosaicError(f"{path}: cannot read the table in HDU {hdu_index} ({e})") \
                 from None
-    return _build_table(path, header, names, formats, cols, nrows, keep=columns)
+    return _build_table(path, header, names, formats, cols, nrows, keep=columns, table=table)
 
 
-def _build_table(path, header, names, formats, columns, nrows, keep=None):
+def _build_table(path, header, names, formats, columns, nrows, keep=None, table=True):
     ncol = len(names)
     info = {}          # col number (1-based) -> dict
     flag_info = {}     # bit number (1-based) -> dict
@@ -223,6 +244,8 @@ def _build_table(path, header, names, formats, columns, nrows, keep=None):
         out[name] = arr
         order_names.append(name)
 
+    if not table:
+        return Columns(order_names, out, nrows, {"source_file": path})
     table = Table([out[n] for n in order_names], names=order_names, copy=False)
     for name in order_names:
         col = table[name]

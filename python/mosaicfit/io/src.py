@@ -23,15 +23,17 @@ __all__ = ["read_src", "fit_columns", "write_src", "SCHEMAS", "REQUIRED_FIELDS",
            "detect_schema", "resolve_columns", "standardize"]
 
 
-def read_src(path, columns=None):
-    """Read an SRC catalog (afw layout or plain FITS table) into an astropy Table.
+def read_src(path, columns=None, table=True):
+    """Read an SRC catalog (afw layout or plain FITS table) into an astropy Table (with
+    ``table=False`` its :class:`~mosaicfit.io.afwtable.Columns`, what :func:`standardize`
+    needs and ~2x faster to read).
 
     The first binary-table HDU is read; the packed ``flags`` bits become bool columns named by
     ``TFLAGn``; 'L' and 1-bit 'X' columns are bool columns too. An empty table gives 0 rows.
     `columns`: read only these columns (names; e.g. :func:`fit_columns`), else all.
     Errors (missing, not FITS, truncated, no table) raise MosaicError naming the file.
     """
-    return read_afw_table(path, what="source catalog", columns=columns)
+    return read_afw_table(path, what="source catalog", columns=columns, table=table)
 
 
 def fit_columns(column_map=None):

@@ -19,7 +19,7 @@ import numpy as np
 from astropy.io import fits
 
 from .. import MosaicError, _core
-from ..io.fits import card_image, float_cards
+from ..io.fits import Header, card_image, float_cards
 from .basis import PolyBasis, n_terms
 from .sky import sky_to_tangent, tangent_to_sky
 
@@ -209,6 +209,14 @@ def cards_text(cards):
 
 _CARD = re.compile(r"^(CTYPE1|CRPIX[12]|CRVAL[12]|CD[12]_[12]|(?:A|B|AP|BP)_(?:ORDER|\d+_\d+))\s*="
                    r"\s*('[^']*'|[^/]+)")
+_KEY = re.compile(r"^(CTYPE1|CRPIX[12]|CRVAL[12]|CD[12]_[12]|(?:A|B|AP|BP)_(?:ORDER|\d+_\d+))$")
+
+
+def _number(value):
+    """A parsed card value as a float, as float() of its text would give it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"could not convert {value!r} to float")
+    return float(value)
 
 
 class SipHeaderError(MosaicError, ValueError):
@@ -234,18 +242,27 @@ class SipModel:
         (80-character cards), read as astropy.wcs does: the SIP terms only with a ``-SIP``
         CTYPE1, each polynomial up to its ``*_ORDER``. A header without a usable TAN-SIP WCS
         raises SipHeaderError (a MosaicError and a ValueError) naming `source` and the card."""
-        text = header if isinstance(header, str) else header.tostring()
         vals = {}
         ctype = ""
         try:
-            for i in range(0, len(text) - 79, 80):
-                m = _CARD.match(text[i:i + 80])
-                if not m:
-                    continue
-                if m.group(1) == "CTYPE1":
-                    ctype = m.group(2).strip("' ")
-                else:
-                    vals[m.group(1)] = float(m.group(2).replace("D", "E"))
+            if isinstance(header, Header):
+                # the fast reader's header (mosaicfit.io.fits): its values are parsed already
+                for c in header.cards:
+                    if _KEY.match(c.keyword):
+                        if c.keyword == "CTYPE1":
+                            ctype = str(c.value).strip("' ")
+                        else:
+                            vals[c.keyword] = _number(c.value)
+            else:
+                text = header if isinstance(header, str) else header.tostring()
+                for i in range(0, len(text) - 79, 80):
+                    m = _CARD.match(text[i:i + 80])
+                    if not m:
+                        continue
+                    if m.group(1) == "CTYPE1":
+                        ctype = m.group(2).strip("' ")
+                    else:
+                        vals[m.group(1)] = float(m.group(2).replace("D", "E"))
             crpix = (vals["CRPIX1"], vals["CRPIX2"])
             crval = (vals["CRVAL1"], vals["CRVAL2"])
             cd = [[vals["CD1_1"], vals["CD1_2"]], [vals["CD2_1"], vals["CD2_2"]]]

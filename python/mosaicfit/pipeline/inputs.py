@@ -80,7 +80,9 @@ def load_exposure(root, rerun, ref, column_map=None):
         what = " and ".join(n for n, p in (("SRC", src), ("CORR", corr)) if p is None)
         raise FileNotFoundError(f"no {what} for {ref}")
     h0, wh = read_corr_header(corr, lean=True)
-    table = read_src(src, columns=fit_columns(column_map))
+    keep = fit_columns(column_map)
+    # a column map's functions get the astropy Table; the columns suffice otherwise
+    table = read_src(src, columns=keep, table=keep is None)
     try:
         cat = standardize(table, column_map=column_map, source=src)
     except ValueError as e:
