@@ -7,15 +7,19 @@ error). An OSError while writing (full disk, read-only folder) becomes a one-lin
 :class:`OutputError` naming the file: the commands stop at the first one rather than fail
 every output alike.
 """
+import collections
+import concurrent.futures
 import contextlib
+import itertools
 import os
+import secrets
 import tempfile
 
 from astropy.io import fits
 
 from .. import MosaicError
 
-__all__ = ["OutputError", "atomic_path", "write_bytes", "write_fits", "write_table", "write_temporary",
+__all__ = ["OutputError", "atomic_path", "concurrent_writes", "write_bytes", "write_fits", "write_table", "write_temporary",
            "write_text"]
 
 
@@ -23,9 +27,27 @@ class OutputError(MosaicError):
     """An output file cannot be written (full disk, read-only folder, no permission)."""
 
 
+# temporary names .NAME.XXXXXXXX.tmp (mosaicfit.io.lock.remove_stale_temporaries knows them):
+# a random prefix of this process and a counter, so that no file has to be created to find a
+# free name (tempfile.mkstemp + unlink was a third of the time of writing a small product)
+_TOKEN = secrets.token_hex(2)
+_COUNT = itertools.count()
+
+
+def _fresh_name(folder, base):
+    n = next(_COUNT)
+    tmp = os.path.join(folder, f".{base}.{_TOKEN}{n % 0x10000:04x}.tmp")
+    if os.path.lexists(tmp):        # a killed run's leftover, or the counter wrapped
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path next to `path`; on success rename it to `path`.
+    """Yield a temporary path next to `path` (a name no file has: writers such as astropy
+    refuse to overwrite); on success rename it to `path`.
 
     Usage::
 
@@ -35,11 +57,9 @@ def atomic_path(path):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                                   dir=folder)
-        os.close(fd)
-        os.unlink(tmp)  # writers such as astropy refuse to overwrite; give them a fresh name
+        if not os.path.isdir(folder):
+            os.makedirs(folder, exist_ok=True)
+        tmp = _fresh_name(folder, os.path.basename(path))
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
@@ -84,9 +104,69 @@ def write_temporary(tmp, data):
 
 
 def write_bytes(data, path):
-    """Write bytes to `path` atomically."""
+    """Write bytes to `path` atomically (inside :func:`concurrent_writes`: on its threads)."""
+    pool = _WRITERS.get("pool")
+    if pool is not None:
+        pool.submit(data, path)
+        return
     with atomic_path(path) as tmp:
         write_temporary(tmp, data)
+
+
+class _WriterPool:
+    """Threads writing :func:`write_bytes`'s files; at most `depth` waiting. The first error
+    stops the submissions (raised at the next one or at the end)."""
+
+    def __init__(self, threads, depth):
+        self._ex = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="writer")
+        self._pending = collections.deque()
+        self._depth = depth
+
+    def submit(self, data, path):
+        while self._pending and (self._pending[0].done() or len(self._pending) >= self._depth):
+            self._pending.popleft().result()        # raises the first error
+        self._pending.append(self._ex.submit(_write_now, data, path))
+
+    def close(self, failed=False):
+        """Wait for the files handed over (after a failure: only those being written) and
+        raise the first error."""
+        if failed:
+            self._ex.shutdown(wait=True, cancel_futures=True)
+            return
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_now(data, path):
+    with atomic_path(path) as tmp:
+        write_temporary(tmp, data)
+
+
+_WRITERS = {}
+
+
+@contextlib.contextmanager
+def concurrent_writes(threads=4, depth=256):
+    """Inside this block :func:`write_bytes` hands its files to `threads` threads and
+    returns: a mosaic writes thousands of few-kB products, whose open, write and rename
+    (~0.3 ms each on ext4) then overlap the formatting of the next ones. Each file is still
+    written atomically; the block ends when all are on disk, raising the first error (an
+    :class:`OutputError`) if one failed, after which no file waiting is written. Nested
+    blocks are the outer one."""
+    if _WRITERS.get("pool") is not None:
+        yield
+        return
+    pool = _WRITERS["pool"] = _WriterPool(threads, depth)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        _WRITERS.pop("pool", None)
+        pool.close(failed=not ok)
 
 
 def write_text(text, path):

@@ -25,7 +25,7 @@ from .. import MosaicError
 from ..config import MosaicConfig
 from ..fit.solve import solve
 from ..fit.state import CcdTerms
-from ..io.atomic import write_text
+from ..io.atomic import concurrent_writes, write_text
 from ..io.dataid import format_visit_ccds
 from ..io.layout import Repository
 from ..io.lock import rerun_lock
@@ -360,7 +360,6 @@ def write_products(sol, repo, tract_refs):
     with visit, ccd, pointing, filter}) into the rerun, each atomically. A (visit, CCD) in
     several tracts gets the same product, byte for byte, in each of their folders. Returns
     (number of files written, {tract: (visit, ccd) of its refs left without products})."""
-    n = 0
     # a CCD outside what its visit's stars constrain (fit.uncertainty: its uncertainty beyond
     # maxCcdPosError / maxCcdMagError) would only get an extrapolation of the visit's
     # polynomials: it is excluded, and reported by the caller; a CCD without stars of its own
@@ -380,6 +379,15 @@ def write_products(sol, repo, tract_refs):
             where.setdefault((ref.visit, ref.ccd), []).append((tract, ref))
     bar = progress_bar(len(where), "writing")
     keys = sorted(where)
+    with concurrent_writes():
+        n = _write_keys(sol, repo, keys, where, used, damaged, skipped, bar)
+    bar.close()
+    return n, skipped
+
+
+def _write_keys(sol, repo, keys, where, used, damaged, skipped, bar):
+    """write_products' loop over the (visit, ccd) `keys`: the number of files written."""
+    n = 0
     for i, key in enumerate(keys):
         places = where[key]
         if i % 256 == 0:
@@ -411,8 +419,7 @@ def write_products(sol, repo, tract_refs):
             for _, fcr_path, _ in paths:
                 write_fcr(fcr_path, fc, extra=extra)
                 n += 1
-    bar.close()
-    return n, skipped
+    return n
 
 
 def tract_view(sol, visits, no_products=()):
