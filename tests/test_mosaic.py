@@ -159,6 +159,23 @@ def test_product_pixel_area_is_the_models(tract10):
         assert np.max(np.abs(J_product / J_model - 1)) < 1e-6, c
 
 
+def test_pixel_area_ratios_of_many_ccds_are_each_ccds(tract10):
+    # the batched J the photometric fit uses (Solution.pixel_area_ratios) is, to the bit, each
+    # CCD's product SipModel.area_ratio, also for a CCD kept at its single-frame WCS
+    sim, sol = tract10
+    rng = np.random.default_rng(2)
+    keys = [(v, c) for v in sim.visits[:3] for c in (0, 22, 50, 95, 100)] + list(sol.frozen)[:2]
+    k = rng.integers(0, len(keys), 3000)
+    x, y = rng.uniform(0, 2047, 3000), rng.uniform(0, 4175, 3000)
+    kv = np.array([keys[i][0] for i in k])
+    kc = np.array([keys[i][1] for i in k])
+    J = sol.pixel_area_ratios(kv, kc, x, y)
+    for i, (v, c) in enumerate(keys):
+        m = k == i
+        assert np.array_equal(J[m], sol.sip_model(v, c).area_ratio(x[m], y[m])), (v, c)
+    assert np.all(np.abs(J - 1) < 0.3) and np.std(J) > 1e-3      # HSC: up to 15% at the edge
+
+
 def test_result_tables(tract10):
     sim, sol = tract10
     d = sol.detections

@@ -159,11 +159,7 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
     frozen_visits = {v for (v, c) in sol.frozen}
     # pixel-area correction J of the written WCS (TAN-SIP), exactly as the calibration step
     # (calibrateExposure/calibrateCatalog) will apply it
-    J = np.ones(n)
-    sol.prepare_wcs([(exposures[i].visit, exposures[i].ccd) for i in np.unique(det.exp)])
-    for e_idx, m in index_groups(det.exp):
-        e = exposures[e_idx]
-        J[m] = sol.sip_model(e.visit, e.ccd).area_ratio(det.x[m], det.y[m])
+    J = sol.pixel_area_ratios(det.visit, det.ccd, det.x, det.y)
     m_inst = -2.5 * np.log10(det.flux)
     m_cor = m_inst - 2.5 * np.log10(J)
     sig0_2 = (2.5 / np.log(10) * det.flux_err / det.flux) ** 2 + cfg.photomErrorFloor ** 2

@@ -266,6 +266,41 @@ class Solution:
         """The product WCS as a :class:`mosaicfit.model.sip.SipModel` (fast evaluation)."""
         return self._wcs(visit, ccd, "model")[1]
 
+    def pixel_area_ratios(self, visits, ccds, x, y):
+        """J of the product WCS (:meth:`SipModel.area_ratio`) at the 0-based pixels (x, y) of
+        (visits, ccds), one of each per point: the CCDs with a fitted TAN-SIP of one order in
+        one C++ pass (model.basis.PolyBasis.evaluate_sets; the same kernel and coefficients as
+        each CCD's SipModel, so the same numbers), the others (single-frame WCS) one by one."""
+        visits, ccds = np.asarray(visits, np.int64), np.asarray(ccds, np.int64)
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        J = np.ones(len(x))
+        keys, inv = np.unique(np.stack([visits, ccds], axis=1), axis=0, return_inverse=True)
+        inv = inv.ravel()
+        self.prepare_wcs([tuple(k) for k in keys.tolist()])
+        by_order = {}
+        for g, (v, c) in enumerate(keys.tolist()):
+            fit = self._wcs_cache.get((v, c))
+            if isinstance(fit, SipFit):
+                by_order.setdefault(fit.order, []).append((g, fit))
+            else:
+                m = inv == g
+                J[m] = self.sip_model(v, c).area_ratio(x[m], y[m])
+        for order, fits_ in by_order.items():
+            if order < 2:
+                continue                           # no SIP: J = 1
+            slot = np.full(len(keys), -1)
+            slot[[g for g, _ in fits_]] = np.arange(len(fits_))
+            on = slot[inv] >= 0
+            k = slot[inv[on]]
+            basis = PolyBasis(order, "monomial")
+            coef = np.zeros((len(fits_), 2, basis.n_terms))
+            coef[:, :, 3:] = [f.hi for _, f in fits_]
+            crpix = np.array([f.crpix for _, f in fits_])
+            _, du, dv = basis.evaluate_sets(coef, k, x[on] + 1.0 - crpix[k, 0],
+                                            y[on] + 1.0 - crpix[k, 1], gradients=True)
+            J[on] = np.abs((1.0 + du[0]) * (1.0 + dv[1]) - dv[0] * du[1])
+        return J
+
     def wcs(self, visit, ccd):
         """astropy.wcs.WCS of (visit, ccd); astropy's origin-0 pixels are afw's."""
         return WCS(self.wcs_header(visit, ccd))
