@@ -16,11 +16,10 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .afwtable import afw_table_hdu
-from .atomic import write_bytes
 from .corr import afw_header_only_exposure
 from .fits import BLOCK, open_fits
 
-__all__ = ["read_fcr_header", "write_fcr_file"]
+__all__ = ["read_fcr_header", "fcr_file_bytes"]
 
 
 def read_fcr_header(path):
@@ -30,11 +29,10 @@ def read_fcr_header(path):
         return hdul[0].header.copy()
 
 
-def write_fcr_file(path, primary_cards):
-    """Write an fcr file (atomically) from the card images of its primary header, with the
-    HDU structure of the real files: 0x0 IMAGE/MASK/VARIANCE, an empty archive index table."""
-    write_bytes(afw_header_only_exposure(primary_cards, tail=_archive_index_bytes()),
-                os.fspath(path))
+def fcr_file_bytes(primary_cards):
+    """The bytes of an fcr file with the card images of its primary header, with the HDU
+    structure of the real files: 0x0 IMAGE/MASK/VARIANCE, an empty archive index table."""
+    return afw_header_only_exposure(primary_cards, tail=_archive_index_bytes())
 
 
 def _archive_index_hdu():

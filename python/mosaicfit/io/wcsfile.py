@@ -22,7 +22,7 @@ from .corr import afw_header_only_exposure
 from .fits import (card_image, header_has_wcs, is_wcs_keyword, make_wcs, missing_wcs_keys,
                    open_fits, wcs_header)
 
-__all__ = ["read_wcs_file", "read_wcs_header", "write_wcs_file"]
+__all__ = ["read_wcs_file", "read_wcs_header", "write_wcs_file", "wcs_file_bytes"]
 
 def read_wcs_header(path):
     """The raw header that carries the WCS: the first image HDU's, else the primary's."""
@@ -84,6 +84,14 @@ def write_wcs_file(path, header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_na
     IMAGE/MASK/VARIANCE HDUs carrying the TAN-SIP cards (as meas_mosaic's files do, without
     the afw archive copy of the WCS)."""
     path = os.fspath(path)
+    write_bytes(wcs_file_bytes(header_or_wcs, fluxmag0, fluxmag0err, filter_name, extra, path),
+                path)
+
+
+def wcs_file_bytes(header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_name="_unknown_",
+                   extra=(), path="wcs- file"):
+    """The bytes :func:`write_wcs_file` writes (made once for a product written into several
+    tract folders); `path` names the file in the errors."""
     wcs_images = _wcs_images_of_text(header_or_wcs) if isinstance(header_or_wcs, str) else None
     if wcs_images is None:
         if isinstance(header_or_wcs, str):  # card images, as model.sip.cards_text gives them
@@ -100,4 +108,4 @@ def write_wcs_file(path, header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_na
         [card_image("FILTER", filter_name), card_image("FLUXMAG0", float(fluxmag0)),
          card_image("FLUXMAG0ERR", float(fluxmag0err))]
         + [card_image(*c) for c in extra], wcs_images)
-    write_bytes(data, path)
+    return data

@@ -27,11 +27,12 @@ import numpy as np
 from astropy.io import fits
 
 from .. import MosaicError
-from ..io.fcrfile import read_fcr_header, write_fcr_file
+from ..io.atomic import write_bytes
+from ..io.fcrfile import fcr_file_bytes, read_fcr_header
 from ..io.fits import card_image, float_card, float_cards, truncated_card
 from .basis import PolyBasis
 
-__all__ = ["FluxCorrection", "read_fcr", "write_fcr", "rotate_pixels", "nquarter_from_yaw",
+__all__ = ["FluxCorrection", "read_fcr", "write_fcr", "fcr_bytes", "rotate_pixels", "nquarter_from_yaw",
            "HSC_CCD_WIDTH", "HSC_CCD_HEIGHT"]
 
 HSC_CCD_WIDTH = 2048
@@ -227,11 +228,17 @@ def write_fcr(path, fc, extra=()):
     """Write a FluxCorrection as an fcr file (atomically, as the real files are laid out);
     `extra`: further primary cards [(key, value, comment)] (mosaicfit's own)."""
     path = os.fspath(path)
+    write_bytes(fcr_bytes(fc, extra, path), path)
+
+
+def fcr_bytes(fc, extra=(), path="fcr file"):
+    """The bytes :func:`write_fcr` writes (made once for a product written into several
+    tract folders); `path` names the file in the errors."""
     if not np.all(np.isfinite(fc.coeffs)) or not all(
             math.isfinite(float(v)) for v in (fc.x0, fc.y0, fc.u_max, fc.v_max,
                                               fc.fluxmag0, fc.fluxmag0err)):
         raise ValueError(f"{path}: non-finite flux correction values")
-    write_fcr_file(path, _fcr_card_images(fc) + [card_image(k, v, c) for k, v, c in extra])
+    return fcr_file_bytes(_fcr_card_images(fc) + [card_image(k, v, c) for k, v, c in extra])
 
 
 def _fcr_card_images(fc):

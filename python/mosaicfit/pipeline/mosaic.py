@@ -25,15 +25,15 @@ from .. import MosaicError
 from ..config import MosaicConfig
 from ..fit.solve import solve
 from ..fit.state import CcdTerms
-from ..io.atomic import concurrent_writes, write_text
+from ..io.atomic import concurrent_writes, write_bytes, write_text
 from ..io.dataid import format_visit_ccds
 from ..io.layout import Repository
 from ..io.lock import rerun_lock
 from ..io.refcat import read_refcat
 from ..io.skymap import load_skymap
-from ..io.wcsfile import write_wcs_file
+from ..io.wcsfile import wcs_file_bytes
 from ..model.camera import hsc
-from ..model.fluxcorr import write_fcr
+from ..model.fluxcorr import fcr_bytes
 from ..model.sip import SipModel, cards_text
 from .executor import dask_client, process_pool
 from .progress import progress_bar
@@ -405,19 +405,25 @@ def _write_keys(sol, repo, keys, where, used, damaged, skipped, bar):
             continue
         paths = [(repo.path("wcs", **dict(ref.data_id, tract=tract)),
                   repo.path("fcr", **dict(ref.data_id, tract=tract)), ref) for tract, ref in places]
+        # each file's bytes made once, written into every tract folder that wants it
         if sol.has_astrometry(visit) or key in sol.frozen:
             f0 = sol.fluxmag0(visit, ccd) if sol.has_photometry(visit) else 0.0
             cards, extra = cards_text(sol.wcs_cards(visit, ccd)), sol.product_cards(visit, ccd)
+            made = {}
             for wcs_path, _, ref in paths:
-                write_wcs_file(wcs_path, cards, fluxmag0=f0, filter_name=ref.filter or "_unknown_",
-                               extra=extra)
+                filt = ref.filter or "_unknown_"
+                if filt not in made:
+                    made[filt] = wcs_file_bytes(cards, fluxmag0=f0, filter_name=filt,
+                                                extra=extra, path=wcs_path)
+                write_bytes(made[filt], wcs_path)
                 n += 1
             sol.forget_wcs(visit, ccd)       # keep memory flat
         if sol.has_photometry(visit):
             fc = fcrs.pop(key)
             extra = sol.uncertainty_cards(visit, ccd) + sol.photometry_cards(visit)
+            data = fcr_bytes(fc, extra=extra, path=paths[0][1])
             for _, fcr_path, _ in paths:
-                write_fcr(fcr_path, fc, extra=extra)
+                write_bytes(data, fcr_path)
                 n += 1
     return n
 
