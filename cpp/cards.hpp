@@ -1,5 +1,6 @@
-// FITS header cards: the images of floating-point values, many at once (mosaicfit.io.fits.float_cards
-// is its Python face), and the parsing of a header's card images (parse_cards). The mosaic writes ~500 such cards per CCD (the TAN-SIP and fcr
+// FITS header cards: the images of floating-point values, many at once
+// (mosaicfit.io.fits.float_cards is its Python face), and the parsing of a header's card
+// images (parse_cards; mosaicfit.io.fits.parse_header). The mosaic writes ~500 such cards per CCD (the TAN-SIP and fcr
 // coefficients); formatted one by one in Python (repr, f-strings) that was ~0.4 ms per CCD.
 //
 // A card is the key left-justified to 8 columns, "= ", the value right-justified to 20

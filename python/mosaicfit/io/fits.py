@@ -6,9 +6,9 @@
   astropy.io.fits parses every card value through several layers of its configuration and
   verification machinery (~40 us a card); a mosaic reads thousands of CCDs whose SRC and CORR
   headers have hundreds of cards (a real HSC SRC table ~1000), which made reading the largest
-  phase of a run. Here the card images are parsed directly (FITS 4.0, section 4.2: fixed and
-  free format values, CONTINUE long strings, HIERARCH keywords) and a binary table's rows are
-  mapped with numpy. The reader is strict: anything unusual (a card it cannot parse, a
+  phase of a run. Here the card images are parsed directly, in C++ (cpp/cards.hpp; FITS 4.0,
+  section 4.2: fixed and free format values, CONTINUE long strings, HIERARCH keywords) and a
+  binary table's rows are mapped with numpy. The reader is strict: anything unusual (a card it cannot parse, a
   truncated file, variable-length arrays, scaled columns) makes it return None, and the
   callers fall back to astropy, which also gives the error messages. So a file is either read
   here exactly as astropy would read it, or by astropy.
