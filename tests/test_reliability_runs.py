@@ -24,8 +24,17 @@ def base(tmp_path_factory):
     return root
 
 
-def mosaic_cmd(root, *extra):
-    return [sys.executable, "-m", "mosaicfit.cli", "mosaic", root, "--rerun=sim", *ID, *extra]
+def mosaic_cmd(root, *extra, prelude=""):
+    """mosaic.py in a fresh interpreter; `prelude` (Python) runs first."""
+    argv = ["mosaic", root, "--rerun=sim", *ID, *extra]
+    return [sys.executable, "-c",
+            f"import sys\n{prelude}\nfrom mosaicfit.cli import main\nsys.exit(main({argv!r}))\n"]
+
+
+# each product takes 50 ms more to write: the run is still writing when the test acts on it
+# (a whole run of this tract takes ~1 s, too quick to catch otherwise)
+SLOW_WRITES = ("import time, mosaicfit.io.atomic as _a\n_wt = _a.write_temporary\n"
+               "_a.write_temporary = lambda tmp, data: (time.sleep(0.05), _wt(tmp, data))[1]")
 
 
 def env(**kw):
@@ -39,7 +48,8 @@ def outputs(root):
 
 
 def test_killed_while_writing_then_rerun(repo):
-    p = subprocess.Popen(mosaic_cmd(repo), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(mosaic_cmd(repo, prelude=SLOW_WRITES), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
     t0 = time.time()
     while len(outputs(repo)) < 4 and p.poll() is None and time.time() - t0 < 120:
         time.sleep(0.005)
@@ -61,8 +71,8 @@ def test_killed_while_writing_then_rerun(repo):
 def test_two_runs_at_once_second_refuses(repo):
     """The second run waits up to MOSAICFIT_LOCK_TIMEOUT, then refuses naming the lock and
     the holder's pid; the first completes untouched."""
-    first = subprocess.Popen(mosaic_cmd(repo), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
+    first = subprocess.Popen(mosaic_cmd(repo, prelude=SLOW_WRITES), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
     lock = os.path.join(repo, "rerun", "sim", LOCK_NAME)
     t0 = time.time()
     while time.time() - t0 < 60:
@@ -83,7 +93,8 @@ def test_two_runs_at_once_second_refuses(repo):
 def test_two_runs_at_once_second_waits(repo):
     """With a long enough timeout the second run waits for the first, then runs: both
     succeed and the outputs are whole."""
-    first = subprocess.Popen(mosaic_cmd(repo), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(mosaic_cmd(repo, prelude=SLOW_WRITES), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
     lock = os.path.join(repo, "rerun", "sim", LOCK_NAME)
     t0 = time.time()
     while time.time() - t0 < 60 and not (os.path.exists(lock) and open(lock).read().strip()):
