@@ -104,7 +104,7 @@ def one_run(a):
     visits = [FIRST_VISIT + 2 * (k0 + i) for i in range(n)]
     rerun = f"w{n}"
     calls = []
-    keep = {}
+    kept = set()          # the kinds whose first problem is pickled (not held: its memory)
 
     def wrap(kind, real):
         def f(p, **kw):
@@ -112,8 +112,8 @@ def one_run(a):
             r = real(p, **kw)
             calls.append(dict(kind=kind, t=time.time() - t, asm=r.t_assemble, solve=r.t_solve,
                               solver=r.solver, fill=r.fill, npairs=r.npairs))
-            if kind not in keep:
-                keep[kind] = p
+            if kind not in kept:
+                kept.add(kind)
                 with open(os.path.join(a.work, f"{rerun}-{kind}.pkl"), "wb") as fh:
                     pickle.dump(p, fh, protocol=4)
             return r
