@@ -229,7 +229,16 @@ bool parse_cards(const char* text, std::size_t size, std::vector<ParsedCard>& ca
     std::string_view all(text, size);
     std::size_t n = size / 80, i = 0;
     cards.clear();
+    // FITS headers are printable ASCII (FITS 4.0 section 4.1.1): a card with any other byte
+    // (a control character, which Python's str.strip would take for blank but float() not)
+    // is left to astropy
+    auto printable = [&](std::size_t k) {
+        for (char ch : all.substr(80 * k, 80))
+            if (ch < ' ' || ch > '~') return false;
+        return true;
+    };
     while (i < n) {
+        if (!printable(i)) return false;
         std::string_view img = all.substr(80 * i, 80);
         ++i;
         std::string_view key = rstrip(img.substr(0, 8));
@@ -275,6 +284,7 @@ bool parse_cards(const char* text, std::size_t size, std::vector<ParsedCard>& ca
         // a long string continued on CONTINUE cards (the '&' convention)
         while (c.kind == ParsedCard::String && !c.text.empty() && c.text.back() == '&' &&
                i < n && all.substr(80 * i, 8) == "CONTINUE") {
+            if (!printable(i)) return false;
             ParsedCard part;
             std::string_view pc;
             bool phas = false;

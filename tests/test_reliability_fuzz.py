@@ -152,3 +152,13 @@ def test_unmutated_files_read():
     read_corr_header(WCS_FILE)
     read_fcr(FCR_FILE, 0)
     SipModel.from_header(WCS_BYTES[:4 * 2880].decode("ascii"))
+
+
+def test_sip_exponents_d_read_alike_on_both_paths():
+    # FITS writes D exponents; some writers write d: the fast reader and the card text agree
+    text = WCS_HDU1.decode("ascii")
+    i = text.index("A_1_3   =")
+    for exp in ("D-17", "d-17"):
+        t = text[:i] + text[i:i + 80].replace("E-17", exp) + text[i + 80:]
+        h = parse_header(t)
+        assert _sip_or_error(h) == _sip_or_error(h.text) == _sip_or_error(text)

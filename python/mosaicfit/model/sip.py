@@ -262,7 +262,7 @@ class SipModel:
                     if m.group(1) == "CTYPE1":
                         ctype = m.group(2).strip("' ")
                     else:
-                        vals[m.group(1)] = float(m.group(2).replace("D", "E"))
+                        vals[m.group(1)] = float(m.group(2).replace("D", "E").replace("d", "e"))
             crpix = (vals["CRPIX1"], vals["CRPIX2"])
             crval = (vals["CRVAL1"], vals["CRVAL2"])
             cd = [[vals["CD1_1"], vals["CD1_2"]], [vals["CD2_1"], vals["CD2_2"]]]
