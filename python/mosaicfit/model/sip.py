@@ -75,7 +75,7 @@ def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
         M = higher.values(gu, gv)
         U, V = gu + M @ hi[0], gv + M @ hi[1]
         inv = PolyBasis(iorder, "monomial").fit(U, V, np.stack([gu - U, gv - V], axis=-1)).T
-    cards, model = _sip_cards(crpix, crval, cd, order, hi, iorder, inv, radesys)
+    cards, model = _sip_cards(crpix, crval, cd, order, hi, iorder, inv, radesys, model=as_cards)
     return (cards, model) if as_cards else fits.Header.fromstring(cards_text(cards))
 
 
@@ -145,7 +145,7 @@ class SipFit(NamedTuple):
 
     def model(self):
         """The :class:`SipModel`."""
-        return _sip_cards(*self)[1]
+        return _sip_cards(*self, model=True)[1]
 
 
 def _inverse_grid(box, crpix, iorder):
@@ -157,9 +157,10 @@ def _inverse_grid(box, crpix, iorder):
     return gx.ravel() + 1.0 - crpix[0], gy.ravel() + 1.0 - crpix[1]
 
 
-def _sip_cards(crpix, crval, cd, order, hi, iorder, inv, radesys):
-    """([(key, value)], SipModel) of a TAN-SIP: hi (2, terms of order 2..order) the A and B
-    coefficients, inv (2, terms of order 0..iorder) the AP and BP ones (None below order 2)."""
+def _sip_cards(crpix, crval, cd, order, hi, iorder, inv, radesys, model=False):
+    """([(key, value)], SipModel or None unless `model`) of a TAN-SIP: hi (2, terms of order
+    2..order) the A and B coefficients, inv (2, terms of order 0..iorder) the AP and BP ones
+    (None below order 2)."""
     hterms = PolyBasis(order, "monomial", min_order=2).terms
     cards = [("CTYPE1", "RA---TAN-SIP" if order >= 2 else "RA---TAN"),
              ("CTYPE2", "DEC--TAN-SIP" if order >= 2 else "DEC--TAN"),
@@ -182,9 +183,10 @@ def _sip_cards(crpix, crval, cd, order, hi, iorder, inv, radesys):
     cards += [(f"AP_{p}_{q}", c) for (p, q), c in zip(iterms, ap)]
     cards.append(("BP_ORDER", iorder))
     cards += [(f"BP_{p}_{q}", c) for (p, q), c in zip(iterms, bp)]
-    model = SipModel(crpix, crval, cd, dict(zip(hterms, a)), dict(zip(hterms, b)),
-                     dict(zip(iterms, ap)), dict(zip(iterms, bp)))
-    return cards, model
+    if not model:
+        return cards, None
+    return cards, SipModel(crpix, crval, cd, dict(zip(hterms, a)), dict(zip(hterms, b)),
+                           dict(zip(iterms, ap)), dict(zip(iterms, bp)))
 
 
 def cards_text(cards):
