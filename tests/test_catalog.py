@@ -60,7 +60,7 @@ def test_reading_only_the_fit_columns_gives_the_same_catalogue(real):
     few = read_src(SRC, columns=fit_columns())
     assert set(few.colnames) < set(real.colnames) and len(few.colnames) < 0.5 * len(real.colnames)
     # and without the astropy Table around them (what mosaic.py reads)
-    cols = read_src(SRC, columns=fit_columns(), table=False)
+    cols = read_src(SRC, columns=fit_columns(), as_table=False)
     assert not isinstance(cols, Table) and cols.colnames == few.colnames
     a = standardize(real)
     for b in (standardize(few), standardize(cols)):
@@ -301,7 +301,7 @@ def test_schema_hsc3(tmp_path, sep, split):
     write_src(tmp_path / "hsc.fits", t)
     t = read_src(tmp_path / "hsc.fits")
     assert detect_schema(t) == "hsc3"
-    cols = read_src(tmp_path / "hsc.fits", columns=fit_columns(), table=False)
+    cols = read_src(tmp_path / "hsc.fits", columns=fit_columns(), as_table=False)
     assert detect_schema(cols) == "hsc3"
     for k, a in standardize(cols).items():
         np.testing.assert_array_equal(a, standardize(t)[k], err_msg=k)

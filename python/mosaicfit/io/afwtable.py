@@ -82,9 +82,9 @@ class Columns:
         return self._n
 
 
-def read_afw_table(path, hdu_index=None, what="catalog", columns=None, table=True):
+def read_afw_table(path, hdu_index=None, what="catalog", columns=None, as_table=True):
     """Read an afw-layout table (see the module doc) into an astropy Table (or, with
-    ``table=False``, its :class:`Columns`: the same arrays, without units and docs); with
+    ``as_table=False``, its :class:`Columns`: the same arrays, without units and docs); with
     `columns` (a set of names) only those of its columns and flags (a real HSC SRC has ~200,
     of which the fit reads ~15: building the Table of all of them is most of the reading time).
 
@@ -97,7 +97,7 @@ def read_afw_table(path, hdu_index=None, what="catalog", columns=None, table=Tru
     path = os.fspath(path)
     fast = read_bintable(path, hdu_index)     # well-formed files; astropy for the rest
     if fast is not None:
-        return _build_table(path, *fast, keep=columns, table=table)
+        return _build_table(path, *fast, keep=columns, as_table=as_table)
     with open_fits(path, what) as hdul:
         if hdu_index is None:
             hdu_index = next((i for i, h in enumerate(hdul) if isinstance(h, fits.BinTableHDU)),
@@ -122,10 +122,11 @@ def read_afw_table(path, hdu_index=None, what="catalog", columns=None, table=Tru
         except Exception as e:
             raise MosaicError(f"{path}: cannot read the table in HDU {hdu_index} ({e})") \
                 from None
-    return _build_table(path, header, names, formats, cols, nrows, keep=columns, table=table)
+    return _build_table(path, header, names, formats, cols, nrows, keep=columns,
+                        as_table=as_table)
 
 
-def _build_table(path, header, names, formats, columns, nrows, keep=None, table=True):
+def _build_table(path, header, names, formats, columns, nrows, keep=None, as_table=True):
     ncol = len(names)
     info = {}          # col number (1-based) -> dict
     flag_info = {}     # bit number (1-based) -> dict
@@ -244,7 +245,7 @@ def _build_table(path, header, names, formats, columns, nrows, keep=None, table=
         out[name] = arr
         order_names.append(name)
 
-    if not table:
+    if not as_table:
         return Columns(order_names, out, nrows, {"source_file": path})
     table = Table([out[n] for n in order_names], names=order_names, copy=False)
     for name in order_names:

@@ -23,9 +23,9 @@ __all__ = ["read_src", "fit_columns", "write_src", "SCHEMAS", "REQUIRED_FIELDS",
            "detect_schema", "resolve_columns", "standardize"]
 
 
-def read_src(path, columns=None, table=True):
+def read_src(path, columns=None, as_table=True):
     """Read an SRC catalog (afw layout or plain FITS table) into an astropy Table (with
-    ``table=False`` its :class:`~mosaicfit.io.afwtable.Columns`, what :func:`standardize`
+    ``as_table=False`` its :class:`~mosaicfit.io.afwtable.Columns`, what :func:`standardize`
     needs and ~2x faster to read).
 
     The first binary-table HDU is read; the packed ``flags`` bits become bool columns named by
@@ -33,7 +33,7 @@ def read_src(path, columns=None, table=True):
     `columns`: read only these columns (names; e.g. :func:`fit_columns`), else all.
     Errors (missing, not FITS, truncated, no table) raise MosaicError naming the file.
     """
-    return read_afw_table(path, what="source catalog", columns=columns, table=table)
+    return read_afw_table(path, what="source catalog", columns=columns, as_table=as_table)
 
 
 def fit_columns(column_map=None):

@@ -82,7 +82,7 @@ def load_exposure(root, rerun, ref, column_map=None):
     h0, wh = read_corr_header(corr, lean=True)
     keep = fit_columns(column_map)
     # a column map's functions get the astropy Table; the columns suffice otherwise
-    table = read_src(src, columns=keep, table=keep is None)
+    table = read_src(src, columns=keep, as_table=keep is None)
     try:
         cat = standardize(table, column_map=column_map, source=src)
     except ValueError as e:
