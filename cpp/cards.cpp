@@ -67,10 +67,9 @@ std::string float_card_images(const std::vector<std::string>& keys, const double
 namespace mosaicfit {
 namespace {
 
-// Python's str.isspace() on ASCII
-inline bool ws(char c) {
-    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= '\x1c' && c <= '\x1f');
-}
+// the blank of a card: parse_cards takes only cards of printable ASCII, where it is the one
+// character the regular expressions' \s matched
+inline bool ws(char c) { return c == ' '; }
 
 inline bool digit(char c) { return c >= '0' && c <= '9'; }
 
@@ -130,18 +129,14 @@ bool to_double(std::string_view s, bool lower_d, double& x) {
     return r.ec == std::errc() && r.ptr == e;
 }
 
-// After a value: \s*(?:/(?P<comment>.*))?$ (Python's '.' stops at a newline and '$' also
-// matches before a final one).
+// After a value: \s*(?:/(?P<comment>.*))?$
 bool value_tail(std::string_view s, std::size_t j, std::string_view& comment, bool& has) {
     std::size_t n = s.size();
     while (j < n && ws(s[j])) ++j;
     has = false;
     if (j == n) return true;
     if (s[j] != '/') return false;
-    std::size_t k = j + 1, nl = s.find('\n', k);
-    if (nl == std::string_view::npos) nl = n;
-    else if (nl != n - 1) return false;
-    comment = s.substr(k, nl - k);
+    comment = s.substr(j + 1);
     has = true;
     return true;
 }
@@ -231,7 +226,7 @@ bool parse_cards(const char* text, std::size_t size, std::vector<ParsedCard>& ca
     cards.clear();
     // FITS headers are printable ASCII (FITS 4.0 section 4.1.1): a card with any other byte
     // (a control character, which Python's str.strip would take for blank but float() not)
-    // is left to astropy
+    // is left to astropy; so the only blank below is ' '
     auto printable = [&](std::size_t k) {
         for (char ch : all.substr(80 * k, 80))
             if (ch < ' ' || ch > '~') return false;

@@ -31,17 +31,22 @@ def _env(**kw):
     return env
 
 
-def _chosen(value):
+def _chosen(value=None):
+    """(exit status, the core's module name, last stderr line) of an interpreter importing the
+    core with MOSAICFIT_CORE=`value` (unset: None)."""
+    env = _env() if value is None else _env(MOSAICFIT_CORE=value)
+    if value is None:
+        env.pop("MOSAICFIT_CORE", None)
     out = subprocess.run([sys.executable, "-c", "from mosaicfit import _core; print(_core.__name__)"],
-                         env=_env(MOSAICFIT_CORE=value), capture_output=True, text=True)
+                         env=env, capture_output=True, text=True)
     return out.returncode, out.stdout.strip(), out.stderr.strip().splitlines()[-1:]
 
 
 def test_the_core_in_use_is_the_fastest_this_cpu_runs():
-    if os.environ.get("MOSAICFIT_CORE", "auto") not in ("", "auto"):
-        pytest.skip("MOSAICFIT_CORE is set")
     want = "mosaicfit._core_avx2" if runs_avx2 else "mosaicfit._core"
-    assert mosaicfit._core.__name__ == want
+    assert _chosen()[:2] == (0, want)
+    assert _chosen("auto")[:2] == (0, want)
+    # in this process too, whatever MOSAICFIT_CORE says: the modules use the one chosen
     assert fit_core._core is mosaicfit._core
 
 

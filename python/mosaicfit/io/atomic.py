@@ -27,9 +27,10 @@ class OutputError(MosaicError):
     """An output file cannot be written (full disk, read-only folder, no permission)."""
 
 
-# temporary names .NAME.XXXXXXXX.tmp (mosaicfit.io.lock.remove_stale_temporaries knows them):
-# a random prefix of this process and a counter, so that no file has to be created to find a
-# free name (tempfile.mkstemp + unlink took ~30% of a mosaic's write phase under cProfile)
+# temporary names ".NAME." + 8 hex digits + ".tmp", the form
+# mosaicfit.io.lock.remove_stale_temporaries removes: 4 random digits of this process and 4 of
+# a counter, so that no file has to be created to find a free name (tempfile.mkstemp + unlink
+# took ~30% of a mosaic's write phase under cProfile)
 _TOKEN = secrets.token_hex(2)
 _COUNT = itertools.count()
 

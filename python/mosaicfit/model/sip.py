@@ -24,7 +24,7 @@ from .basis import PolyBasis, n_terms
 from .sky import sky_to_tangent, tangent_to_sky
 
 __all__ = ["fit_tan_sip", "fit_tan_sip_many", "SipFit", "cards_text", "SipModel", "SipHeaderError",
-           "sip_pixel_to_sky", "pixel_area_ratio", "sip_inverse"]
+           "sip_pixel_to_sky", "pixel_area_ratio", "area_from_gradients", "sip_inverse"]
 
 
 def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
@@ -209,9 +209,10 @@ def cards_text(cards):
     return "".join(out)
 
 
-_CARD = re.compile(r"^(CTYPE1|CRPIX[12]|CRVAL[12]|CD[12]_[12]|(?:A|B|AP|BP)_(?:ORDER|\d+_\d+))\s*="
-                   r"\s*('[^']*'|[^/]+)")
-_KEY = re.compile(r"^(CTYPE1|CRPIX[12]|CRVAL[12]|CD[12]_[12]|(?:A|B|AP|BP)_(?:ORDER|\d+_\d+))$")
+# the keywords SipModel.from_header reads: in card text (_CARD) or as parsed keywords (_KEY)
+_KEYS = r"(CTYPE1|CRPIX[12]|CRVAL[12]|CD[12]_[12]|(?:A|B|AP|BP)_(?:ORDER|\d+_\d+))"
+_CARD = re.compile(rf"^{_KEYS}\s*=\s*('[^']*'|[^/]+)")
+_KEY = re.compile(rf"^{_KEYS}$")
 
 
 def _number(value):
@@ -219,6 +220,12 @@ def _number(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"could not convert {value!r} to float")
     return float(value)
+
+
+def area_from_gradients(au, av, bu, bv):
+    """J = |det d(u + A, v + B)/d(u, v)| from the SIP polynomials' gradients (the pixel area
+    relative to CRPIX; SipModel.area_ratio, Solution.pixel_area_ratios)."""
+    return np.abs((1.0 + au) * (1.0 + bv) - av * bu)
 
 
 class SipHeaderError(MosaicError, ValueError):
@@ -349,7 +356,7 @@ class SipModel:
         v = np.ravel(y).astype(float) + 1.0 - self.crpix[1]
         _, au, av = self._poly("a", u, v, True)
         _, bu, bv = self._poly("b", u, v, True)
-        return np.abs((1.0 + au) * (1.0 + bv) - av * bu).reshape(np.shape(x))
+        return area_from_gradients(au, av, bu, bv).reshape(np.shape(x))
 
     def sky_to_pixel(self, ra_deg, dec_deg):
         """Sky -> 0-based pixels with the AP/BP polynomials (no iteration)."""

@@ -59,7 +59,8 @@ from .basis import PolyBasis
 from .camera import hsc
 from .fluxcorr import FluxCorrection, rotate_pixels
 from .photometry import PhotometricModel, TransparencyField
-from .sip import SipFit, SipModel, cards_text, fit_tan_sip_many
+from .groups import index_groups
+from .sip import SipFit, SipModel, area_from_gradients, cards_text, fit_tan_sip_many
 from .statistics import AstrometryStats, IterationSummary, PhotometryStats, RunStats, VisitQuality
 from .turbulence import TurbulenceField
 
@@ -286,12 +287,12 @@ class Solution:
         inv = inv.ravel()
         self.prepare_wcs([tuple(k) for k in keys.tolist()])
         by_order = {}
-        for g, (v, c) in enumerate(keys.tolist()):
+        for g, m in index_groups(inv):                  # m: the points of key g
+            v, c = keys[g].tolist()
             fit = self._wcs_cache.get((v, c))
             if isinstance(fit, SipFit):
                 by_order.setdefault(fit.order, []).append((g, fit))
             else:
-                m = inv == g
                 J[m] = self.sip_model(v, c).area_ratio(x[m], y[m])
         for order, fits_ in by_order.items():
             if order < 2:
@@ -306,7 +307,7 @@ class Solution:
             crpix = np.array([f.crpix for _, f in fits_])
             _, du, dv = basis.evaluate_sets(coef, k, x[on] + 1.0 - crpix[k, 0],
                                             y[on] + 1.0 - crpix[k, 1], gradients=True)
-            J[on] = np.abs((1.0 + du[0]) * (1.0 + dv[1]) - dv[0] * du[1])
+            J[on] = area_from_gradients(du[0], dv[0], du[1], dv[1])
         return J
 
     def wcs(self, visit, ccd):
