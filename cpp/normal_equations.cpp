@@ -182,52 +182,102 @@ void add_ccd_terms(ReducedSystem& sys, const FitProblem& p, const StarSums& st,
                    const VisitRows& vr) {
     const int D = sys.D, K = sys.K, T = sys.T;
     if (K <= 0) return;
+    const int DK = D * K;
     const auto& dets = vr.dets;
     const auto& B = vr.B;
     const auto& W = st.W;
-    std::vector<Mat>& C = sys.C;
-    Mat& E = sys.E;
-    // per star: S_sc = sum over its detections on CCD c of w_j G_j  (D x K)
-    std::vector<std::vector<std::pair<int, std::vector<double>>>> S(p.nstar);
-    for (std::int64_t j = 0; j < p.n; ++j) {
-        if (!p.active[j]) continue;
-        auto& lst = S[p.star[j]];
-        const int c = p.ccd[j];
-        auto it = std::find_if(lst.begin(), lst.end(), [c](const auto& e) { return e.first == c; });
-        if (it == lst.end()) { lst.emplace_back(c, std::vector<double>(D * K, 0.0)); it = lst.end() - 1; }
-        for (int q = 0; q < D * K; ++q) it->second[q] += p.w[j] * p.G[j * D * K + q];
+    const Index NV1 = sys.NV1, NC = sys.NC;
+    // Per star s and each CCD c it was seen on: S_sc = sum over its detections on c of w_j G_j
+    // (D x K), in flat arrays (the star's CCDs in the order of its detections). A star has at
+    // most as many CCDs as active detections, so star s's entries live in the slots
+    // [first[s], first[s] + nc[s]) of its detections' range: no allocation per star.
+    // (Per-star vectors and Eigen blocks of K x K here had been most of the assembly's time.)
+    std::vector<std::int64_t> first(static_cast<std::size_t>(p.nstar) + 1, 0);
+    for (std::int64_t j = 0; j < p.n; ++j)
+        if (p.active[j]) ++first[p.star[j] + 1];
+    for (int s = 0; s < p.nstar; ++s) first[s + 1] += first[s];
+    std::vector<std::int64_t> sdet(static_cast<std::size_t>(first[p.nstar]));
+    {
+        std::vector<std::int64_t> at(first.begin(), first.end() - 1);
+        for (std::int64_t j = 0; j < p.n; ++j)
+            if (p.active[j]) sdet[at[p.star[j]]++] = j;
     }
-    // visit x CCD rows, one visit per task (each writes only its own rows)
+    std::vector<int> nc(p.nstar, 0), sccd(sdet.size());
+    std::vector<double> sval(sdet.size() * DK, 0.0);
+#pragma omp parallel for schedule(static)
+    for (int s = 0; s < p.nstar; ++s) {
+        const std::int64_t f = first[s];
+        int m = 0;
+        for (std::int64_t q = f; q < first[s + 1]; ++q) {
+            const std::int64_t j = sdet[q];
+            const int c = p.ccd[j];
+            int e = 0;
+            while (e < m && sccd[f + e] != c) ++e;
+            if (e == m) sccd[f + m++] = c;
+            double* out = sval.data() + (f + e) * DK;
+            const double* Gj = p.G + j * DK;
+            for (int i = 0; i < DK; ++i) out[i] += p.w[j] * Gj[i];
+        }
+        nc[s] = m;
+    }
+    // visit x CCD rows, one visit per task (each writes only its own rows): column
+    // (ccd_row(c) + q) of C_d gets (w_j G_j[d, q] - w_j / W_s S_sc[d, q]) B_j over the
+    // detections j of the visit, c the CCDs of j's star
 #pragma omp parallel for schedule(dynamic)
     for (int v = 0; v < p.nvisit; ++v) {
         const auto& L = dets[v];
+        const Index r0 = sys.visit_row(v);
         for (std::size_t k = 0; k < L.size(); ++k) {
             const std::int64_t j = L[k];
             const int s = p.star[j];
-            const auto brow = B[v].row(static_cast<Index>(k));
-            const double* Gj = p.G + j * D * K;
+            const double* brow = B[v].row(static_cast<Index>(k)).data();
+            const double* Gj = p.G + j * DK;
+            const double hj = p.w[j] / W[s];
             for (int d = 0; d < D; ++d) {
-                for (int q = 0; q < K; ++q)
-                    C[d].block(sys.visit_row(v), sys.ccd_row(p.ccd[j]) + q, T, 1) += (p.w[j] * Gj[d * K + q]) * brow.transpose();
-                for (const auto& e : S[s])
-                    for (int q = 0; q < K; ++q)
-                        C[d].block(sys.visit_row(v), sys.ccd_row(e.first) + q, T, 1) -= (p.w[j] / W[s] * e.second[d * K + q]) * brow.transpose();
+                double* Cd = sys.C[d].data() + r0;
+                for (int q = 0; q < K; ++q) {
+                    const double c = p.w[j] * Gj[d * K + q];
+                    double* col = Cd + (sys.ccd_row(p.ccd[j]) + q) * NV1;
+                    for (int t = 0; t < T; ++t) col[t] += c * brow[t];
+                }
+                for (int e = 0; e < nc[s]; ++e) {
+                    const std::int64_t f = first[s] + e;
+                    for (int q = 0; q < K; ++q) {
+                        const double c = hj * sval[f * DK + d * K + q];
+                        double* col = Cd + (sys.ccd_row(sccd[f]) + q) * NV1;
+                        for (int t = 0; t < T; ++t) col[t] -= c * brow[t];
+                    }
+                }
             }
         }
     }
-    // CCD x CCD
+    // CCD x CCD: sum_j w_j G_j' G_j  -  sum_s sum_{c1, c2 of s} S_sc1' S_sc2 / W_s
+    double* E = sys.E.data();         // column-major NC x NC
     for (std::int64_t j = 0; j < p.n; ++j) {
         if (!p.active[j]) continue;
-        Eigen::Map<const RowMat> Gj(p.G + j * D * K, D, K);
-        E.block(sys.ccd_row(p.ccd[j]), sys.ccd_row(p.ccd[j]), K, K).noalias() += p.w[j] * Gj.transpose() * Gj;
+        const double* Gj = p.G + j * DK;
+        const Index r = sys.ccd_row(p.ccd[j]);
+        for (int q2 = 0; q2 < K; ++q2)
+            for (int q1 = 0; q1 < K; ++q1) {
+                double g = 0.0;
+                for (int d = 0; d < D; ++d) g += Gj[d * K + q1] * Gj[d * K + q2];
+                E[(r + q2) * NC + r + q1] += p.w[j] * g;
+            }
     }
     for (int s = 0; s < p.nstar; ++s) {
         if (W[s] <= 0) continue;
-        for (const auto& e1 : S[s]) {
-            Eigen::Map<const RowMat> S1(e1.second.data(), D, K);
-            for (const auto& e2 : S[s]) {
-                Eigen::Map<const RowMat> S2(e2.second.data(), D, K);
-                E.block(sys.ccd_row(e1.first), sys.ccd_row(e2.first), K, K).noalias() -= S1.transpose() * S2 / W[s];
+        for (int e1 = 0; e1 < nc[s]; ++e1) {
+            const double* S1 = sval.data() + (first[s] + e1) * DK;
+            const Index r1 = sys.ccd_row(sccd[first[s] + e1]);
+            for (int e2 = 0; e2 < nc[s]; ++e2) {
+                const double* S2 = sval.data() + (first[s] + e2) * DK;
+                const Index r2 = sys.ccd_row(sccd[first[s] + e2]);
+                for (int q2 = 0; q2 < K; ++q2)
+                    for (int q1 = 0; q1 < K; ++q1) {
+                        double g = 0.0;
+                        for (int d = 0; d < D; ++d) g += S1[d * K + q1] * S2[d * K + q2];
+                        E[(r2 + q2) * NC + r1 + q1] -= g / W[s];
+                    }
             }
         }
     }

@@ -450,7 +450,6 @@ def fit_and_write(root, rerun, tract_refs, exposures, cfg, refcat, tangent_point
     one folder ``region-PPPPP`` of its own visits): the unit of work that runs locally or as
     a Dask task. Returns (summary lines, number of files, number of visits too damaged for
     products and of fits that did not converge)."""
-    from .. import diagnostics       # matplotlib: only when diagnostics are asked for
     logging.getLogger("mosaicfit").setLevel(logging.INFO)
     repo = Repository(root, rerun)
     tracts = sorted(tract_refs)
@@ -490,6 +489,8 @@ def fit_and_write(root, rerun, tract_refs, exposures, cfg, refcat, tangent_point
         lines.append(f"  photometry {filt}: chi2/ndof {p.chi2_ndof:.3f}, order {p.order}"
                      + (" (absolute)" if p.absolute else " (relative)"))
     t3 = time.time()
+    if diag_dir:
+        from .. import diagnostics   # matplotlib (0.5 s to import): only when asked for
     if diag_dir and region is not None:
         rdir = os.path.join(diag_dir, f"region-{region.pixel:05d}")
         diagnostics.write_all(tract_view(sol, set(region.own), sol.stats.no_products), rdir)
