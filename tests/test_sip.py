@@ -46,3 +46,57 @@ def test_low_order_fit_has_the_expected_residual():
     assert 1e-3 < err.max() < 50.0   # mas
     w = WCS(h)
     assert w.sip is not None and h["A_ORDER"] == 3 and h["AP_ORDER"] == 4
+
+
+def test_many_mappings_sharing_samples_fit_as_each_alone():
+    # fit_tan_sip_many factors the forward design once for the mappings with the same samples
+    # (one CCD in several visits); each must be the fit it gets alone, on the sky and in AP/BP
+    from mosaicfit.model.sip import fit_tan_sip_many
+    cam = hsc()
+    gx, gy = np.meshgrid(np.linspace(-0.5, 2047.5, 16), np.linspace(-0.5, 4175.5, 32))
+    gx, gy = gx.ravel(), gy.ravel()
+    rows = []
+    for ccd in (0, 49, 101):
+        ax, ay = cam.field_angle_to_pixel(ccd, 0.0, 0.0)
+        for ra0, dec0, rot in ((35.7, -3.7, 270.0), (35.9, -3.5, 271.0), (150.1, 2.2, 90.0)):
+            ra, dec = cam.pixel_to_sky(ccd, gx, gy, ra0, dec0, rot)
+            # CD: the mapping's derivative at the axis, by finite differences
+            ru, du = cam.pixel_to_sky(ccd, np.array([ax + 1.0]), np.array([ay]), ra0, dec0, rot)
+            rv, dv = cam.pixel_to_sky(ccd, np.array([ax]), np.array([ay + 1.0]), ra0, dec0, rot)
+            c = np.cos(np.radians(dec0))
+            cd = np.array([[(ru[0] - ra0) * c, (rv[0] - ra0) * c], [du[0] - dec0, dv[0] - dec0]])
+            rows.append((ra, dec, (ax + 1, ay + 1), (ra0, dec0), cd))
+    order = [4, 0, 8, 1, 5, 2, 6, 3, 7]       # the CCDs' mappings interleaved
+    rows = [rows[i] for i in order]
+    box = (-0.5, 2047.5, -0.5, 4175.5)
+    stack = lambda i: np.array([r[i] for r in rows])
+    many = fit_tan_sip_many(np.tile(gx, (9, 1)), np.tile(gy, (9, 1)), stack(0), stack(1),
+                            stack(2), stack(3), stack(4), 9, inverse_order=9,
+                            inverse_box=[box] * 9)
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 2047, 500), rng.uniform(0, 4175, 500)
+    for k, r in enumerate(rows):
+        alone = fit_tan_sip_many(gx[None], gy[None], r[0][None], r[1][None], [r[2]], [r[3]],
+                                 [r[4]], 9, inverse_order=9, inverse_box=[box])[0]
+        a, b = many[k].model(), alone.model()
+        ra1, dec1 = a.pixel_to_sky(x, y)
+        ra2, dec2 = b.pixel_to_sky(x, y)
+        err = np.hypot((ra1 - ra2) * np.cos(np.radians(dec2)), dec1 - dec2)
+        assert err.max() < 1e-4 * MAS
+        ix1, iy1 = a.sky_to_pixel(ra2, dec2)
+        ix2, iy2 = b.sky_to_pixel(ra2, dec2)
+        assert np.max(np.hypot(ix1 - ix2, iy1 - iy2)) < 1e-6       # px
+
+
+def test_sip_fit_card_text_is_the_cards_formatted():
+    # SipFit.card_text (the writer's fast path) is cards_text(cards()), character for character
+    from mosaicfit.model.basis import n_terms
+    from mosaicfit.model.sip import SipFit, cards_text
+    rng = np.random.default_rng(2)
+    for order, iorder in ((9, 9), (9, 10), (12, 12), (2, 3), (1, 2)):
+        nh, ni = n_terms(order) - 3, n_terms(iorder)
+        hi = rng.normal(size=(2, nh)) * 10.0 ** -rng.integers(3, 40, size=(2, nh))
+        f = SipFit(rng.normal(size=2) * 1e4, rng.normal(size=2) * 100,
+                   rng.normal(size=(2, 2)) * 1e-5, order, hi, iorder,
+                   rng.normal(size=(2, ni)) * 1e-9 if order >= 2 else None, "ICRS")
+        assert f.card_text() == cards_text(f.cards())

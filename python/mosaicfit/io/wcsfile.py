@@ -89,10 +89,16 @@ def write_wcs_file(path, header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_na
 
 
 def wcs_file_bytes(header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_name="_unknown_",
-                   extra=(), path="wcs- file"):
+                   extra=(), path="wcs- file", checked=False):
     """The bytes :func:`write_wcs_file` writes (made once for a product written into several
-    tract folders); `path` names the file in the errors."""
-    wcs_images = _wcs_images_of_text(header_or_wcs) if isinstance(header_or_wcs, str) else None
+    tract folders); `path` names the file in the errors. `checked`: `header_or_wcs` is card
+    text of WCS cards only, with finite numbers (model.sip.SipFit.card_text, whose C++
+    formatter refuses non-finite values), written as it is."""
+    if checked and isinstance(header_or_wcs, str):
+        wcs_images = [header_or_wcs]
+    else:
+        wcs_images = _wcs_images_of_text(header_or_wcs) if isinstance(header_or_wcs, str) \
+            else None
     if wcs_images is None:
         if isinstance(header_or_wcs, str):  # card images, as model.sip.cards_text gives them
             header_or_wcs = fits.Header.fromstring(header_or_wcs)

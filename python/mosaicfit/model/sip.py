@@ -12,6 +12,7 @@ meas_mosaic model is) is represented exactly by a SIP of order N.
 
 :class:`SipModel` is the package's one reader of a header's TAN-SIP numbers.
 """
+import functools
 import re
 from typing import NamedTuple
 
@@ -143,6 +144,21 @@ class SipFit(NamedTuple):
         """The header cards [(key, value)] (text by :func:`cards_text`)."""
         return _sip_cards(*self)[0]
 
+    def card_text(self):
+        """``cards_text(self.cards())``, character for character, made from the card layout
+        of its orders (cached) and one C++ call for all its numbers: what the mosaic writes
+        ~20000 times on a wide run, where the cards as Python tuples cost ~0.7 ms each."""
+        pieces, keys = _card_layout(self.order, self.iorder, self.radesys)
+        parts = [self.crpix, self.crval, np.ravel(self.cd), [2000.0]]
+        if self.order >= 2:
+            parts += [self.hi[0], self.hi[1], self.inv[0], self.inv[1]]
+        floats = float_cards(keys, np.concatenate(parts))
+        out, at = [], 0
+        for fixed, nfloat in pieces:
+            out += [fixed, floats[at:at + 80 * nfloat]]
+            at += 80 * nfloat
+        return "".join(out)
+
     def model(self):
         """The :class:`SipModel`."""
         return _sip_cards(*self, model=True)[1]
@@ -155,6 +171,28 @@ def _inverse_grid(box, crpix, iorder):
     ny = int(np.clip(nx * (box[3] - box[2]) / max(box[1] - box[0], 1e-9), nx, 4 * nx))
     gx, gy = np.meshgrid(np.linspace(box[0], box[1], nx), np.linspace(box[2], box[3], ny))
     return gx.ravel() + 1.0 - crpix[0], gy.ravel() + 1.0 - crpix[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _card_layout(order, iorder, radesys):
+    """The cards of a TAN-SIP of these orders (SipFit.card_text) as ([(fixed card text, the
+    number of float cards after it)], the keys of the float cards in order)."""
+    nh, ni = n_terms(order) - 3, n_terms(iorder)
+    cards = _sip_cards(np.zeros(2), np.zeros(2), np.zeros((2, 2)), order, np.zeros((2, nh)),
+                       iorder, np.zeros((2, ni)), radesys)[0]
+    pieces, keys, fixed = [], [], []
+    for k, v in cards:
+        if isinstance(v, float) and len(k) <= 8:
+            keys.append(k)
+            if fixed or not pieces:
+                pieces.append(["".join(card_image(*c) for c in fixed), 0])
+                fixed = []
+            pieces[-1][1] += 1
+        else:
+            fixed.append((k, v))
+    if fixed:
+        pieces.append(["".join(card_image(*c) for c in fixed), 0])
+    return tuple(map(tuple, pieces)), tuple(keys)
 
 
 def _sip_cards(crpix, crval, cd, order, hi, iorder, inv, radesys, model=False):

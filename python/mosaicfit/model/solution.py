@@ -207,6 +207,18 @@ class Solution:
         at its single-frame WCS): what is written into its wcs- file."""
         return self._wcs(visit, ccd, "cards")[0]
 
+    def wcs_card_text(self, visit, ccd):
+        """``sip.cards_text(self.wcs_cards(visit, ccd))``: the card text of its wcs- file
+        (made from the fit's numbers directly: sip.SipFit.card_text)."""
+        key = (int(visit), int(ccd))
+        got = self._wcs_cache.get(key)
+        if got is None and key not in self.frozen and self.has_astrometry(visit):
+            self.prepare_wcs([key])
+            got = self._wcs_cache[key]
+        if isinstance(got, SipFit):
+            return got.card_text()
+        return cards_text(self.wcs_cards(visit, ccd))
+
     def visit_quality(self, visit):
         """The astrometric fit's quality row of `visit` (dict; fit.quality.VisitQuality's
         fields), or None."""
@@ -387,34 +399,41 @@ class Solution:
             K, m = len(idx), len(gx)
             visits = np.array([keys[i][0] for i in idx], np.int64)
             ccds = np.array([keys[i][1] for i in idx], np.int64)
-            fu, fv = np.empty((K, m)), np.empty((K, m))
-            xs, ys = np.empty((K, m)), np.empty((K, m))
-            origin = np.empty((K, 2))
-            for k, ccd in enumerate(ccds):
-                fu[k], fv[k] = self.focal_plane(int(ccd), gx, gy)
-                nq = self.camera[int(ccd)].nquarter
-                ax, ay = self.optical_axis_pixel(int(ccd))
+            # the grid of each CCD, in the focal plane and in the product's frame: the same in
+            # every visit, so each CCD's is computed, and its polynomial's design factored, once
+            uccd, at = np.unique(ccds, return_inverse=True)
+            fu, fv = np.empty((len(uccd), m)), np.empty((len(uccd), m))
+            xs, ys = np.empty((len(uccd), m)), np.empty((len(uccd), m))
+            origin = np.empty((len(uccd), 2))
+            for k, ccd in enumerate(uccd.tolist()):
+                fu[k], fv[k] = self.focal_plane(ccd, gx, gy)
+                nq = self.camera[ccd].nquarter
+                ax, ay = self.optical_axis_pixel(ccd)
                 axr, ayr = rotate_pixels(ax, ay, nq, width, height)
                 origin[k] = -float(axr), -float(ayr)
                 xr, yr = rotate_pixels(gx, gy, nq, width, height)
                 xs[k], ys[k] = xr + origin[k, 0], yr + origin[k, 1]
-            p = ph.surfaces(np.repeat(visits, m), fu.ravel(), fv.ravel()).reshape(K, m)
+            p = ph.surfaces(np.repeat(visits, m), fu[at].ravel(), fv[at].ravel()).reshape(K, m)
             p0 = ph.surfaces(visits, np.zeros(K), np.zeros(K))
             # without a constant term: p - p0 is 0 at the axis, and the constant is FLUXMAG0's.
             # A fitted constant would be the polynomial extrapolated to the axis, up to ~17000
             # px off an edge CCD, where rounding makes it ~0.03 mmag: zeroing it afterwards
             # offset those CCDs by that much (differently in every run)
             basis = PolyBasis(ph.order, "monomial", min_order=1)
-            coef = basis.fit_many(xs, ys, p - p0[:, None])[:, :, 0]
+            coef = np.empty((K, basis.n_terms))
+            for k, mine in index_groups(at):     # one fit per CCD, its visits' right-hand sides
+                coef[mine] = basis.fit(xs[k], ys[k], (p[mine] - p0[mine, None]).T).T
             for k, i in enumerate(idx):
                 visit, ccd = keys[i]
                 coeffs = {t: float(c) for t, c in zip(basis.terms, coef[k])}
                 coeffs[(0, 0)] = 0.0
                 d = self.camera[ccd]
+                # FLUXMAG0 = 10^(0.4 (P_v + F_v + dC)) at the axis (as fluxmag0())
+                f0 = 10.0 ** (0.4 * (float(p0[k]) + ph.ccd_term(ccd)))
                 out[i] = FluxCorrection(
-                    order=ph.order, coeffs=coeffs, x0=float(origin[k, 0]), y0=float(origin[k, 1]),
-                    u_max=1.0, v_max=1.0, chebyshev=False, absolute=ph.absolute,
-                    fluxmag0=self.fluxmag0(visit, ccd),
+                    order=ph.order, coeffs=coeffs, x0=float(origin[at[k], 0]),
+                    y0=float(origin[at[k], 1]), u_max=1.0, v_max=1.0, chebyshev=False,
+                    absolute=ph.absolute, fluxmag0=f0,
                     fluxmag0err=float(self.fluxmag0err.get((visit, ccd), 0.0)),
                     nq=d.nquarter, width=d.width, height=d.height,
                     filter=self.visit_info.get(visit, {}).get("filter") or "_unknown_")

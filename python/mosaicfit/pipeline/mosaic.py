@@ -34,7 +34,7 @@ from ..io.skymap import load_skymap
 from ..io.wcsfile import wcs_file_bytes
 from ..model.camera import hsc
 from ..model.fluxcorr import fcr_bytes
-from ..model.sip import SipModel, cards_text
+from ..model.sip import SipModel
 from .executor import dask_client, process_pool
 from .progress import progress_bar
 from .inputs import load_exposures, resolve_refs
@@ -407,14 +407,15 @@ def _write_keys(sol, repo, keys, where, used, damaged, skipped, bar):
                   repo.path("fcr", **dict(ref.data_id, tract=tract)), ref) for tract, ref in places]
         # each file's bytes made once, written into every tract folder that wants it
         if sol.has_astrometry(visit) or key in sol.frozen:
-            f0 = sol.fluxmag0(visit, ccd) if sol.has_photometry(visit) else 0.0
-            cards, extra = cards_text(sol.wcs_cards(visit, ccd)), sol.product_cards(visit, ccd)
+            f0 = fcrs[key].fluxmag0 if sol.has_photometry(visit) else 0.0
+            cards, extra = sol.wcs_card_text(visit, ccd), sol.product_cards(visit, ccd)
             made = {}
             for wcs_path, _, ref in paths:
                 filt = ref.filter or "_unknown_"
                 if filt not in made:
                     made[filt] = wcs_file_bytes(cards, fluxmag0=f0, filter_name=filt,
-                                                extra=extra, path=wcs_path)
+                                                extra=extra, path=wcs_path,
+                                                checked=key not in sol.frozen)
                 write_bytes(made[filt], wcs_path)
                 n += 1
             sol.forget_wcs(visit, ccd)       # keep memory flat
