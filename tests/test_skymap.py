@@ -395,3 +395,28 @@ def test_polygon_overlap_fast_path_agrees_with_the_separating_axis_test():
         assert t.overlaps_polygon(ra, dec) == full
         answers.append(full)
     assert 100 < sum(answers) < len(answers)       # both answers were tested
+
+
+def test_many_polygons_find_what_each_finds_alone(hsc):
+    # find_tracts_overlapping_many (a visit's CCDs at once) gives each polygon the tracts
+    # find_tracts_overlapping gives it: CCD-sized quadrilaterals of fields at a tract corner
+    # (9813/9814 and neighbours), at RA 0, near a pole; and on a discrete sky map
+    rng = np.random.default_rng(5)
+    fields = [(150.99, 2.23), (0.05, -0.4), (33.0, 84.0)]
+    discrete = DiscreteSkyMap([150.6, 151.4, 0.2, 33.0], [2.23, 2.0, -0.4, 84.0],
+                              [0.6, 0.6, 0.7, 0.8])
+    for sm in (hsc, discrete):
+        straddling = 0
+        for ra0, dec0 in fields:
+            polys = []
+            for _ in range(120):
+                r, d = ra0 + rng.uniform(-0.8, 0.8) / max(np.cos(np.radians(dec0)), 0.1), \
+                    dec0 + rng.uniform(-0.8, 0.8)
+                h, w = 0.095, 0.047 * rng.uniform(0.8, 1.2)
+                polys.append((np.array([r - w, r + w, r + w, r - w]) % 360.0,
+                              np.array([d - h, d - h, d + h, d + h]).clip(-89.9, 89.9)))
+            many = sm.find_tracts_overlapping_many(polys)
+            alone = [sm.find_tracts_overlapping(*p) for p in polys]
+            assert many == alone
+            straddling += sum(len(a) > 1 for a in alone)
+        assert straddling > 0                               # some straddle tract borders

@@ -439,6 +439,33 @@ class TractInfo:
             return True
         return _convex_overlap_2d(outer, xy)
 
+    def _overlaps_many(self, vecs, centres, radii):
+        """:meth:`_overlaps` of each polygon (vecs: a list of (n_i, 3); centres (N, 3), radii
+        (N,)), as a bool array: the distance and inside tests on all at once, the full test
+        on the few left."""
+        result = np.zeros(len(vecs), bool)
+        near = ~(_angle_between(centres, self._ctr_vec) > self._outer_radius + radii + 1e-12)
+        idx = np.nonzero(near)[0]
+        if not len(idx):
+            return result
+        outer = self._outer_hull()
+        edge = np.roll(outer, -1, axis=0) - outer
+        sizes = {len(vecs[i]) for i in idx}
+        if len(sizes) != 1:
+            for i in idx:
+                result[i] = self._overlaps(vecs[i], centres[i], radii[i])
+            return result
+        xy = _gnomonic(np.stack([vecs[i] for i in idx]), self._ctr_vec)     # (m, n, 2)
+        if not np.all(np.isfinite(xy)):  # cannot happen within the size limits
+            raise ValueError(f"polygon reaches beyond 90 deg from the centre of tract {self.id}")
+        rel = xy[:, :, None, :] - outer[None, None, :, :]
+        inside = np.all(edge[None, None, :, 0] * rel[..., 1] - edge[None, None, :, 1] * rel[..., 0]
+                        >= 0, axis=(1, 2))
+        result[idx[inside]] = True
+        for k in np.nonzero(~inside)[0]:
+            result[idx[k]] = _convex_overlap_2d(outer, xy[k])
+        return result
+
     def _outer_hull(self):
         """The outer polygon in the gnomonic plane about the tract centre, as its convex hull
         (counter-clockwise), computed once per tract."""
@@ -537,6 +564,35 @@ class _SkyMapBase:
                       if self[int(t)]._overlaps(vecs, centre, radius))
 
     find_tract_ids_overlapping = find_tracts_overlapping
+
+    def find_tracts_overlapping_many(self, polygons):
+        """:meth:`find_tracts_overlapping` of each (ra_corners, dec_corners) of `polygons` (a
+        visit's CCDs: neighbours on the sky), the same answers: the tracts that might reach
+        any of them found once (the cap around all, when small), then each tract's overlap
+        test made for all polygons at once. (A 200-visit run has 20000 CCDs; one by one this
+        was ~0.5 ms each.)"""
+        polygons = list(polygons)
+        if len(polygons) < 2:
+            return [self.find_tracts_overlapping(*p) for p in polygons]
+        vecs = [_polygon_vectors(r, d) for r, d in polygons]
+        circles = [_bounding_circle(v) for v in vecs]
+        centres = np.array([c for c, _ in circles])
+        radii = np.array([r for _, r in circles])
+        c = centres.sum(axis=0)
+        norm = np.linalg.norm(c)
+        if norm < 1e-12:
+            return [self.find_tracts_overlapping(*p) for p in polygons]
+        c = c / norm
+        # every polygon's cap lies within this one (triangle inequality), so its candidates
+        # include each polygon's
+        reach = float(np.max(_angle_between(centres, c) + radii))
+        if reach > _MAX_POLYGON_RADIUS:
+            return [self.find_tracts_overlapping(*p) for p in polygons]
+        out = [[] for _ in polygons]
+        for t in sorted(int(t) for t in self._candidates(c, reach)):
+            for i in np.nonzero(self[t]._overlaps_many(vecs, centres, radii))[0]:
+                out[i].append(t)
+        return out
 
     def find_all_tracts(self, ra, dec):
         """Ids (sorted) of all tracts whose outer region (bounding box) contains the point

@@ -92,12 +92,15 @@ def _tracts_of(repo, refs, corners, cfg):
                           "'mosaicfit make-skymap' first or give tract=")
     sm = load_skymap(path)
     out = {}
+    by_visit = {}
     for ref in refs:
-        c = corners.get((ref.visit, ref.ccd))
-        if c is None:
-            continue
-        for t in sm.find_tracts_overlapping(*c):
-            out.setdefault(int(t), []).append(ref)
+        if (ref.visit, ref.ccd) in corners:
+            by_visit.setdefault(ref.visit, []).append(ref)
+    for visit, mine in by_visit.items():       # a visit's CCDs at once (they are neighbours)
+        found = sm.find_tracts_overlapping_many([corners[(r.visit, r.ccd)] for r in mine])
+        for ref, tracts in zip(mine, found):
+            for t in tracts:
+                out.setdefault(int(t), []).append(ref)
     return out, sm
 
 
