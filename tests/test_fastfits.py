@@ -165,3 +165,18 @@ def test_float_cards_are_card_images_of_the_exact_values():
         float_cards(["A_1_1"], [np.nan])
     with pytest.raises(ValueError):
         float_cards(["A", "B"], [1.0])
+
+
+def test_header_pickles_as_its_text_and_reads_the_same():
+    # the -j readers send headers as their text; the cards are parsed again when asked for
+    import pickle
+    from mosaicfit.io.fits import parse_header
+    h = fits.Header([("SIMPLE", True), ("NAXIS", 0), ("CRVAL1", 150.25), ("CTYPE1", "RA---TAN-SIP"),
+                     ("A_2_0", 1.5e-9, "a SIP term"), ("HISTORY", "made here"), ("UNDEF", None)])
+    ours = parse_header(h.tostring())
+    back = pickle.loads(pickle.dumps(ours))
+    assert back._cards is None and back.text == ours.text
+    assert [(c.keyword, c.value, c.comment) for c in back.cards] == \
+        [(c.keyword, c.value, c.comment) for c in ours.cards]
+    assert back["CRVAL1"] == 150.25 and back.get("A_2_0") == 1.5e-9 and "CTYPE1" in back
+    assert back.get("UNDEF") is None and back.get("NOPE", 3) == 3

@@ -148,6 +148,23 @@ def test_input_output_rerun(root):
         Repository(root, "X:C").search_path
 
 
+def test_held_search_path_finds_as_before_and_follows_a_new_parent_link(root):
+    # hold_search_path (the readers': resolved once) gives the same chain; a _parent link made
+    # afterwards by make_rerun_dir is followed again
+    a = root / "rerun" / "A"
+    a.mkdir(parents=True)
+    os.symlink("../..", a / "_parent")
+    (a / "x.txt").write_text("in A")
+    held = Repository(root, "A:B").hold_search_path()
+    assert held.search_path == [f"{root}/rerun/B", str(a), str(root)]
+    assert held.find("skymap", coaddName="deep") is None
+    held.make_rerun_dir()
+    assert held.search_path == [f"{root}/rerun/B", str(a), str(root)]
+    assert held._search is None
+    b = Repository(root, "B").hold_search_path()
+    assert b.search_path == [f"{root}/rerun/B", str(a), str(root)]
+
+
 # ---------------------------------------------------------------------------------------------
 # registry
 

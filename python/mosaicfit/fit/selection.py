@@ -75,8 +75,8 @@ def select_detections(exposures, camera, cfg):
         if e.sip is None:
             e.sip = SipModel.from_header(e.wcs_header)
         ra, dec = e.sip.pixel_to_sky(x, y)
-        h = e.wcs_header
-        scale = np.sqrt(abs(h["CD1_1"] * h["CD2_2"] - h["CD1_2"] * h["CD2_1"])) * 3600.0
+        cd = e.sip.cd.tolist()           # the header's CD (the readers' headers stay unparsed)
+        scale = np.sqrt(abs(cd[0][0] * cd[1][1] - cd[0][1] * cd[1][0])) * 3600.0
         n = len(idx)
         parts.append(dict(exp=np.full(n, k), visit=np.full(n, e.visit), ccd=np.full(n, e.ccd),
                           x=x, y=y, sig_pix=sig, flux=cat["flux"][idx], flux_err=cat["flux_err"][idx],

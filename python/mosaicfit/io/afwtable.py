@@ -126,6 +126,20 @@ def read_afw_table(path, hdu_index=None, what="catalog", columns=None, as_table=
                         as_table=as_table)
 
 
+@functools.lru_cache(maxsize=8192)
+def _col_key(key):
+    """(kind, column or bit number) of a column keyword (_COLKEY), else None (cached: every
+    SRC of a run has the same keywords)."""
+    m = _COLKEY.match(key)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+@functools.lru_cache(maxsize=8192)
+def _table_structure_key(key):
+    """Whether `key` is a structural or table keyword (not an extra card of the table)."""
+    return bool(STRUCTURAL_KEYS.match(key) or _TABLE_KEYS.match(key) or key == "")
+
+
 def _build_table(path, header, names, formats, columns, nrows, keep=None, as_table=True):
     ncol = len(names)
     info = {}          # col number (1-based) -> dict
@@ -135,9 +149,9 @@ def _build_table(path, header, names, formats, columns, nrows, keep=None, as_tab
     seen_cols, seen_flags = set(), set()
     for card in header.cards:
         key = card.keyword
-        m = _COLKEY.match(key)
-        if m:
-            kind, n = m.group(1), int(m.group(2))
+        kn = _col_key(key)
+        if kn is not None:
+            kind, n = kn
             if kind in ("TFLAG", "TFDOC"):
                 d = flag_info.setdefault(n, {})
                 if kind == "TFLAG":
@@ -160,7 +174,7 @@ def _build_table(path, header, names, formats, columns, nrows, keep=None, as_tab
                 elif kind in ("TUNIT", "TCCLS"):
                     d[kind] = str(card.value).strip()
             continue
-        if STRUCTURAL_KEYS.match(key) or _TABLE_KEYS.match(key) or key == "":
+        if _table_structure_key(key):
             continue
         extra.append((key, card.value, card.comment))
 

@@ -182,26 +182,45 @@ class Card:
 
 class Header:
     """The cards of one HDU: the read-only mapping part of astropy's Header interface (get,
-    [], in, keys, cards) plus the raw card images (`text`)."""
+    [], in, keys, cards) plus the raw card images (`text`). Pickled as its text, and parsed
+    again only when its cards are asked for: the -j readers send ~20000 single-frame WCS
+    headers to the fit, which reads them as its own SipModel."""
 
     def __init__(self, cards, text):
-        self.cards = cards
+        self._cards = cards
         self.text = text
-        self._index = {}
-        for c in cards:
-            if c.keyword not in _COMMENTARY:
-                # as astropy: the card's value is UNDEFINED, the header's None
-                self._index.setdefault(c.keyword.upper(), None if c.value is UNDEFINED else c.value)
+        self._index_map = None
+
+    @property
+    def cards(self):
+        if self._cards is None:
+            self._cards = parse_header(self.text)._cards
+        return self._cards
+
+    @property
+    def _index(self):
+        index = self._index_map
+        if index is None:
+            index = {}
+            for c in self.cards:
+                if c.keyword not in _COMMENTARY:
+                    # as astropy: the card's value is UNDEFINED, the header's None
+                    index.setdefault(c.keyword.upper(), None if c.value is UNDEFINED else c.value)
+            self._index_map = index
+        return index
+
+    def __reduce__(self):
+        return Header, (None, self.text)
 
     def __contains__(self, key):
-        return key.upper() in self._index
+        return key.upper() in (self._index_map or self._index)
 
     def __getitem__(self, key):
-        return self._index[key.upper()]
+        return (self._index_map or self._index)[key.upper()]
 
     def get(self, key, default=None):
         """Value of `key` (case-insensitive; first card of a repeated keyword), else `default`."""
-        return self._index.get(key.upper(), default)
+        return (self._index_map or self._index).get(key.upper(), default)
 
     def keys(self):
         """Keywords of all cards in order, commentary and repeated ones included."""

@@ -13,6 +13,7 @@ meas_mosaic model is) is represented exactly by a SIP of order N.
 :class:`SipModel` is the package's one reader of a header's TAN-SIP numbers.
 """
 import functools
+import math
 import re
 from typing import NamedTuple
 
@@ -247,6 +248,28 @@ def cards_text(cards):
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_key(keyword):
+    """Whether SipModel.from_header reads `keyword` (_KEY; cached: every CCD has the same)."""
+    return bool(_KEY.match(keyword))
+
+
+@functools.lru_cache(maxsize=4096)
+def _sip_term(keyword):
+    """(polynomial name, (p, q)) of a SIP keyword, (name, None) of its *_ORDER, (name, False)
+    of a malformed one, (None, None) of any other keyword (cached)."""
+    name, _, rest = keyword.partition("_")
+    if name not in ("A", "B", "AP", "BP"):
+        return None, None
+    if rest == "ORDER":
+        return name, None
+    try:
+        p, q = (int(t) for t in rest.split("_"))
+    except ValueError:
+        return name, False
+    return name, (p, q)
+
+
 # the keywords SipModel.from_header reads: in card text (_CARD) or as parsed keywords (_KEY)
 _KEYS = r"(CTYPE1|CRPIX[12]|CRVAL[12]|CD[12]_[12]|(?:A|B|AP|BP)_(?:ORDER|\d+_\d+))"
 _CARD = re.compile(rf"^{_KEYS}\s*=\s*('[^']*'|[^/]+)")
@@ -295,7 +318,7 @@ class SipModel:
             if isinstance(header, Header):
                 # the fast reader's header (mosaicfit.io.fits): its values are parsed already
                 for c in header.cards:
-                    if _KEY.match(c.keyword):
+                    if _is_key(c.keyword):
                         if c.keyword == "CTYPE1":
                             ctype = str(c.value).strip("' ")
                         else:
@@ -323,25 +346,27 @@ class SipModel:
                                  "value")
         poly = {n: {} for n in ("A", "B", "AP", "BP")}
         orders = {}
+        terms = []
         for k, val in vals.items():
-            name, _, rest = k.partition("_")
-            if name in poly and rest == "ORDER":
-                if not (np.isfinite(val) and float(val).is_integer() and 0 <= val <= 30):
+            name, pq = _sip_term(k)
+            if name is None:
+                continue
+            if pq is None:
+                if not (math.isfinite(val) and float(val).is_integer() and 0 <= val <= 30):
                     raise SipHeaderError(f"{source}: {k} = {val!r} is not an order 0..30")
                 orders[name] = int(val)
+            else:
+                terms.append((name, pq, k, val))
         sip = "-SIP" in ctype.upper() or not ctype      # card text without CTYPE1: as given
-        for k, val in vals.items():
-            name, _, rest = k.partition("_")
-            if name in poly and rest != "ORDER":
-                try:
-                    p, q = (int(t) for t in rest.split("_"))
-                except ValueError:
-                    raise SipHeaderError(f"{source}: SIP keyword {k!r} is not of the form "
-                                         f"{name}_p_q") from None
-                if not np.isfinite(val) or p < 0 or q < 0 or p + q > 30:
-                    raise SipHeaderError(f"{source}: SIP coefficient {k} = {val!r} is not usable")
-                if sip and p + q <= orders.get(name, 30):
-                    poly[name][(p, q)] = val
+        for name, pq, k, val in terms:
+            if pq is False:
+                raise SipHeaderError(f"{source}: SIP keyword {k!r} is not of the form "
+                                     f"{name}_p_q")
+            p, q = pq
+            if not math.isfinite(val) or p < 0 or q < 0 or p + q > 30:
+                raise SipHeaderError(f"{source}: SIP coefficient {k} = {val!r} is not usable")
+            if sip and p + q <= orders.get(name, 30):
+                poly[name][(p, q)] = val
         return cls(crpix, crval, cd, poly["A"], poly["B"], poly["AP"], poly["BP"])
 
     def arrays(self):

@@ -70,10 +70,9 @@ def _mjd(h0, ref):
     return None
 
 
-def load_exposure(root, rerun, ref, column_map=None):
-    """ExposureData of one DataRef; raises FileNotFoundError (input absent) or MosaicError
-    (input unreadable or inconsistent)."""
-    repo = Repository(root, rerun)
+def load_exposure(repo, ref, column_map=None):
+    """ExposureData of one DataRef of the Repository `repo`; raises FileNotFoundError (input
+    absent) or MosaicError (input unreadable or inconsistent)."""
     src = repo.find("src", **ref.data_id)
     corr = repo.find("calexp", **ref.data_id)
     if src is None or corr is None:
@@ -114,10 +113,11 @@ def _observing(h0):
 
 def _load_many(args):
     root, rerun, refs, column_map = args
+    repo = Repository(root, rerun).hold_search_path()
     out = []
     for ref in refs:
         try:
-            out.append(("ok", ref, load_exposure(root, rerun, ref, column_map)))
+            out.append(("ok", ref, load_exposure(repo, ref, column_map)))
         except FileNotFoundError as e:
             out.append(("missing", ref, str(e)))
         except MosaicError as e:
