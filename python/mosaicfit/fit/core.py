@@ -134,14 +134,17 @@ def _ccd_data_weight(args, p):
     """(nccd, K): sum over the active detections of w_j (1 - h_j) |dr_j / dc|^2, the diagonal
     of the CCD parameters' normal equations with the stars eliminated, h_j the star's share."""
     act = args["active"].astype(bool)
-    w, star = args["w"], args["star"]
-    W = np.bincount(star[act], weights=w[act], minlength=p.nstar)
+    w, star = args["w"][act], args["star"][act]
+    W = np.bincount(star, weights=w, minlength=p.nstar)
     if args["prior_w"] is not None:
         W = W + args["prior_w"]
-    h = np.where(W[star] > 0, w / np.where(W[star] > 0, W[star], 1.0), 1.0)
-    g2 = np.sum(args["G"] ** 2, axis=1)                        # (n, K)
-    wt = np.where(act, w * (1.0 - h), 0.0)[:, None] * g2
-    return np.stack([np.bincount(args["ccd"], weights=wt[:, q], minlength=p.nccd)
+    Ws = W[star]                        # > 0: each active detection adds its own w > 0
+    h = np.divide(w, Ws, out=np.ones_like(w), where=Ws > 0)
+    G = args["G"][act]
+    g2 = np.einsum("ndk,ndk->nk", G, G)                        # (n active, K)
+    wt = (w * (1.0 - h))[:, None] * g2
+    ccd = args["ccd"][act]
+    return np.stack([np.bincount(ccd, weights=wt[:, q], minlength=p.nccd)
                      for q in range(g2.shape[1])], axis=1)
 
 
@@ -222,6 +225,7 @@ def solve_least_squares(p, covariance=False):
             chi2_coef += float(np.einsum("vdt,vts,vds->", d, cm, d))
             nobs_coef += D * sum(int(np.linalg.matrix_rank(m)) for m in cm if np.any(m))
     pw = args["ccd_prior_w"]
+    data_w = _ccd_data_weight(args, p) if K > 0 else None
     if pw is not None and K > 0:
         on = pw > 0
         if args["ccd_fixed"] is not None:
@@ -233,13 +237,13 @@ def solve_least_squares(p, covariance=False):
         # the data's weight being that of the detections less their stars' share), so that a
         # parameter the detections determine stays one parameter and one its prior alone holds
         # is none
-        n_prior_ccd = int(round(float(np.sum((pw / (pw + _ccd_data_weight(args, p)))[on]))))
+        n_prior_ccd = int(round(float(np.sum((pw / (pw + data_w))[on]))))
         nobs_coef += n_prior_ccd
     n_ccd_dof = 0
     if K > 0:
         # the free CCD parameters as the C++ side counts them: not held, with data or a prior,
         # less the sum-zero gauge
-        free = _ccd_data_weight(args, p) > 0
+        free = data_w > 0
         if pw is not None:
             free |= pw > 0
         if args["ccd_fixed"] is not None:
