@@ -13,6 +13,7 @@ import numpy as np
 from .. import MosaicError
 from ..model.astrometry import AstrometricModel, CcdPlacement
 from ..model.basis import n_terms
+from ..model.groups import index_groups
 from ..model.statistics import AstrometryStats, IterationSummary
 from .clipping import ANNEALING, chance_clips, update_active
 from .core import LeastSquaresProblem, require_solution, solve_least_squares
@@ -411,8 +412,9 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
             quality, new_excl = assess_visits(visits, res, w, star, active, usable, vidx,
                                               nstar, prior_w, errors, excluded, known)
             new_excl &= ~excluded
-            grew = [k for k in range(nv) if (new_excl & (vidx == k)).sum()
-                    > (0.01 * per_visit[k] if int(visits[k]) in known else 0)]
+            n_new = np.bincount(vidx[new_excl], minlength=nv)
+            grew = [k for k in range(nv)
+                    if n_new[k] > (0.01 * per_visit[k] if int(visits[k]) in known else 0)]
             for k in grew:
                 q = quality[k]
                 m = vidx == k
@@ -589,7 +591,12 @@ def _fit_turbulence(solve_at, noise, refit_refs, r, y, star, vidx, visits, activ
             # (the visits' correlation functions on threads: scipy's pair counting releases
             # the GIL, and it is most of this phase when no visit has a field)
             todo = [k for k in range(nv) if not frozen_v[k]]
-            sel = [(vidx == k) & active for k in todo]
+            # each visit's active detections, in order (index arrays: masks of every
+            # detection for each of 200 visits were 200 MB)
+            rows_on = np.nonzero(active)[0]
+            of_visit = {int(k): rows_on[i] for k, i in index_groups(vidx[rows_on])}
+            empty = np.zeros(0, np.int64)
+            sel = [of_visit.get(k, empty) for k in todo]
             with ThreadPoolExecutor(max(1, min(len(todo), os.cpu_count() or 1))) as ex:
                 found = list(ex.map(lambda m: visit_kernel(pos[m], target[m]), sel))
             info = {}

@@ -134,19 +134,34 @@ def astrometric_ccd_errors(sol, data, camera, ccd_prior_px):
         s_off = float(np.sum(weff[m])) * scale ** 2 + 1.0 / ccd_prior_px ** 2
         s_rot = float(np.sum(weff[m] * r2)) * scale ** 2 + (half / ccd_prior_px) ** 2
         place_var[int(c)] = (1.0 / s_off, 1.0 / s_rot)
+    # each CCD's grid, basis rows and placement variance: the same in every visit
+    ccds = [int(c) for c in camera.science_ccds]
+    rows, extra = [], []
+    for c in ccds:
+        gx, gy = _grid(camera, c)
+        u, vv = sol.placement.to_focal_plane(c, gx, gy)
+        ga, gb = am.optics(u, vv)
+        ox, oy = sol.placement.origin(c)
+        var_off, var_rot = place_var[c]
+        extra.append(scale ** 2 * (var_off + var_rot * ((u - ox) ** 2 + (vv - oy) ** 2)))
+        rows.append(basis.values(ga, gb))
     out = {}
+    if not ccds:
+        return out
+    B = np.concatenate(rows)                       # (CCDs x grid points, T)
+    extra2 = np.concatenate(extra)
+    npt = len(rows[0])
     for k, v in enumerate(data.visits):
         if not sol.has_astrometry(v) or A.orders[k] < 0:
             continue
-        for c in camera.science_ccds:
-            gx, gy = _grid(camera, c)
-            u, vv = sol.placement.to_focal_plane(int(c), gx, gy)
-            ga, gb = am.optics(u, vv)
-            ox, oy = sol.placement.origin(int(c))
-            var_off, var_rot = place_var[int(c)]
-            extra2 = scale ** 2 * (var_off + var_rot * ((u - ox) ** 2 + (vv - oy) ** 2))
-            rms, top = _sigmas(basis.values(ga, gb), cov[k], extra2)
-            out[(int(v), int(c))] = (1000.0 * rms, 1000.0 * top)
+        if not np.all(np.isfinite(cov[k])):
+            out.update({(int(v), c): (np.inf, np.inf) for c in ccds})
+            continue
+        # sigma = sqrt(b' C b + extra2) at every grid point of every CCD, in one product
+        var = np.maximum(np.einsum("ij,ij->i", B @ cov[k], B) + extra2, 0.0).reshape(-1, npt)
+        rms, top = np.sqrt(np.mean(var, axis=1)), np.sqrt(np.max(var, axis=1))
+        out.update({(int(v), c): (1000.0 * float(r_), 1000.0 * float(t_))
+                    for c, r_, t_ in zip(ccds, rms, top)})
     return out
 
 
@@ -178,16 +193,17 @@ def photometric_ccd_errors(sol, model, data, u, v, camera, ccd_prior_mag, solve_
         m = data.det.ccd == c
         zp_var[int(c)] = 1.0 / (float(np.sum(weff[m])) + 1.0 / ccd_prior_mag ** 2) \
             if solve_ccd else 0.0
+    # each CCD's grid and basis rows: the same in every visit
+    ccds = [int(c) for c in camera.science_ccds]
+    rows = [basis.values(*(np.asarray(t) / s for t in sol.focal_plane(c, *_grid(camera, c))))
+            for c in ccds]
     out = {}
     for k, vis in enumerate(data.visits):
-        for c in camera.science_ccds:
-            gx, gy = _grid(camera, c)
-            gu, gv = sol.focal_plane(int(c), gx, gy)
-            B = basis.values(gu / s, gv / s)
-            sys2 = 0.0 if misfit is None else float(misfit[k]) ** 2
-            sys2 += (excess or {}).get((int(vis), int(c)), 0.0) ** 2
-            rms, top = _sigmas(B, cov[k], zp_var[int(c)] + sys2)
-            out[(int(vis), int(c))] = (1000.0 * rms, 1000.0 * top)
+        sys2 = 0.0 if misfit is None else float(misfit[k]) ** 2
+        for c, B in zip(ccds, rows):
+            rms, top = _sigmas(B, cov[k], zp_var[c] + (
+                sys2 + (excess or {}).get((int(vis), c), 0.0) ** 2))
+            out[(int(vis), c)] = (1000.0 * rms, 1000.0 * top)
     return out
 
 

@@ -459,10 +459,15 @@ class TractInfo:
         if not np.all(np.isfinite(xy)):  # cannot happen within the size limits
             raise ValueError(f"polygon reaches beyond 90 deg from the centre of tract {self.id}")
         rel = xy[:, :, None, :] - outer[None, None, :, :]
-        inside = np.all(edge[None, None, :, 0] * rel[..., 1] - edge[None, None, :, 1] * rel[..., 0]
-                        >= 0, axis=(1, 2))
+        cross = edge[None, None, :, 0] * rel[..., 1] - edge[None, None, :, 1] * rel[..., 0]
+        inside = np.all(cross >= 0, axis=(1, 2))
         result[idx[inside]] = True
-        for k in np.nonzero(~inside)[0]:
+        # every corner beyond one edge of the tract, by far more than the separating-axis
+        # test's rounding slack (1e-12 relative): that edge separates them, so the full test
+        # would say no; the rest get it
+        tol = 1e-9 * float(np.abs(outer).max()) * float(np.hypot(*edge.T).max())
+        apart = np.any(np.all(cross < -tol, axis=1), axis=1)
+        for k in np.nonzero(~inside & ~apart)[0]:
             result[idx[k]] = _convex_overlap_2d(outer, xy[k])
         return result
 

@@ -17,6 +17,7 @@ from ..io.corr import read_corr, read_corr_header
 from ..io.dataid import parse_ids, resolve
 from ..io.layout import Repository
 from ..io.src import fit_columns, read_src, standardize
+from ..model.camera import hsc
 from ..model.sip import SipModel, sip_pixel_to_sky
 from .executor import process_pool
 from .progress import progress_bar
@@ -89,8 +90,9 @@ def load_exposure(repo, ref, column_map=None):
     if len(cat["x"]) and not np.any(np.isfinite(cat["x"])):
         raise MosaicError(f"{src}: no finite centroid in the catalogue")
     f0 = h0.get("FLUXMAG0")
-    return ExposureData(visit=ref.visit, ccd=ref.ccd, catalog=cat, wcs_header=wh,
-                        sip=SipModel.from_header(wh),
+    sip = SipModel.from_header(wh)
+    return ExposureData(visit=ref.visit, ccd=ref.ccd, catalog=cat, wcs_header=wh, sip=sip,
+                        corners=sip.pixel_to_sky(*hsc().ccd_corners(ref.ccd)),
                         fluxmag0=float(f0) if f0 else None, mjd=_mjd(h0, ref),
                         filter=str(h0.get("FILTER", ref.filter) or ref.filter).strip(),
                         observing=_observing(h0))

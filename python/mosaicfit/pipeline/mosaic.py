@@ -137,7 +137,8 @@ def _run_mosaic(req, repo, client):
         raise MosaicError(f"none of the {len(refs)} CCDs selected by --id has readable inputs")
     by_key = {(e.visit, e.ccd): e for e in exposures}
     # the SipModel read with the exposure, else parsed from its header (the same numbers)
-    corners = {k: (e.sip if e.sip is not None else SipModel.from_header(e.wcs_header))
+    corners = {k: e.corners if e.corners is not None else
+               (e.sip if e.sip is not None else SipModel.from_header(e.wcs_header))
                .pixel_to_sky(*camera.ccd_corners(e.ccd)) for k, e in by_key.items()}
     tracts_given = {r.tract for r in refs if r.tract is not None}
     skymap = None
