@@ -225,6 +225,19 @@ PYBIND11_MODULE(MOSAICFIT_MODULE, m) {
     m.def("nearest", [](const CArray& t, const CArray& q, double r) {
         return t.shape(1) == 2 ? nearest_impl<2>(t, q, r) : nearest_impl<3>(t, q, r);
     }, py::arg("tree_points"), py::arg("query_points"), py::arg("radius"));
+    m.def("binned_pair_products", [](const CArray& pts, const CArray& res, const CArray& edges) {
+        const int nbins = static_cast<int>(edges.shape(0)) - 1;
+        py::array_t<std::int64_t> count(std::max(nbins, 0));
+        py::array_t<double> sum(std::max(nbins, 0));
+        std::int64_t* pc = count.mutable_data();
+        double* ps = sum.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            binned_pair_products(pts.data(), pts.shape(0), res.data(), static_cast<int>(res.shape(1)),
+                                 edges.data(), nbins, pc, ps);
+        }
+        return py::make_tuple(count, sum);
+    }, py::arg("points"), py::arg("res"), py::arg("edges"));
     m.def("friends_of_friends", [](const CArray& p, double r) {
         return p.shape(1) == 2 ? fof_impl<2>(p, r) : fof_impl<3>(p, r);
     }, py::arg("points"), py::arg("radius"));

@@ -191,6 +191,34 @@ std::vector<std::int64_t> friends_of_friends(const double* pts, std::int64_t n, 
     return label;
 }
 
+void binned_pair_products(const double* pts, std::int64_t n, const double* res, int m,
+                          const double* edges, int nbins, std::int64_t* count, double* sum) {
+    std::fill(count, count + nbins, 0);
+    std::fill(sum, sum + nbins, 0.0);
+    if (n < 2 || nbins < 1) return;
+    std::vector<double> e2(static_cast<std::size_t>(nbins) + 1);
+    for (int k = 0; k <= nbins; ++k) e2[k] = edges[k] * edges[k];
+    const KdTree<2> tree(pts, n);
+    std::vector<std::int64_t> near;
+    for (std::int64_t i = 0; i < n; ++i) {
+        near.clear();
+        tree.within(pts + 2 * i, edges[nbins], near);
+        const double xi = pts[2 * i], yi = pts[2 * i + 1];
+        for (const std::int64_t j : near) {
+            if (j <= i) continue;
+            const double dx = pts[2 * j] - xi, dy = pts[2 * j + 1] - yi;
+            const double d2 = dx * dx + dy * dy;
+            // the bin k with e2[k] < d2 <= e2[k + 1]
+            const int k = static_cast<int>(std::lower_bound(e2.begin(), e2.end(), d2) - e2.begin()) - 1;
+            if (k < 0 || k >= nbins) continue;
+            double p = 0.0;
+            for (int c = 0; c < m; ++c) p += res[i * m + c] * res[j * m + c];
+            ++count[k];
+            sum[k] += p;
+        }
+    }
+}
+
 template class KdTree<2>;
 template class KdTree<3>;
 template void nearest_many<2>(const KdTree<2>&, const double*, std::int64_t, double,

@@ -49,6 +49,15 @@ template <int D>
 void pairs_within(const KdTree<D>& tree, const double* query, std::int64_t nq, double radius,
                   std::vector<std::int64_t>& iq, std::vector<std::int64_t>& it);
 
+// The pairs i < j of `pts` (n x 2, row-major) binned in separation: for bin k, the pairs
+// with edges[k] < d <= edges[k + 1] (compared as squares), their number count[k] and the sum
+// of the products res_i . res_j (res: n x m, row-major) sum[k]; nbins + 1 increasing edges,
+// edges[0] > 0. One pass for the count and all components (a correlation function; the
+// turbulence phase measures one per visit on Python threads, so this runs on the caller's
+// thread only).
+void binned_pair_products(const double* pts, std::int64_t n, const double* res, int m,
+                          const double* edges, int nbins, std::int64_t* count, double* sum);
+
 // Friends-of-friends groups: points closer than `radius` are linked, transitively.
 // Returns a label per point; labels are 0..ngroups-1 in order of first appearance.
 template <int D>
