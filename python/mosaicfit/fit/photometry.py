@@ -445,11 +445,15 @@ def fit_photometry(data, sol, cfg, exposures, filt, refcat_name, scale, stats, h
         if np.isfinite(x):
             by_visit.setdefault(vv, []).append(x)
     fluxmag0err = {}
+    axis = {}                  # each visit's P_v + F_v at the optical axis, once
     for (vv, c), err in mag_err.items():
         if not np.isfinite(err):
             vals = by_visit.get(vv)
             err = float(np.median(vals)) if vals else 0.0
-        fluxmag0err[(vv, c)] = 10.0 ** (0.4 * model.zero_point(vv, c)) * 0.4 * np.log(10) * err
+        if vv not in axis:
+            axis[vv] = model.axis_value(vv)
+        zp = axis[vv] + model.ccd_term(c)            # model.zero_point(vv, c)
+        fluxmag0err[(vv, c)] = 10.0 ** (0.4 * zp) * 0.4 * np.log(10) * err
     if errors is not None:
         log.info("photometric errors of %s: scale %.2f-%.2f (median %.2f) per visit, floor "
                  "%.2f mmag; reference magnitude errors x %.2f with a floor of %.2f mmag", filt,

@@ -80,7 +80,8 @@ def _wcs_images_of_text(text):
 def write_wcs_file(path, header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_name="_unknown_",
                    extra=()):
     """Write a ``wcs-`` file (atomically): primary with FILTER/FLUXMAG0/FLUXMAG0ERR (and the
-    `extra` (key, value, comment) cards: mosaicfit's own, documented in the README), then 0x0
+    `extra` (key, value, comment) cards, or their card images: mosaicfit's own, documented
+    in the README), then 0x0
     IMAGE/MASK/VARIANCE HDUs carrying the TAN-SIP cards (as meas_mosaic's files do, without
     the afw archive copy of the WCS)."""
     path = os.fspath(path)
@@ -113,5 +114,5 @@ def wcs_file_bytes(header_or_wcs, fluxmag0=0.0, fluxmag0err=0.0, filter_name="_u
     data = afw_header_only_exposure(
         [card_image("FILTER", filter_name), card_image("FLUXMAG0", float(fluxmag0)),
          card_image("FLUXMAG0ERR", float(fluxmag0err))]
-        + [card_image(*c) for c in extra], wcs_images)
+        + [c if isinstance(c, str) else card_image(*c) for c in extra], wcs_images)
     return data

@@ -19,6 +19,7 @@ in magnitudes. X0, Y0 are minus the optical axis in the rotated frame (checked a
 real files: tests/test_corrfiles.py). The flux correction factor is 10^(-0.4 P), times the
 pixel-area Jacobian when that is applied too.
 """
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -121,7 +122,7 @@ class FluxCorrection:
 
     def terms(self):
         """(i, j) in meas_mosaic's order: by total degree, then decreasing power of x."""
-        return [(n - k, k) for n in range(self.order + 1) for k in range(n + 1)]
+        return _terms(self.order)
 
     def rotate(self, x, y):
         """0-based CCD pixels -> the rotated frame (x', y') the polynomial lives in."""
@@ -226,7 +227,8 @@ def read_fcr(path, nq, width=HSC_CCD_WIDTH, height=HSC_CCD_HEIGHT):
 
 def write_fcr(path, fc, extra=()):
     """Write a FluxCorrection as an fcr file (atomically, as the real files are laid out);
-    `extra`: further primary cards [(key, value, comment)] (mosaicfit's own)."""
+    `extra`: further primary cards [(key, value, comment)] or their card images
+    (mosaicfit's own)."""
     path = os.fspath(path)
     write_bytes(fcr_bytes(fc, extra, path), path)
 
@@ -238,20 +240,35 @@ def fcr_bytes(fc, extra=(), path="fcr file"):
             math.isfinite(float(v)) for v in (fc.x0, fc.y0, fc.u_max, fc.v_max,
                                               fc.fluxmag0, fc.fluxmag0err)):
         raise ValueError(f"{path}: non-finite flux correction values")
-    return fcr_file_bytes(_fcr_card_images(fc) + [card_image(k, v, c) for k, v, c in extra])
+    return fcr_file_bytes(_fcr_card_images(fc) + [c if isinstance(c, str) else card_image(*c)
+                                                  for c in extra])
 
 
 def _fcr_card_images(fc):
     """The primary cards of an fcr file, as :meth:`FluxCorrection.header` has them."""
-    images = [card_image("ORDER", int(fc.order)), card_image("NCOEFF", int(fc.ncoeff)),
-              card_image("HIERARCH CHEBYSHEV", bool(fc.chebyshev)),
-              card_image("ABSOLUTE", bool(fc.absolute)),
-              card_image("U_MAX", float(fc.u_max)), card_image("V_MAX", float(fc.v_max)),
-              card_image("X0", float(fc.x0)), card_image("Y0", float(fc.y0))]
-    terms = fc.terms()
-    images.append(float_cards([f"C_{i}_{j}" for i, j in terms],
-                              [fc.coeffs[i, j] for i, j in terms]))
-    images += [card_image("AR_HDU", 5, "HDU (1-indexed) containing the archive used to store ancillary objects"),
-               card_image("FILTER", fc.filter), card_image("FLUXMAG0", float(fc.fluxmag0)),
-               card_image("FLUXMAG0ERR", float(fc.fluxmag0err))]
-    return images
+    head, keys, ii, jj, tail = _fcr_layout(int(fc.order), bool(fc.chebyshev), bool(fc.absolute))
+    values = np.concatenate([[float(fc.u_max), float(fc.v_max), float(fc.x0), float(fc.y0)],
+                             np.asarray(fc.coeffs, float)[ii, jj]])
+    return [head, float_cards(keys, values), tail, card_image("FILTER", fc.filter),
+            card_image("FLUXMAG0", float(fc.fluxmag0)),
+            card_image("FLUXMAG0ERR", float(fc.fluxmag0err))]
+
+
+def _terms(order):
+    """The (i, j) of an order's coefficients in meas_mosaic's order (FluxCorrection.terms)."""
+    return [(n - k, k) for n in range(order + 1) for k in range(n + 1)]
+
+
+@functools.lru_cache(maxsize=64)
+def _fcr_layout(order, chebyshev, absolute):
+    """The fixed cards of an fcr file of this kind (ORDER .. ABSOLUTE, then AR_HDU) as text,
+    the keys of its float cards U_MAX .. C_i_j and the (i, j) of its coefficients."""
+    terms = _terms(order)
+    head = "".join([card_image("ORDER", order),
+                    card_image("NCOEFF", (order + 1) * (order + 2) // 2),
+                    card_image("HIERARCH CHEBYSHEV", chebyshev),
+                    card_image("ABSOLUTE", absolute)])
+    keys = ("U_MAX", "V_MAX", "X0", "Y0") + tuple(f"C_{i}_{j}" for i, j in terms)
+    tail = card_image("AR_HDU", 5, "HDU (1-indexed) containing the archive used to store "
+                      "ancillary objects")
+    return (head, keys, np.array([i for i, _ in terms]), np.array([j for _, j in terms]), tail)

@@ -113,7 +113,10 @@ class PhotometricModel:
         p = self.surfaces(np.full(np.size(u), int(visit)), u, v).reshape(np.shape(u))
         return p + self.ccd_term(ccd)
 
+    def axis_value(self, visit):
+        """P_v + F_v at the optical axis (magnitudes)."""
+        return float(self.surfaces([int(visit)], np.array([0.0]), np.array([0.0]))[0])
+
     def zero_point(self, visit, ccd):
         """P_v + F_v at the optical axis plus dC (magnitudes): 2.5 log10 FLUXMAG0."""
-        return float(self.surfaces([int(visit)], np.array([0.0]), np.array([0.0]))[0]) + \
-            self.ccd_term(ccd)
+        return self.axis_value(visit) + self.ccd_term(ccd)

@@ -53,6 +53,7 @@ from astropy.wcs import WCS
 
 from .. import MosaicError, __version__
 from ..io.atomic import write_fits, write_table, write_text
+from ..io.fits import card_image
 from .astrometry import AstrometricModel, CcdPlacement, Optics, TractPlane
 from .chromatic import ChromaticTerm
 from .basis import PolyBasis
@@ -231,21 +232,47 @@ class Solution:
     def product_cards(self, visit, ccd):
         """mosaicfit's own cards for the primary header of the products of (visit, ccd):
         [(key, value, comment)] (the README's "Product header keywords")."""
+        before, after = self._visit_product_cards(visit, (int(visit), int(ccd)) in self.frozen)
+        return before + self.uncertainty_cards(visit, ccd) + after + \
+            self.photometry_cards(visit)
+
+    def _visit_product_cards(self, visit, frozen):
+        """The cards of product_cards that are the visit's alone: (those before the CCD's
+        uncertainty cards, those after it but for the photometry's); `frozen`: for a CCD kept
+        at its single-frame WCS (no model cards)."""
         q = self.visit_quality(visit)
-        cards = VisitQuality(**q).header_cards() if q is not None else []
-        cards += self.uncertainty_cards(visit, ccd)
+        before = VisitQuality(**q).header_cards() if q is not None else []
+        after = []
         a = self.astrometry
-        if a is not None and (int(visit), int(ccd)) not in self.frozen:
+        if a is not None and not frozen:
             if a.chromatic is not None:
-                cards += a.chromatic.header_cards(visit)
+                after += a.chromatic.header_cards(visit)
             f = a.turbulence.get(int(visit))
-            cards.append(("MFTURB", f is not None, "turbulence field removed (mosaicfit)"))
+            after.append(("MFTURB", f is not None, "turbulence field removed (mosaicfit)"))
             if f is not None:
-                cards += [("MFTSIG", round(float(f.params.get("sigma", 0.0)), 3),
+                after += [("MFTSIG", round(float(f.params.get("sigma", 0.0)), 3),
                            "[mas] turbulence kernel rms per axis"),
                           ("MFTLEN", round(float(f.params.get("lenarcm", 0.0)), 3),
                            "[arcmin] von Karman outer scale / 2 pi")]
-        return cards + self.photometry_cards(visit)
+        return before, after
+
+    def product_card_images(self, visit, ccd, cache):
+        """:meth:`product_cards` of (visit, ccd) as card images (80 characters each), and
+        the images of its fcr- product's own cards (:meth:`uncertainty_cards` then
+        :meth:`photometry_cards`): (wcs images, fcr images). The cards of the visit alone
+        are formatted once per visit into `cache` (a dict the writer keeps for one pass over
+        a final solution: 20000 products, ~15 cards each)."""
+        v = int(visit)
+        frozen = (v, int(ccd)) in self.frozen
+        got = cache.get((v, frozen))
+        if got is None:
+            before, after = self._visit_product_cards(v, frozen)
+            phot = [card_image(*c) for c in self.photometry_cards(v)]
+            got = cache[(v, frozen)] = ([card_image(*c) for c in before],
+                                        [card_image(*c) for c in after] + phot, phot)
+        before, after, phot = got
+        unc = [card_image(*c) for c in self.uncertainty_cards(v, ccd)]
+        return before + unc + after, unc + phot
 
     def photometry_cards(self, visit):
         """The cards of `visit`'s transparency field, where the visit has photometry: MFTRANS

@@ -392,6 +392,7 @@ def write_products(sol, repo, tract_refs):
 def _write_keys(sol, repo, keys, where, used, damaged, skipped, bar):
     """write_products' loop over the (visit, ccd) `keys`: the number of files written."""
     n = 0
+    visit_cards = {}          # the product cards of each visit alone, formatted once
     for i, key in enumerate(keys):
         places = where[key]
         if i % 256 == 0:
@@ -410,9 +411,10 @@ def _write_keys(sol, repo, keys, where, used, damaged, skipped, bar):
         paths = [(repo.path("wcs", **dict(ref.data_id, tract=tract)),
                   repo.path("fcr", **dict(ref.data_id, tract=tract)), ref) for tract, ref in places]
         # each file's bytes made once, written into every tract folder that wants it
+        extra, extra_fcr = sol.product_card_images(visit, ccd, visit_cards)
         if sol.has_astrometry(visit) or key in sol.frozen:
             f0 = fcrs[key].fluxmag0 if sol.has_photometry(visit) else 0.0
-            cards, extra = sol.wcs_card_text(visit, ccd), sol.product_cards(visit, ccd)
+            cards = sol.wcs_card_text(visit, ccd)
             made = {}
             for wcs_path, _, ref in paths:
                 filt = ref.filter or "_unknown_"
@@ -425,8 +427,7 @@ def _write_keys(sol, repo, keys, where, used, damaged, skipped, bar):
             sol.forget_wcs(visit, ccd)       # keep memory flat
         if sol.has_photometry(visit):
             fc = fcrs.pop(key)
-            extra = sol.uncertainty_cards(visit, ccd) + sol.photometry_cards(visit)
-            data = fcr_bytes(fc, extra=extra, path=paths[0][1])
+            data = fcr_bytes(fc, extra=extra_fcr, path=paths[0][1])
             for _, fcr_path, _ in paths:
                 write_bytes(data, fcr_path)
                 n += 1
