@@ -130,8 +130,12 @@ def visit_refraction(exposures, visits, dec_of_visit):
     position angle north through east), from the first exposure's observing headers; NaN
     where they do not say."""
     out = np.full((len(visits), 2), np.nan)
+    first = {}                 # each visit's first exposure with observing headers
+    for e in exposures:
+        if e.observing and e.visit not in first:
+            first[e.visit] = e.observing
     for k, v in enumerate(visits):
-        obs = next((e.observing for e in exposures if e.visit == v and e.observing), None)
+        obs = first.get(v)
         if not obs:
             continue
         z = None
@@ -226,17 +230,21 @@ class DcrFit:
             if not rms > 0:
                 return False
             c /= rms
-            cj = c[star]
-            r = s - shift[star]
-            for v in range(nv):
-                m = use & (vidx == v)
-                ww, x = w[m], cj[m]
-                if ww.sum() <= 0:
-                    continue
-                xc = x - np.sum(ww * x) / ww.sum()
-                den = np.sum(ww * xc * xc)
-                if den > 0:
-                    self.d[v] = np.sum(ww[:, None] * xc[:, None] * r[m], axis=0) / den
+            # each visit's vector: weighted least squares of its residuals on the colours
+            # about their mean, all visits at once from per-visit sums (a mask per visit
+            # was O(visits x detections) in each of the iterations)
+            vu, wu, xu = vidx[use], w[use], c[star[use]]
+            ru = s[use] - shift[star[use]]
+            sw = np.bincount(vu, weights=wu, minlength=nv)
+            swx = np.bincount(vu, weights=wu * xu, minlength=nv)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mx = np.where(sw > 0, swx / np.where(sw > 0, sw, 1.0), 0.0)
+            xc = xu - mx[vu]
+            den = np.bincount(vu, weights=wu * xc * xc, minlength=nv)
+            num = np.stack([np.bincount(vu, weights=wu * xc * ru[:, i], minlength=nv)
+                            for i in (0, 1)], axis=1)
+            fit = (sw > 0) & (den > 0)
+            self.d[fit] = num[fit] / den[fit, None]
             self.dc = c
         c, sigma, shift = self._colours_given_vectors(s, w, use)
         c = np.where(np.isfinite(c), c, 0.0)
