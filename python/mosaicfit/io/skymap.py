@@ -460,7 +460,9 @@ class TractInfo:
             raise ValueError(f"polygon reaches beyond 90 deg from the centre of tract {self.id}")
         rel = xy[:, :, None, :] - outer[None, None, :, :]
         cross = edge[None, None, :, 0] * rel[..., 1] - edge[None, None, :, 1] * rel[..., 0]
-        inside = np.all(cross >= 0, axis=(1, 2))
+        # a corner inside the tract (on the inner side of every edge: most CCDs of a tract
+        # have all four there): they share a point
+        inside = np.any(np.all(cross >= 0, axis=2), axis=1)
         result[idx[inside]] = True
         # every corner beyond one edge of the tract, by far more than the separating-axis
         # test's rounding slack (1e-12 relative): that edge separates them, so the full test
@@ -579,10 +581,26 @@ class _SkyMapBase:
         polygons = list(polygons)
         if len(polygons) < 2:
             return [self.find_tracts_overlapping(*p) for p in polygons]
-        vecs = [_polygon_vectors(r, d) for r, d in polygons]
-        circles = [_bounding_circle(v) for v in vecs]
-        centres = np.array([c for c, _ in circles])
-        radii = np.array([r for _, r in circles])
+        ras = [np.atleast_1d(np.asarray(r, float)).ravel() for r, _ in polygons]
+        decs = [np.atleast_1d(np.asarray(d, float)).ravel() for _, d in polygons]
+        sizes = {len(r) for r in ras} | {len(d) for d in decs}
+        if len(sizes) != 1 or 0 in sizes:
+            return [self.find_tracts_overlapping(*p) for p in polygons]
+        ra, dec = np.array(ras), np.array(decs)                  # (N, corners)
+        if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
+            return [self.find_tracts_overlapping(*p) for p in polygons]
+        V = _vectors(np.radians(ra), np.radians(dec))             # (N, corners, 3)
+        # each polygon's cap (_bounding_circle, for all at once)
+        s = V.sum(axis=1)
+        norms = np.linalg.norm(s, axis=1)
+        if np.any(norms < 1e-12):
+            return [self.find_tracts_overlapping(*p) for p in polygons]
+        centres = s / norms[:, None]
+        radii = np.max(np.arctan2(np.linalg.norm(np.cross(V, centres[:, None, :]), axis=-1),
+                                  np.einsum("ncd,nd->nc", V, centres)), axis=1)
+        if np.any(radii > _MAX_POLYGON_RADIUS):
+            return [self.find_tracts_overlapping(*p) for p in polygons]
+        vecs = list(V)
         c = centres.sum(axis=0)
         norm = np.linalg.norm(c)
         if norm < 1e-12:
