@@ -36,13 +36,24 @@ VisitRows visit_rows(const FitProblem& p) {
     auto& dets = vr.dets;
     auto& B = vr.B;
     dets.resize(p.nvisit);
-    for (std::int64_t j = 0; j < p.n; ++j)
-        if (p.active[j]) dets[p.visit[j]].push_back(j);
+    // each visit's detections in the order of their stars (ties: of the detections), by a
+    // counting sort on the star: O(n), where a sort per visit cost ~0.1 s of each iteration
+    // of a 200-visit fit
+    {
+        std::vector<std::int64_t> first(static_cast<std::size_t>(p.nstar) + 1, 0), nv(p.nvisit, 0);
+        for (std::int64_t j = 0; j < p.n; ++j)
+            if (p.active[j]) { ++first[p.star[j] + 1]; ++nv[p.visit[j]]; }
+        for (int s = 0; s < p.nstar; ++s) first[s + 1] += first[s];
+        std::vector<std::int64_t> by_star(static_cast<std::size_t>(first[p.nstar]));
+        for (std::int64_t j = 0; j < p.n; ++j)
+            if (p.active[j]) by_star[first[p.star[j]]++] = j;
+        for (int v = 0; v < p.nvisit; ++v) dets[v].reserve(static_cast<std::size_t>(nv[v]));
+        for (const std::int64_t j : by_star) dets[p.visit[j]].push_back(j);
+    }
     B.resize(p.nvisit);
 #pragma omp parallel for schedule(dynamic)
     for (int v = 0; v < p.nvisit; ++v) {
         auto& L = dets[v];
-        std::stable_sort(L.begin(), L.end(), [&](std::int64_t a, std::int64_t b) { return p.star[a] < p.star[b]; });
         B[v].resize(static_cast<Index>(L.size()), T);
         for (std::size_t k = 0; k < L.size(); ++k)
             basis_values(p.basis, p.order, p.u[L[k]], p.v[L[k]], B[v].row(static_cast<Index>(k)).data());
