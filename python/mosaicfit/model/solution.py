@@ -168,8 +168,10 @@ class Solution:
             d = self.camera[key[1]]
             groups.setdefault((self.product_sip_order(visit), d.width, d.height), []).append(key)
         # (in chunks: the model on every grid point of 20000 CCDs at once, a 200-visit run's,
-        # was ~0.8 GB of temporaries and the run's peak memory)
+        # was ~0.8 GB of temporaries and the run's peak memory; each chunk a few CCDs in many
+        # visits, whose forward fits share one factorisation per CCD, cpp/sip.cpp)
         chunks = [(k, g[i:i + PREPARE_CHUNK]) for k, g in groups.items()
+                  for g in [sorted(g, key=lambda vc: (vc[1], vc[0]))]
                   for i in range(0, len(g), PREPARE_CHUNK)]
         for (order, width, height), group in chunks:
             n = order + 7

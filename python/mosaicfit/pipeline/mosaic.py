@@ -389,17 +389,22 @@ def write_products(sol, repo, tract_refs):
     return n, skipped
 
 
+#: (visit, ccd) products prepared at once by the writer: ~20 visits of 104 CCDs, so that each
+#: CCD's fcr polynomial design is factored once for ~20 visits (Solution.flux_corrections)
+WRITE_CHUNK = 2048
+
+
 def _write_keys(sol, repo, keys, where, used, damaged, skipped, bar):
     """write_products' loop over the (visit, ccd) `keys`: the number of files written."""
     n = 0
     visit_cards = {}          # the product cards of each visit alone, formatted once
     for i, key in enumerate(keys):
         places = where[key]
-        if i % 256 == 0:
+        if i % WRITE_CHUNK == 0:
             # the next CCDs' TAN-SIP and flux polynomials fitted at once
             # (model.solution.Solution.prepare_wcs, flux_corrections)
-            sol.prepare_wcs(keys[i:i + 256])
-            chunk = [k for k in keys[i:i + 256] if sol.has_photometry(k[0])]
+            sol.prepare_wcs(keys[i:i + WRITE_CHUNK])
+            chunk = [k for k in keys[i:i + WRITE_CHUNK] if sol.has_photometry(k[0])]
             fcrs = dict(zip(chunk, sol.flux_corrections(chunk)))
         bar.update()
         visit, ccd = key
