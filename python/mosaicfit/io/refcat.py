@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import Table, vstack
+from astropy.table import Table
 
 from .. import MosaicError
 from ..units import AB_NJY_ZEROPOINT
@@ -326,6 +326,23 @@ def _read_shard(path):
     return read_afw_table(path, what="reference catalog shard")
 
 
+def _stack(tables):
+    """The rows of `tables` (shards: the same columns) in one Table, the columns' units,
+    descriptions and meta those of the first: astropy's vstack checks and merges every
+    column's attributes per table, ~2 ms a shard (a 200-visit strip reads ~500 shards)."""
+    first = tables[0]
+    out = Table(meta=dict(first.meta))
+    for name in first.colnames:
+        col = first[name]
+        data = np.concatenate([np.asarray(t[name]) for t in tables])
+        out[name] = data
+        out[name].unit, out[name].description = col.unit, col.description
+        out[name].meta.update(col.meta)
+        if col.format is not None:
+            out[name].format = col.format
+    return out
+
+
 def read_refcat(folder, ra_deg=None, dec_deg=None, radius_deg=None, trim=False):
     """Read the shards of a reference catalog that overlap the circle (all shards if no circle
     is given), concatenated into one Table. With `trim`, keep only the stars in the circle.
@@ -361,8 +378,7 @@ def read_refcat(folder, ra_deg=None, dec_deg=None, radius_deg=None, trim=False):
             raise MosaicError(f"{t.meta.get('source_file')}: columns differ from those of "
                               f"{tables[0].meta.get('source_file')}")
     meta = dict(tables[0].meta)
-    out = vstack(tables, join_type="exact", metadata_conflicts="silent") if len(tables) > 1 \
-        else tables[0]
+    out = _stack(tables) if len(tables) > 1 else tables[0]
     out.meta.clear()
     out.meta.update({k: v for k, v in meta.items() if k != "source_file"})
     out.meta["shards"] = wanted
