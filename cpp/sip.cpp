@@ -1,17 +1,15 @@
 #include "sip.hpp"
 
-#include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "basis.hpp"
+#include "lstsq.hpp"
 
 namespace mosaicfit {
 
 namespace {
-
-using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 double inv_max_abs(const double* x, std::int64_t n) {
     double m = 1.0;
@@ -19,47 +17,29 @@ double inv_max_abs(const double* x, std::int64_t n) {
     return 1.0 / m;
 }
 
-// The monomials of degree min_order..order at (x, y), in x / max|x|, y / max|y|, their columns
-// scaled to unit norm and factored once (Householder QR with column pivoting, as lstsq: a CCD
-// far from the optical axis spans x / max|x| in [0.88, 1], where the monomials are nearly
-// collinear), for the right-hand sides of every mapping that shares the samples.
-class MonomialDesign {
-  public:
-    MonomialDesign(const double* x, const double* y, std::int64_t n, int order, int min_order)
-        : order_(order), t0_(min_order > 0 ? n_terms(min_order - 1) : 0),
-          P_(n_terms(order) - t0_), sx_(inv_max_abs(x, n)), sy_(inv_max_abs(y, n)) {
-        const int T = n_terms(order);
-        std::vector<double> row(T);
-        Eigen::MatrixXd M(n, P_);
-        for (std::int64_t i = 0; i < n; ++i) {
-            basis_values(Basis::Monomial, order, x[i] * sx_, y[i] * sy_, row.data());
-            for (int t = 0; t < P_; ++t) M(i, t) = row[t0_ + t];
+// Least-squares coefficients of the monomials of degree min_order..order at (x, y) through
+// the r columns of rhs (n x r, row-major), fitted in x / max|x|, y / max|y| by lstsq (one
+// factorisation for all r: every mapping that shares the samples); out: r rows of the
+// unscaled monomials' coefficients, row c at out + c * stride.
+void fit_monomials(const double* x, const double* y, std::int64_t n, int order, int min_order,
+                   const double* rhs, int r, double* out, std::int64_t stride) {
+    const int T = n_terms(order), t0 = min_order > 0 ? n_terms(min_order - 1) : 0, P = T - t0;
+    const double sx = inv_max_abs(x, n), sy = inv_max_abs(y, n);
+    std::vector<double> row(T), M(static_cast<std::size_t>(n) * P),
+        X(static_cast<std::size_t>(P) * r);
+    for (std::int64_t i = 0; i < n; ++i) {
+        basis_values(Basis::Monomial, order, x[i] * sx, y[i] * sy, row.data());
+        std::copy(row.begin() + t0, row.end(), M.begin() + i * P);
+    }
+    lstsq(M.data(), rhs, n, P, r, X.data());
+    int t = 0;
+    for (int d = 0; d <= order; ++d)
+        for (int i = d; i >= 0; --i, ++t) {
+            if (t < t0) continue;
+            const double s = std::pow(sx, i) * std::pow(sy, d - i);
+            for (int c = 0; c < r; ++c) out[c * stride + t - t0] = X[(t - t0) * r + c] * s;
         }
-        sc_ = M.colwise().norm().transpose();
-        for (int t = 0; t < P_; ++t) sc_[t] = sc_[t] > 0 ? 1.0 / sc_[t] : 1.0;
-        qr_.compute(M * sc_.asDiagonal());
-    }
-
-    // rhs: n x r (row-major); out: r rows of P coefficients of the unscaled monomials, row i
-    // at out + i * stride
-    void solve(const double* rhs, std::int64_t n, int r, double* out, std::int64_t stride) const {
-        const Eigen::MatrixXd X = sc_.asDiagonal() * qr_.solve(
-            Eigen::MatrixXd(Eigen::Map<const RowMat>(rhs, n, r)));
-        int t = 0;
-        for (int d = 0; d <= order_; ++d)
-            for (int i = d; i >= 0; --i, ++t) {
-                if (t < t0_) continue;
-                const double s = std::pow(sx_, i) * std::pow(sy_, d - i);
-                for (int c = 0; c < r; ++c) out[c * stride + t - t0_] = X(t - t0_, c) * s;
-            }
-    }
-
-  private:
-    int order_, t0_, P_;
-    double sx_, sy_;
-    Eigen::VectorXd sc_;
-    Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr_;
-};
+}
 
 }  // namespace
 
@@ -69,27 +49,22 @@ void fit_sip_batch(std::int64_t K, std::int64_t n, std::int64_t m, const double*
     const int Ta = n_terms(order) - 3, Ti = n_terms(iorder), T = n_terms(order);
     // the forward fits: the mappings with the same samples (one CCD in every visit: the
     // samples are offsets from the CCD's CRPIX) share one factorisation
-    std::vector<std::int64_t> rep(K);
     std::vector<std::vector<std::int64_t>> groups;
-    {
-        std::vector<std::int64_t> firsts;
-        for (std::int64_t k = 0; k < K; ++k) {
-            std::size_t g = 0;
-            for (; g < firsts.size(); ++g) {
-                const std::int64_t f = firsts[g];
-                if (std::equal(u + k * n, u + (k + 1) * n, u + f * n) &&
-                    std::equal(v + k * n, v + (k + 1) * n, v + f * n))
-                    break;
-            }
-            if (g == firsts.size()) { firsts.push_back(k); groups.emplace_back(); }
-            groups[g].push_back(k);
+    for (std::int64_t k = 0; k < K; ++k) {
+        std::size_t g = 0;
+        for (; g < groups.size(); ++g) {
+            const std::int64_t f = groups[g][0];
+            if (std::equal(u + k * n, u + (k + 1) * n, u + f * n) &&
+                std::equal(v + k * n, v + (k + 1) * n, v + f * n))
+                break;
         }
+        if (g == groups.size()) groups.emplace_back();
+        groups[g].push_back(k);
     }
 #pragma omp parallel for schedule(dynamic)
     for (std::int64_t g = 0; g < static_cast<std::int64_t>(groups.size()); ++g) {
         const auto& ks = groups[g];
         const std::int64_t f = ks[0];
-        const MonomialDesign design(u + f * n, v + f * n, n, order, 2);
         const int r = static_cast<int>(2 * ks.size());
         std::vector<double> rhs(static_cast<std::size_t>(n) * r), out(static_cast<std::size_t>(r) * Ta);
         for (std::int64_t i = 0; i < n; ++i)
@@ -97,7 +72,7 @@ void fit_sip_batch(std::int64_t K, std::int64_t n, std::int64_t m, const double*
                 rhs[i * r + 2 * c] = dU[ks[c] * n + i];
                 rhs[i * r + 2 * c + 1] = dV[ks[c] * n + i];
             }
-        design.solve(rhs.data(), n, r, out.data(), Ta);
+        fit_monomials(u + f * n, v + f * n, n, order, 2, rhs.data(), r, out.data(), Ta);
         for (std::size_t c = 0; c < ks.size(); ++c)
             std::copy(out.begin() + 2 * c * Ta, out.begin() + (2 * c + 2) * Ta, ab + ks[c] * 2 * Ta);
     }
@@ -121,7 +96,7 @@ void fit_sip_batch(std::int64_t K, std::int64_t n, std::int64_t m, const double*
             rhs[2 * i] = gk[i] - U[i];
             rhs[2 * i + 1] = hk[i] - V[i];
         }
-        MonomialDesign(U.data(), V.data(), m, iorder, 0).solve(rhs.data(), m, 2, apbp + k * 2 * Ti, Ti);
+        fit_monomials(U.data(), V.data(), m, iorder, 0, rhs.data(), 2, apbp + k * 2 * Ti, Ti);
     }
 }
 

@@ -200,14 +200,25 @@ def _polygon_vectors(ra_corners, dec_corners):
     return _vectors(np.radians(ra), np.radians(dec))
 
 
+def _caps(vectors):
+    """(centres (N, 3), radii (N,), norms (N,)) of the caps around N polygons of as many
+    corners each (vectors (N, n, 3)): the corners' normalised mean and the largest angle from
+    it; `norms` the mean's length before normalising (~0: no hemisphere holds the corners)."""
+    s = vectors.sum(axis=1)
+    norms = np.linalg.norm(s, axis=1)
+    centres = s / np.where(norms > 0, norms, 1.0)[:, None]
+    cross = np.cross(vectors, centres[:, None, :])
+    radii = np.max(np.arctan2(np.linalg.norm(cross, axis=-1),
+                              np.einsum("ncd,nd->nc", vectors, centres)), axis=1)
+    return centres, radii, norms
+
+
 def _bounding_circle(vectors):
     """A cap (unit centre, radius in radians) containing a small polygon given by its corners."""
-    c = vectors.sum(axis=0)
-    norm = np.linalg.norm(c)
-    if norm < 1e-12:
+    centres, radii, norms = _caps(vectors[None])
+    if norms[0] < 1e-12:
         raise ValueError("polygon corners are not within a hemisphere")
-    c = c / norm
-    radius = float(_angle_between(vectors, c).max())
+    c, radius = centres[0], float(radii[0])
     if radius > _MAX_POLYGON_RADIUS:
         raise ValueError(f"polygon too large for an overlap test: its corners reach "
                          f"{math.degrees(radius):.1f} deg from their mean (at most "
@@ -590,15 +601,9 @@ class _SkyMapBase:
         if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
             return [self.find_tracts_overlapping(*p) for p in polygons]
         V = _vectors(np.radians(ra), np.radians(dec))             # (N, corners, 3)
-        # each polygon's cap (_bounding_circle, for all at once)
-        s = V.sum(axis=1)
-        norms = np.linalg.norm(s, axis=1)
-        if np.any(norms < 1e-12):
-            return [self.find_tracts_overlapping(*p) for p in polygons]
-        centres = s / norms[:, None]
-        radii = np.max(np.arctan2(np.linalg.norm(np.cross(V, centres[:, None, :]), axis=-1),
-                                  np.einsum("ncd,nd->nc", V, centres)), axis=1)
-        if np.any(radii > _MAX_POLYGON_RADIUS):
+        centres, radii, norms = _caps(V)          # each polygon's _bounding_circle
+        if np.any(norms < 1e-12) or np.any(radii > _MAX_POLYGON_RADIUS):
+            # (one by one, which says which polygon is wrong)
             return [self.find_tracts_overlapping(*p) for p in polygons]
         vecs = list(V)
         c = centres.sum(axis=0)

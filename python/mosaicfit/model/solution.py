@@ -415,6 +415,7 @@ class Solution:
         model), the polynomials of all fitted at once (PolyBasis.fit_many)."""
         keys = [(int(v), int(c)) for v, c in keys]
         out = [None] * len(keys)
+        axis = {}                      # visit -> PhotometricModel.axis_value
         groups = {}
         for i, (visit, ccd) in enumerate(keys):
             d = self.camera[ccd]
@@ -457,8 +458,10 @@ class Solution:
                 coeffs = {t: float(c) for t, c in zip(basis.terms, coef[k])}
                 coeffs[(0, 0)] = 0.0
                 d = self.camera[ccd]
-                # FLUXMAG0 = 10^(0.4 (P_v + F_v + dC)) at the axis (as fluxmag0())
-                f0 = 10.0 ** (0.4 * (float(p0[k]) + ph.ccd_term(ccd)))
+                # fluxmag0(visit, ccd), its visit's part evaluated once
+                if visit not in axis:
+                    axis[visit] = ph.axis_value(visit)
+                f0 = 10.0 ** (0.4 * (axis[visit] + ph.ccd_term(ccd)))
                 out[i] = FluxCorrection(
                     order=ph.order, coeffs=coeffs, x0=float(origin[at[k], 0]),
                     y0=float(origin[at[k], 1]), u_max=1.0, v_max=1.0, chebyshev=False,
