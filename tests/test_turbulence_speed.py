@@ -23,3 +23,14 @@ def test_correlation_function_equals_pair_listing():
     assert np.array_equal(n, n_ref)
     assert np.allclose(xi, xi_ref, rtol=1e-12, atol=1e-20)
     assert np.allclose(r, np.sqrt(edges[1:] * edges[:-1]))
+
+
+def test_correlation_function_refuses_what_the_pair_binning_cannot_read():
+    import pytest
+    rng = np.random.default_rng(6)
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        correlation_function(rng.uniform(size=(50, 3)), rng.normal(size=(50, 2)), 0.5)
+    with pytest.raises(ValueError, match="one residual row each"):
+        correlation_function(rng.uniform(size=(50, 2)), rng.normal(size=(49, 2)), 0.5)
+    with pytest.raises(ValueError, match="r_min < r_max"):
+        correlation_function(rng.uniform(size=(50, 2)), rng.normal(size=(50, 2)), 0.5, r_min=1.0)

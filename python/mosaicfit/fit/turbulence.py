@@ -163,7 +163,12 @@ def correlation_function(xy, res, r_max, n_bins=16, r_min=None):
     as `xy`), in logarithmic bins from `r_min` (default r_max / 100). Returns (bin centres,
     xi_+, pairs per bin)."""
     xy = np.ascontiguousarray(xy, float)
+    if xy.ndim != 2 or xy.shape[1] != 2 or len(np.asarray(res)) != len(xy):
+        raise ValueError(f"correlation_function: positions {xy.shape} must be (n, 2), with "
+                         f"one residual row each ({np.shape(res)})")
     r_min = r_max / 100.0 if r_min is None else r_min
+    if not 0 < r_min < r_max:
+        raise ValueError(f"correlation_function: need 0 < r_min < r_max, not {r_min}, {r_max}")
     edges = np.geomspace(r_min, r_max, n_bins + 1)
     if len(xy) < 2:
         return np.sqrt(edges[1:] * edges[:-1]), np.full(n_bins, np.nan), np.zeros(n_bins, int)
