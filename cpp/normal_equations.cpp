@@ -4,10 +4,23 @@
 #include <cmath>
 #include <stdexcept>
 #include <utility>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace mosaicfit {
 
 using Eigen::Index;
+
+namespace {
+#ifdef _OPENMP
+int omp_threads() { return omp_get_num_threads(); }
+int omp_thread() { return omp_get_thread_num(); }
+#else
+int omp_threads() { return 1; }
+int omp_thread() { return 0; }
+#endif
+}  // namespace
 
 StarSums star_sums(const FitProblem& p) {
     const int D = p.D;
@@ -232,66 +245,106 @@ void add_ccd_terms(ReducedSystem& sys, const FitProblem& p, const StarSums& st,
         nc[s] = m;
     }
     // visit x CCD rows, one visit per task (each writes only its own rows): column
-    // (ccd_row(c) + q) of C_d gets (w_j G_j[d, q] - w_j / W_s S_sc[d, q]) B_j over the
-    // detections j of the visit, c the CCDs of j's star
-#pragma omp parallel for schedule(dynamic)
-    for (int v = 0; v < p.nvisit; ++v) {
-        const auto& L = dets[v];
-        const Index r0 = sys.visit_row(v);
-        for (std::size_t k = 0; k < L.size(); ++k) {
-            const std::int64_t j = L[k];
-            const int s = p.star[j];
-            const double* brow = B[v].row(static_cast<Index>(k)).data();
-            const double* Gj = p.G + j * DK;
-            const double hj = p.w[j] / W[s];
-            for (int d = 0; d < D; ++d) {
-                double* Cd = sys.C[d].data() + r0;
-                for (int q = 0; q < K; ++q) {
-                    const double c = p.w[j] * Gj[d * K + q];
-                    double* col = Cd + (sys.ccd_row(p.ccd[j]) + q) * NV1;
-                    for (int t = 0; t < T; ++t) col[t] += c * brow[t];
-                }
+    // (ccd_row(c) + q) of C_d gets ([c = c_j] w_j G_j[d, q] - w_j / W_s S_sc[d, q]) B_j over
+    // the detections j of the visit, c the CCDs of j's star (c_j, j's own, among them). The
+    // visit's (detection, CCD) entries are taken CCD by CCD (a counting sort), so that the
+    // D x K columns of one CCD are summed in a block that stays in L1 and written once:
+    // scattering each entry into the visit's rows of all NC columns was bound by the L2
+    // traffic (~0.33 -> 0.1 s per solve at 200 visits)
+    const int nccd = p.nccd;
+#pragma omp parallel
+    {
+        std::vector<std::int64_t> at(static_cast<std::size_t>(nccd) + 1), ek, ef;
+        std::vector<double> acc(static_cast<std::size_t>(DK) * T), coef(DK);
+#pragma omp for schedule(dynamic)
+        for (int v = 0; v < p.nvisit; ++v) {
+            const auto& L = dets[v];
+            const Index r0 = sys.visit_row(v);
+            std::fill(at.begin(), at.end(), 0);
+            for (const std::int64_t j : L) {
+                const int s = p.star[j];
+                for (int e = 0; e < nc[s]; ++e) ++at[sccd[first[s] + e] + 1];
+            }
+            for (int c = 0; c < nccd; ++c) at[c + 1] += at[c];
+            ek.resize(static_cast<std::size_t>(at[nccd]));
+            ef.resize(ek.size());
+            for (std::size_t k = 0; k < L.size(); ++k) {
+                const int s = p.star[L[k]];
                 for (int e = 0; e < nc[s]; ++e) {
                     const std::int64_t f = first[s] + e;
-                    for (int q = 0; q < K; ++q) {
-                        const double c = hj * sval[f * DK + d * K + q];
-                        double* col = Cd + (sys.ccd_row(sccd[f]) + q) * NV1;
-                        for (int t = 0; t < T; ++t) col[t] -= c * brow[t];
+                    const std::int64_t slot = at[sccd[f]]++;
+                    ek[slot] = static_cast<std::int64_t>(k);
+                    ef[slot] = f;
+                }
+            }
+            // at[c] is now the end of CCD c's entries, at[c - 1] (0 for c = 0) their start
+            for (int c = 0; c < nccd; ++c) {
+                const std::int64_t b = c ? at[c - 1] : 0, e_ = at[c];
+                if (b == e_) continue;
+                std::fill(acc.begin(), acc.end(), 0.0);
+                for (std::int64_t q0 = b; q0 < e_; ++q0) {
+                    const std::int64_t k = ek[q0], f = ef[q0], j = L[k];
+                    const double hj = p.w[j] / W[p.star[j]];
+                    const double* sv = sval.data() + f * DK;
+                    for (int i = 0; i < DK; ++i) coef[i] = -hj * sv[i];
+                    if (p.ccd[j] == c)
+                        for (int i = 0; i < DK; ++i) coef[i] += p.w[j] * p.G[j * DK + i];
+                    const double* brow = B[v].row(static_cast<Index>(k)).data();
+                    for (int i = 0; i < DK; ++i) {
+                        double* a = acc.data() + i * T;
+                        const double ci = coef[i];
+                        for (int t = 0; t < T; ++t) a[t] += ci * brow[t];
                     }
+                }
+                for (int d = 0; d < D; ++d)
+                    for (int q = 0; q < K; ++q) {
+                        double* col = sys.C[d].data() + r0 + (sys.ccd_row(c) + q) * NV1;
+                        const double* a = acc.data() + (d * K + q) * T;
+                        for (int t = 0; t < T; ++t) col[t] += a[t];
+                    }
+            }
+        }
+    }
+    // CCD x CCD: sum_j w_j G_j' G_j  -  sum_s sum_{c1, c2 of s} S_sc1' S_sc2 / W_s, summed
+    // in one copy of E per thread (NC x NC: a few hundred kB)
+    std::vector<Mat> Eparts;
+#pragma omp parallel
+    {
+#pragma omp single
+        Eparts.assign(static_cast<std::size_t>(omp_threads()), Mat::Zero(NC, NC));
+        double* E = Eparts[static_cast<std::size_t>(omp_thread())].data();   // column-major
+#pragma omp for schedule(static) nowait
+        for (std::int64_t j = 0; j < p.n; ++j) {
+            if (!p.active[j]) continue;
+            const double* Gj = p.G + j * DK;
+            const Index r = sys.ccd_row(p.ccd[j]);
+            for (int q2 = 0; q2 < K; ++q2)
+                for (int q1 = 0; q1 < K; ++q1) {
+                    double g = 0.0;
+                    for (int d = 0; d < D; ++d) g += Gj[d * K + q1] * Gj[d * K + q2];
+                    E[(r + q2) * NC + r + q1] += p.w[j] * g;
+                }
+        }
+#pragma omp for schedule(static)
+        for (int s = 0; s < p.nstar; ++s) {
+            if (W[s] <= 0) continue;
+            for (int e1 = 0; e1 < nc[s]; ++e1) {
+                const double* S1 = sval.data() + (first[s] + e1) * DK;
+                const Index r1 = sys.ccd_row(sccd[first[s] + e1]);
+                for (int e2 = 0; e2 < nc[s]; ++e2) {
+                    const double* S2 = sval.data() + (first[s] + e2) * DK;
+                    const Index r2 = sys.ccd_row(sccd[first[s] + e2]);
+                    for (int q2 = 0; q2 < K; ++q2)
+                        for (int q1 = 0; q1 < K; ++q1) {
+                            double g = 0.0;
+                            for (int d = 0; d < D; ++d) g += S1[d * K + q1] * S2[d * K + q2];
+                            E[(r2 + q2) * NC + r1 + q1] -= g / W[s];
+                        }
                 }
             }
         }
     }
-    // CCD x CCD: sum_j w_j G_j' G_j  -  sum_s sum_{c1, c2 of s} S_sc1' S_sc2 / W_s
-    double* E = sys.E.data();         // column-major NC x NC
-    for (std::int64_t j = 0; j < p.n; ++j) {
-        if (!p.active[j]) continue;
-        const double* Gj = p.G + j * DK;
-        const Index r = sys.ccd_row(p.ccd[j]);
-        for (int q2 = 0; q2 < K; ++q2)
-            for (int q1 = 0; q1 < K; ++q1) {
-                double g = 0.0;
-                for (int d = 0; d < D; ++d) g += Gj[d * K + q1] * Gj[d * K + q2];
-                E[(r + q2) * NC + r + q1] += p.w[j] * g;
-            }
-    }
-    for (int s = 0; s < p.nstar; ++s) {
-        if (W[s] <= 0) continue;
-        for (int e1 = 0; e1 < nc[s]; ++e1) {
-            const double* S1 = sval.data() + (first[s] + e1) * DK;
-            const Index r1 = sys.ccd_row(sccd[first[s] + e1]);
-            for (int e2 = 0; e2 < nc[s]; ++e2) {
-                const double* S2 = sval.data() + (first[s] + e2) * DK;
-                const Index r2 = sys.ccd_row(sccd[first[s] + e2]);
-                for (int q2 = 0; q2 < K; ++q2)
-                    for (int q1 = 0; q1 < K; ++q1) {
-                        double g = 0.0;
-                        for (int d = 0; d < D; ++d) g += S1[d * K + q1] * S2[d * K + q2];
-                        E[(r2 + q2) * NC + r1 + q1] -= g / W[s];
-                    }
-            }
-        }
-    }
+    for (const Mat& Ep : Eparts) sys.E += Ep;
 }
 
 void add_right_hand_side(ReducedSystem& sys, const FitProblem& p, const StarSums& st,
