@@ -152,13 +152,10 @@ void add_visit_blocks(ReducedSystem& sys, const FitProblem& p, const StarSums& s
         const auto& La = dets[a];
         const auto& Lb = dets[b];
         Mat blk;
-        if (a == b && sys.sparse) {
+        if (a == b) {
             // each detection paired with itself: the direct term and its star's share at once,
-            // B' diag(w_j (1 - w_j / W_s)) B, one symmetric rank update (a quarter of the two
-            // GEMMs' work; w_j <= W_s, so the weights are >= 0). The sparse path only: the
-            // dense one keeps the two products, whose rounding its recorded products
-            // (tests/golden.py) have (the rank update moves them by 1e-4 mas through the
-            // iterations, from a 1e-10 relative change of the solution)
+            // B' diag(w_j (1 - w_j / W_s)) B, one symmetric rank update (a quarter of the
+            // work of the two products; w_j <= W_s, so the weights are >= 0)
             const Index n = static_cast<Index>(La.size());
             RowMat X(n, T);
             for (Index q = 0; q < n; ++q) {
@@ -178,7 +175,7 @@ void add_visit_blocks(ReducedSystem& sys, const FitProblem& p, const StarSums& s
                 else if (sb < sa) ++m;
                 else { ia.push_back(static_cast<Index>(i)); ib.push_back(static_cast<Index>(m)); ++i; ++m; }
             }
-            if (ia.empty() && a != b) continue;
+            if (ia.empty()) continue;
             RowMat X(static_cast<Index>(ia.size()), T), Y(static_cast<Index>(ib.size()), T);
             for (std::size_t q = 0; q < ia.size(); ++q) {
                 const std::int64_t ja = La[ia[q]], jb = Lb[ib[q]];
@@ -187,11 +184,6 @@ void add_visit_blocks(ReducedSystem& sys, const FitProblem& p, const StarSums& s
                 Y.row(static_cast<Index>(q)) = B[b].row(ib[q]);
             }
             blk = -(X.transpose() * Y);
-            if (a == b) {
-                Eigen::VectorXd wv(static_cast<Index>(La.size()));
-                for (std::size_t q = 0; q < La.size(); ++q) wv[static_cast<Index>(q)] = p.w[La[q]];
-                blk.noalias() += B[a].transpose() * wv.asDiagonal() * B[a];
-            }
         }
         if (sys.sparse) {
             sys.Ablk[k] = std::move(blk);
