@@ -336,3 +336,41 @@ def test_reference_errors_from_the_detections_offsets():
     assert np.allclose(hbar, 0.3)
     e = fit_reference_errors(0.7 * d2, cat_sig ** 2, var_det, 2, hbar)
     assert np.isclose(float(e.scale[0]), fits_[0][0]) and np.isclose(e.floor, fits_[0][1])
+
+
+# -- residual planes per CCD (fit.uncertainty.coherent_residuals) ------------------------------
+def test_coherent_residuals_are_each_ccds_weighted_plane():
+    """Every (visit, CCD) at once equals each one's own weighted least-squares plane; a
+    plane put into one CCD's residuals is flagged there, the noise elsewhere is not."""
+    from mosaicfit.fit.uncertainty import COHERENT_SIGMA, coherent_residuals
+    from mosaicfit.fit.clipping import chi2_quantile
+    rng = np.random.default_rng(5)
+    cam = hsc()
+    n = 6000
+    visit = rng.choice([902000, 902002], n)
+    ccd = rng.integers(0, 20, n)
+    x, y = rng.uniform(0, 2048, n), rng.uniform(0, 4176, n)
+    sig = rng.uniform(0.005, 0.03, n)
+    w = 1 / sig ** 2
+    res = rng.normal(0, sig)
+    plane = (visit == 902002) & (ccd == 7)
+    res[plane] += 0.01 + 0.02 * (x[plane] / 2048 - 0.5)
+    active = rng.random(n) > 0.05
+    active[(visit == 902000) & (ccd == 3)] &= np.arange(n)[(visit == 902000) & (ccd == 3)] < 0
+    out = coherent_residuals(res, w, active, visit, ccd, x, y, cam)
+    assert (902000, 3) not in out                      # no active detection
+    assert len(out) == 39
+    for (v, c), (rms, noise, m, bad) in out.items():
+        on = active & (visit == v) & (ccd == c)
+        A = np.stack([np.ones(on.sum()), x[on] / 2048 - 0.5, y[on] / 4176 - 0.5], axis=1)
+        sw = np.sqrt(w[on])
+        b = np.linalg.lstsq(A * sw[:, None], res[on] * sw, rcond=None)[0]
+        chi2 = np.sum(w[on] * (res[on] - A @ b) ** 2)
+        C = np.linalg.inv((A * w[on, None]).T @ A) * max(1.0, chi2 / (on.sum() - 3))
+        M = np.diag([1.0, 1 / 12, 1 / 12])
+        assert m == on.sum()
+        assert rms == pytest.approx(np.sqrt(b @ M @ b), rel=1e-9)
+        assert noise == pytest.approx(np.sqrt(np.trace(M @ C)), rel=1e-9)
+        assert bad == (b @ np.linalg.solve(C, b) > chi2_quantile(3, COHERENT_SIGMA)
+                       and rms > 0.002)
+        assert bad == ((v, c) == (902002, 7))
