@@ -91,14 +91,6 @@ def polynomial_covariances(basis, a, b, weff, vidx, nv, orders, prior_w=None, pr
     return cov
 
 
-def _sigmas(B, C, extra2):
-    """(rms, largest) of sigma = sqrt(b' C b + extra2) over the rows b of B."""
-    if not np.all(np.isfinite(C)):
-        return np.inf, np.inf
-    var = np.maximum(np.einsum("ij,jk,ik->i", B, C, B) + extra2, 0.0)
-    return float(np.sqrt(np.mean(var))), float(np.sqrt(np.max(var)))
-
-
 def astrometric_ccd_errors(sol, data, camera, ccd_prior_px):
     """{(visit, ccd): (rms, largest) mas} for every fitted visit and science CCD of `camera`:
     the error per coordinate of the product over the CCD."""
@@ -198,12 +190,25 @@ def photometric_ccd_errors(sol, model, data, u, v, camera, ccd_prior_mag, solve_
     rows = [basis.values(*(np.asarray(t) / s for t in sol.focal_plane(c, *_grid(camera, c))))
             for c in ccds]
     out = {}
+    if not ccds:
+        return out
+    B = np.concatenate(rows)                       # (CCDs x grid points, T)
+    npt = len(rows[0])
+    zp = np.repeat([zp_var[c] for c in ccds], npt)
+    excess = excess or {}
     for k, vis in enumerate(data.visits):
+        if not np.all(np.isfinite(cov[k])):
+            out.update({(int(vis), c): (np.inf, np.inf) for c in ccds})
+            continue
         sys2 = 0.0 if misfit is None else float(misfit[k]) ** 2
-        for c, B in zip(ccds, rows):
-            rms, top = _sigmas(B, cov[k], zp_var[c] + (
-                sys2 + (excess or {}).get((int(vis), c), 0.0) ** 2))
-            out[(int(vis), c)] = (1000.0 * rms, 1000.0 * top)
+        ex2 = np.repeat([excess.get((int(vis), c), 0.0) ** 2 for c in ccds], npt)
+        # sigma = sqrt(b' C b + the CCD's and the visit's extra variance) at every grid point
+        # of every CCD, in one product
+        var = np.maximum(np.einsum("ij,ij->i", B @ cov[k], B) + zp + sys2 + ex2,
+                         0.0).reshape(-1, npt)
+        rms, top = np.sqrt(np.mean(var, axis=1)), np.sqrt(np.max(var, axis=1))
+        out.update({(int(vis), c): (1000.0 * float(r_), 1000.0 * float(t_))
+                    for c, r_, t_ in zip(ccds, rms, top)})
     return out
 
 
