@@ -253,6 +253,10 @@ PYBIND11_MODULE(MOSAICFIT_MODULE, m) {
             const auto& r = self.cast<const FitResult&>();
             return view(r.dccd, {r.nccd, r.K}, self);
         }, "(nccd, K) CCD parameters")
+        .def_property_readonly("ccd_data_weight", [](py::object self) {
+            const auto& r = self.cast<const FitResult&>();
+            return view(r.ccd_data_weight, {r.nccd, r.K}, self);
+        }, "(nccd, K) the CCD parameters' information from the data, stars eliminated")
         .def_property_readonly("xstar", [](py::object self) {
             const auto& r = self.cast<const FitResult&>();
             return view(r.xstar, {r.nstar, r.D}, self);

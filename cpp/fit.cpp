@@ -106,6 +106,18 @@ FitResult solve_mosaic(const FitProblem& p) {
 
     // -- assembly -------------------------------------------------------------------------------
     const StarSums st = star_sums(p);
+    FitResult r;
+    r.ccd_data_weight.assign(static_cast<std::size_t>(p.nccd) * K, 0.0);
+    for (std::int64_t j = 0; j < p.n; ++j) {
+        if (!p.active[j] || K == 0) continue;
+        const double W = st.W[p.star[j]];
+        const double keep = W > 0 ? p.w[j] * (1.0 - p.w[j] / W) : 0.0;
+        for (int q = 0; q < K; ++q) {
+            double g2 = 0.0;
+            for (int d = 0; d < D; ++d) g2 += p.G[(j * D + d) * K + q] * p.G[(j * D + d) * K + q];
+            r.ccd_data_weight[static_cast<std::size_t>(p.ccd[j]) * K + q] += keep * g2;
+        }
+    }
     ReducedSystem sys;
     BlockSymbolic sym;
     {
@@ -126,7 +138,6 @@ FitResult solve_mosaic(const FitProblem& p) {
     add_ccd_gauge(sys, p);
     hold_fixed_parameters(sys, p);
 
-    FitResult r;
     r.D = D; r.nterms = T; r.nvisit = p.nvisit; r.nccd = p.nccd; r.K = K; r.nstar = p.nstar;
     r.n = p.n;
     r.fill = block_fill(sym);

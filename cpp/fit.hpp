@@ -67,6 +67,10 @@ struct FitResult {
     std::int64_t n = 0;
     std::vector<double> coef;       // nvisit x D x nterms
     std::vector<double> dccd;       // nccd x K
+    // nccd x K: sum over the active detections of w_j (1 - w_j / W_s) |d r_j / d c_q|^2, the
+    // CCD parameters' information from the data with the stars eliminated (the detection's
+    // share of its star removed), before any prior or gauge
+    std::vector<double> ccd_data_weight;
     std::vector<double> xstar;      // nstar x D (NaN for stars without data)
     std::vector<double> resid;      // n x D (0 for inactive)
     double chi2 = 0.0;              // detections + star priors

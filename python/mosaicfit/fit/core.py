@@ -130,24 +130,6 @@ def _array(a, dtype, shape, name):
     return out
 
 
-def _ccd_data_weight(args, p):
-    """(nccd, K): sum over the active detections of w_j (1 - h_j) |dr_j / dc|^2, the diagonal
-    of the CCD parameters' normal equations with the stars eliminated, h_j the star's share."""
-    act = args["active"].astype(bool)
-    w, star = args["w"][act], args["star"][act]
-    W = np.bincount(star, weights=w, minlength=p.nstar)
-    if args["prior_w"] is not None:
-        W = W + args["prior_w"]
-    Ws = W[star]                        # > 0: each active detection adds its own w > 0
-    h = np.divide(w, Ws, out=np.ones_like(w), where=Ws > 0)
-    G = args["G"][act]
-    g2 = np.einsum("ndk,ndk->nk", G, G)                        # (n active, K)
-    wt = (w * (1.0 - h))[:, None] * g2
-    ccd = args["ccd"][act]
-    return np.stack([np.bincount(ccd, weights=wt[:, q], minlength=p.nccd)
-                     for q in range(g2.shape[1])], axis=1)
-
-
 def solve_least_squares(p, covariance=False):
     """Solve `p` (a :class:`LeastSquaresProblem`); a singular system gives status 'singular'
     with zero parameters, an inconsistent problem a ValueError. With `covariance`, also the
@@ -225,7 +207,9 @@ def solve_least_squares(p, covariance=False):
             chi2_coef += float(np.einsum("vdt,vts,vds->", d, cm, d))
             nobs_coef += D * sum(int(np.linalg.matrix_rank(m)) for m in cm if np.any(m))
     pw = args["ccd_prior_w"]
-    data_w = _ccd_data_weight(args, p) if K > 0 else None
+    # (nccd, K): sum over the active detections of w_j (1 - h_j) |dr_j / dc|^2, the diagonal
+    # of the CCD parameters' normal equations with the stars eliminated, h_j the star's share
+    data_w = np.asarray(r.ccd_data_weight) if K > 0 else None
     if pw is not None and K > 0:
         on = pw > 0
         if args["ccd_fixed"] is not None:
