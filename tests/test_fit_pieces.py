@@ -262,11 +262,11 @@ def test_configuration_parsing():
 
 
 def _changed_by_dict(a, b):
-    """The definition, detection by detection: a detection is (exposure, x, y); it changed
-    when it is in one association only, or its star's first detection (in that order) or
-    its star's reference differ."""
+    """The definition, detection by detection: a detection is its row in the run's
+    selection; it changed when it is in one association only, or its star's first detection
+    (in that order) or its star's reference differ."""
     def labels(d):
-        keys = list(zip(d.det.exp.tolist(), d.det.x.tolist(), d.det.y.tolist()))
+        keys = d.det.row.tolist()
         first = {}
         for k, s in sorted(zip(keys, d.star.tolist())):
             first.setdefault(s, k)
@@ -280,24 +280,22 @@ def test_changed_detections_counts_what_the_definition_does():
     from mosaicfit.fit.solve import _changed_detections
     rng = np.random.default_rng(3)
 
-    def assoc(exp, x, y, star, ref_of_star):
-        return SimpleNamespace(det=SimpleNamespace(exp=exp, x=x, y=y), star=star,
-                               nstar=len(ref_of_star), ref_of_star=ref_of_star)
+    def assoc(row, star, ref_of_star):
+        return SimpleNamespace(det=SimpleNamespace(row=row), star=star, nstar=len(ref_of_star),
+                               ref_of_star=ref_of_star)
     n = 3000
-    exp = rng.integers(0, 40, n)
-    x, y = rng.uniform(0, 2048, n).round(2), rng.uniform(0, 4176, n).round(2)
+    rows = np.arange(n)
     star = rng.integers(0, 800, n)
     ref = np.where(rng.uniform(size=800) < 0.3, rng.integers(0, 500, 800), -1)
-    a = assoc(exp, x, y, star, ref)
+    a = assoc(rows, star, ref)
     assert _changed_detections(a, a) == 0
-    # b: some detections gone, some new, some stars merged or split, some references changed
+    # b: some detections gone, some new (rows a does not have), some stars merged or split,
+    # some references changed
     keep = rng.uniform(size=n) > 0.05
     star_b = np.where(rng.uniform(size=n) < 0.03, rng.integers(0, 900, n), star)
     ref_b = np.concatenate([np.where(rng.uniform(size=800) < 0.02, 7, ref), np.full(100, -1)])
     m = 100
-    b = assoc(np.concatenate([exp[keep], rng.integers(0, 40, m)]),
-              np.concatenate([x[keep], rng.uniform(0, 2048, m)]),
-              np.concatenate([y[keep], rng.uniform(0, 4176, m)]),
+    b = assoc(np.concatenate([rows[keep], n + np.arange(m)]),
               np.concatenate([star_b[keep], rng.integers(0, 900, m)]), ref_b)
     want = _changed_by_dict(a, b)
     assert 200 < want < n

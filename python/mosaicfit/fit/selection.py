@@ -45,6 +45,9 @@ class Detections:
     ra: np.ndarray          # from the single-frame WCS, degrees
     dec: np.ndarray
     pixscale: np.ndarray    # arcsec per pixel of the single-frame WCS
+    # the detection's row in the run's selection (select_detections), kept through take():
+    # what names it in every association of the run
+    row: np.ndarray = None
     extra: dict = field(default_factory=dict)
 
     def __len__(self):
@@ -87,7 +90,7 @@ def select_detections(exposures, camera, cfg):
     if not parts:
         raise MosaicError(f"no usable stars in any of the {len(exposures)} CCDs")
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return Detections(**cat), excluded
+    return Detections(**cat, row=np.arange(len(cat["x"]))), excluded
 
 
 # ------------------------------------------------------------------------------------------
