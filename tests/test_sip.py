@@ -100,3 +100,40 @@ def test_sip_fit_card_text_is_the_cards_formatted():
                    rng.normal(size=(2, 2)) * 1e-5, order, hi, iorder,
                    rng.normal(size=(2, ni)) * 1e-9 if order >= 2 else None, "ICRS")
         assert f.card_text() == cards_text(f.cards())
+
+
+def test_many_models_at_once_are_each_models_own_numbers():
+    # pixels_to_sky (the fit's selection: every CCD's single-frame WCS in one pass) gives each
+    # point exactly what its own SipModel gives: SIPs of several orders, one TAN without SIP,
+    # CRVALs on both sides of RA 0
+    from mosaicfit.model.sip import SipModel, pixels_to_sky
+    rng = np.random.default_rng(1)
+    models, ks, xs, ys = [], [], [], []
+    for i, (ccd, order, crval) in enumerate([(0, 9, (35.7, -3.7)), (49, 3, (0.01, 2.0)),
+                                             (101, 5, (359.99, 2.0)), (50, 0, (150.0, 60.0))]):
+        cam, gx, gy, ra, dec, crpix = _raw(ccd)
+        if order:
+            h = fit_tan_sip(gx, gy, ra, dec, crpix, (35.7, -3.7), order)
+            h["CRVAL1"], h["CRVAL2"] = crval
+        else:
+            h = WCS(naxis=2)
+            h.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+            h.wcs.crpix, h.wcs.crval = [1024.5, 2088.5], crval
+            h.wcs.cd = [[-4.7e-5, 1e-7], [2e-7, 4.7e-5]]
+            h = h.to_header()
+            h.rename_keyword("PC1_1", "CD1_1"), h.rename_keyword("PC2_2", "CD2_2")
+            h["CD1_2"], h["CD2_1"] = 1e-7, 2e-7
+        models.append(SipModel.from_header(h))
+        n = 500
+        ks.append(np.full(n, i))
+        xs.append(rng.uniform(0, 2047, n))
+        ys.append(rng.uniform(0, 4175, n))
+    perm = rng.permutation(2000)
+    k, x, y = (np.concatenate(a)[perm] for a in (ks, xs, ys))
+    ra, dec = pixels_to_sky(models, k, x, y)
+    for i, m in enumerate(models):
+        on = k == i
+        r1, d1 = m.pixel_to_sky(x[on], y[on])
+        np.testing.assert_array_equal(ra[on], r1)
+        np.testing.assert_array_equal(dec[on], d1)
+    assert len(models[0].a) > 0 and not models[3].a

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import MosaicError
-from ..model.sip import SipModel
+from ..model.sip import SipModel, pixels_to_sky
 
 __all__ = ["ExposureData", "Detections", "select_stars", "select_detections"]
 
@@ -62,7 +62,7 @@ class Detections:
 
 def select_detections(exposures, camera, cfg):
     """The selected detections of `exposures` and the (visit, ccd) of those without any."""
-    parts, excluded = [], []
+    parts, excluded, models = [], [], []
     for k, e in enumerate(exposures):
         d = camera[e.ccd]
         cat = e.catalog
@@ -80,16 +80,18 @@ def select_detections(exposures, camera, cfg):
         sig[bad] = np.maximum(0.01, 1.5 / snr[bad])       # ~FWHM / SNR when not measured
         if e.sip is None:
             e.sip = SipModel.from_header(e.wcs_header)
-        ra, dec = e.sip.pixel_to_sky(x, y)
         cd = e.sip.cd.tolist()           # the header's CD (the readers' headers stay unparsed)
         scale = np.sqrt(abs(cd[0][0] * cd[1][1] - cd[0][1] * cd[1][0])) * 3600.0
         n = len(idx)
         parts.append(dict(exp=np.full(n, k), visit=np.full(n, e.visit), ccd=np.full(n, e.ccd),
                           x=x, y=y, sig_pix=sig, flux=cat["flux"][idx], flux_err=cat["flux_err"][idx],
-                          ra=ra, dec=dec, pixscale=np.full(n, scale)))
+                          pixscale=np.full(n, scale), wcs=np.full(n, len(models))))
+        models.append(e.sip)
     if not parts:
         raise MosaicError(f"no usable stars in any of the {len(exposures)} CCDs")
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    # the single-frame WCS's sky positions, every CCD at once
+    cat["ra"], cat["dec"] = pixels_to_sky(models, cat.pop("wcs"), cat["x"], cat["y"])
     return Detections(**cat, row=np.arange(len(cat["x"]))), excluded
 
 

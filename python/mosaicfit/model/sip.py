@@ -26,7 +26,8 @@ from .basis import PolyBasis, n_terms
 from .sky import sky_to_tangent, tangent_to_sky
 
 __all__ = ["fit_tan_sip", "fit_tan_sip_many", "SipFit", "cards_text", "SipModel", "SipHeaderError",
-           "sip_pixel_to_sky", "pixel_area_ratio", "area_from_gradients", "sip_inverse"]
+           "sip_pixel_to_sky", "pixels_to_sky", "pixel_area_ratio", "area_from_gradients",
+           "sip_inverse"]
 
 
 def fit_tan_sip(x, y, ra_deg, dec_deg, crpix, crval, order, inverse_order=None,
@@ -429,6 +430,35 @@ class SipModel:
         v = V + self._poly("bp", U, V)
         shape = np.shape(ra_deg)
         return (u + self.crpix[0] - 1.0).reshape(shape), (v + self.crpix[1] - 1.0).reshape(shape)
+
+
+def pixels_to_sky(models, k, x, y):
+    """(ra, dec) degrees of the 0-based pixels (x, y), point i through the SipModel
+    models[k[i]]: each model's :meth:`SipModel.pixel_to_sky`, the same numbers, in one pass
+    (one C++ evaluation of all the SIPs, their coefficients padded to the largest order with
+    zeros, which add nothing): the fit's selection reads ~20000 single-frame WCSs at 200
+    visits, where a call per CCD cost ~80 us."""
+    k = np.asarray(k, np.int64).ravel()
+    x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
+    crpix = np.array([m.crpix for m in models], float).reshape(-1, 2)
+    crval = np.array([m.crval for m in models], float).reshape(-1, 2)
+    cd = np.array([m.cd for m in models], float).reshape(-1, 2, 2)
+    u = x + 1.0 - crpix[k, 0]
+    v = y + 1.0 - crpix[k, 1]
+    order = max((p + q for m in models for p, q in list(m.a) + list(m.b)), default=0)
+    if order > 0 and len(k):
+        basis = PolyBasis(order, "monomial")
+        coef = np.zeros((len(models), 2, basis.n_terms))
+        for i, m in enumerate(models):
+            for d, poly in enumerate((m.a, m.b)):
+                if poly:
+                    coef[i, d] = basis.vector(poly)
+        (duv,) = basis.evaluate_sets(coef, k, u, v)
+        u, v = u + duv[0], v + duv[1]
+    c = cd[k]
+    xi = c[:, 0, 0] * u + c[:, 0, 1] * v
+    eta = c[:, 1, 0] * u + c[:, 1, 1] * v
+    return tangent_to_sky(np.radians(xi), np.radians(eta), crval[k, 0], crval[k, 1])
 
 
 def sip_pixel_to_sky(header, x, y):
