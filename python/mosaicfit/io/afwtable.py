@@ -25,8 +25,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .. import MosaicError
-from .fits import (STRUCTURAL_KEYS, astropy_card_image, hdu_bytes, native, open_fits, pad_block,
-                   read_bintable, truncated_card)
+from .fits import (STRUCTURAL_KEYS, astropy_card_image, card_entries, hdu_bytes, native,
+                   open_fits, pad_block, read_bintable, truncated_card)
 
 __all__ = ["read_afw_table", "Columns", "afw_table_hdu", "afw_table_parts", "afw_table_file_bytes"]
 
@@ -147,36 +147,35 @@ def _build_table(path, header, names, formats, columns, nrows, keep=None, as_tab
     order = []         # schema order: ("col", n) / ("flag", m)
     extra = []
     seen_cols, seen_flags = set(), set()
-    for card in header.cards:
-        key = card.keyword
+    for key, value, comment in card_entries(header):
         kn = _col_key(key)
         if kn is not None:
             kind, n = kn
             if kind in ("TFLAG", "TFDOC"):
                 d = flag_info.setdefault(n, {})
                 if kind == "TFLAG":
-                    d["name"] = str(card.value).strip()
-                    d.setdefault("doc", card.comment or "")
+                    d["name"] = str(value).strip()
+                    d.setdefault("doc", comment or "")
                     if n not in seen_flags:
                         seen_flags.add(n)
                         order.append(("flag", n))
                 else:
-                    d["doc"] = str(card.value)
+                    d["doc"] = str(value)
             else:
                 d = info.setdefault(n, {})
                 if kind == "TTYPE":
-                    d.setdefault("doc", card.comment or "")
+                    d.setdefault("doc", comment or "")
                     if n not in seen_cols:
                         seen_cols.add(n)
                         order.append(("col", n))
                 elif kind == "TDOC":
-                    d["doc"] = str(card.value)
+                    d["doc"] = str(value)
                 elif kind in ("TUNIT", "TCCLS"):
-                    d[kind] = str(card.value).strip()
+                    d[kind] = str(value).strip()
             continue
         if _table_structure_key(key):
             continue
-        extra.append((key, card.value, card.comment))
+        extra.append((key, value, comment))
 
     flagcol = header.get("FLAGCOL")
     if flagcol is not None:

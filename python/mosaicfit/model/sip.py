@@ -318,12 +318,12 @@ class SipModel:
         try:
             if isinstance(header, Header):
                 # the fast reader's header (mosaicfit.io.fits): its values are parsed already
-                for c in header.cards:
-                    if _is_key(c.keyword):
-                        if c.keyword == "CTYPE1":
-                            ctype = str(c.value).strip("' ")
+                for keyword, value, _ in header.entries():
+                    if _is_key(keyword):
+                        if keyword == "CTYPE1":
+                            ctype = str(value).strip("' ")
                         else:
-                            vals[c.keyword] = _number(c.value)
+                            vals[keyword] = _number(value)
             else:
                 text = header if isinstance(header, str) else header.tostring()
                 for i in range(0, len(text) - 79, 80):
