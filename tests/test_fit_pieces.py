@@ -170,6 +170,15 @@ def test_astrometric_chain_derivatives_match_finite_differences():
         dg[k] = h
         num = (xi_eta(g0 + dg)[0] - xi_eta(g0 - dg)[0]) / (2 * h)      # (2, n)
         assert np.allclose(num.T, G[:, :, k], rtol=1e-5, atol=1e-9 * np.abs(num).max())
+    # the fit takes the optics' values and Jacobian from one evaluation: the same numbers
+    a1, b1, jac = model.optics.values_and_jacobian(u, v)
+    np.testing.assert_array_equal(a1, a)
+    np.testing.assert_array_equal(b1, b)
+    for j1, j0 in zip(jac, model.optics.jacobian(u, v)):
+        np.testing.assert_array_equal(j1, j0)
+    np.testing.assert_array_equal(
+        model.placement_derivatives(coef, np.zeros(len(x), int), a, b, u, v, ru, rv, True,
+                                    jac), G)
 
 
 # -- the polynomial basis ----------------------------------------------------------------------

@@ -304,11 +304,12 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
             break
         g = geom[cidx]
         u, v, ru, rv = placement.place(ox, oy, g[:, 0], g[:, 1], g[:, 2], data.u0, data.v0)
-        a, b = optics(u, v)                       # the polynomial's coordinates
         ccd_fixed = np.ones(nc, bool)
         ccd_prior = ccd_prior_w = None
         if it + it0 > 0 and cfg.solveCcd and held is None:
-            G = model.placement_derivatives(coef, vidx, a, b, u, v, ru, rv, cfg.allowRotation)
+            a, b, jac = optics.values_and_jacobian(u, v)    # the polynomial's coordinates
+            G = model.placement_derivatives(coef, vidx, a, b, u, v, ru, rv, cfg.allowRotation,
+                                            jac)
             n_on = np.bincount(cidx[active], minlength=nc)
             # a weak prior towards the nominal placement on every CCD: it holds the sparse
             # CCDs (not frozen there) and the directions no detection sees (the common move of
@@ -324,6 +325,7 @@ def fit_astrometry(data, camera, optics, plane, cfg, exposures, stats, held=None
                          "placement held within %.1f px of the nominal one by a prior",
                          int(sparse.sum()), cfg.minStarsPerCcd, CCD_PLACEMENT_PRIOR_PX)
         else:
+            a, b = optics(u, v)
             G = np.zeros((n, 2, 3))
         lsp = LeastSquaresProblem(
             star=star, visit=vidx, ccd=cidx, active=active.copy(), u=a, v=b, y=y + y_dcr, w=w,

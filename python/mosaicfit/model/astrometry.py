@@ -120,6 +120,13 @@ class Optics:
                      for j in self.camera.field_angle_jacobian(np.asarray(u) * ps,
                                                                np.asarray(v) * ps))
 
+    def values_and_jacobian(self, u, v):
+        """(a, b, (da/du, da/dv, db/du, db/dv)): the numbers of __call__ and :meth:`jacobian`
+        from one evaluation of the camera's distortion (the fit needs both every iteration)."""
+        ps = self._ps
+        X, Y, J = self.camera.field_angle_and_jacobian(np.asarray(u) * ps, np.asarray(v) * ps)
+        return X / self.scale, Y / self.scale, tuple(j * ps / self.scale for j in J)
+
 
 class TractPlane:
     """The gnomonic plane of a tract about `tangent_point` (ra, dec degrees), in arcsec."""
@@ -164,17 +171,18 @@ class AstrometricModel:
         """Whether the model has polynomial coefficients for `visit`."""
         return int(visit) in self.coefficients
 
-    def placement_derivatives(self, coef, vidx, a, b, u, v, ru, rv, rotation):
+    def placement_derivatives(self, coef, vidx, a, b, u, v, ru, rv, rotation, jac=None):
         """G (n, 2, 3): d(xi, eta)/d(dx, dy, theta) of each detection, the chain rule through
         the maps: polynomial gradient x optics Jacobian x placement derivative. `coef` (nv, 2,
         T) the polynomials, `vidx` (n,) each detection's row of it, (a, b) its optics
         coordinates at focal-plane (u, v), (ru, rv) its turned offset from its CCD's origin
-        (CcdPlacement.place)."""
+        (CcdPlacement.place); `jac` the optics' Jacobian at (u, v) if known
+        (Optics.values_and_jacobian)."""
         n = len(a)
         G = np.zeros((n, 2, 3))
         if not n:
             return G
-        ja, jb, jc, jd = self.optics.jacobian(u, v)       # d(a, b)/d(u, v)
+        ja, jb, jc, jd = self.optics.jacobian(u, v) if jac is None else jac   # d(a, b)/d(u, v)
         _, dpa, dpb = self.basis.evaluate_sets(coef, vidx, a, b, gradients=True)   # (2, n)
         dpu = dpa * ja + dpb * jc                         # dP/du, dP/dv
         dpv = dpa * jb + dpb * jd

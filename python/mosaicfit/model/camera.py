@@ -84,6 +84,12 @@ class Polynomial2D:
         _, du, dv = self.basis.evaluate_with_gradients(self._coef, u, v)
         return du[0], dv[0], du[1], dv[1]
 
+    def values_and_jacobian(self, u, v):
+        """(X, Y, (dX/du, dX/dv, dY/du, dY/dv)) from one evaluation: the numbers of
+        __call__ and :meth:`jacobian`."""
+        val, du, dv = self.basis.evaluate_with_gradients(self._coef, u, v)
+        return val[0], val[1], (du[0], dv[0], du[1], dv[1])
+
 
 class Camera:
     """Detectors plus the focal-plane -> field-angle distortion of one instrument."""
@@ -200,6 +206,15 @@ class Camera:
         v = np.asarray(y_mm, dtype=float) / self.pixel_size_mm
         k = self._angle_per_unit / self.pixel_size_mm
         return tuple(k * j for j in self.distortion.jacobian(u, v))
+
+    def field_angle_and_jacobian(self, x_mm, y_mm):
+        """(X, Y, (a, b, c, d)): :meth:`focal_plane_to_field_angle` and
+        :meth:`field_angle_jacobian` from one evaluation of the distortion."""
+        u = np.asarray(x_mm, dtype=float) / self.pixel_size_mm
+        v = np.asarray(y_mm, dtype=float) / self.pixel_size_mm
+        X, Y, J = self.distortion.values_and_jacobian(u, v)
+        k = self._angle_per_unit / self.pixel_size_mm
+        return X * self._angle_per_unit, Y * self._angle_per_unit, tuple(k * j for j in J)
 
     # -- field angle <-> sky (raw pointing) ----------------------------------------------------
     def field_angle_to_tangent_plane(self, X_rad, Y_rad, sky_angle_deg):

@@ -324,8 +324,11 @@ class Solution:
         visits, ccds = np.asarray(visits, np.int64), np.asarray(ccds, np.int64)
         x, y = np.asarray(x, float), np.asarray(y, float)
         J = np.ones(len(x))
-        keys, inv = np.unique(np.stack([visits, ccds], axis=1), axis=0, return_inverse=True)
+        # (one integer key per point: np.unique of the (visit, ccd) rows was 0.7 s at 200
+        # visits; CCD ids are below 1000)
+        ukeys, inv = np.unique(visits * 1000 + ccds, return_inverse=True)
         inv = inv.ravel()
+        keys = np.stack([ukeys // 1000, ukeys % 1000], axis=1)
         self.prepare_wcs([tuple(k) for k in keys.tolist()])
         by_order = {}
         for g, m in index_groups(inv):                  # m: the points of key g
