@@ -247,3 +247,21 @@ def test_full_coefficient_prior_matrices_equal_dense_solve(D, K, solver):
         bad = cm.copy()
         bad[2, 3, 4] += 1.0
         _run(p, active, cp, cw, bad)
+
+
+def test_ccd_data_weight_is_each_ccds_information_with_the_stars_eliminated():
+    # sum over the active detections of w (1 - w / W_star) |G|^2 per CCD parameter, W_star the
+    # star's active weight plus its prior's: what the CCD priors' leverage is measured against
+    p = _problem(2, 3, nstar=80, seed=4, prior_frac=0.4)
+    n = len(p["star"])
+    active = (np.arange(n) % 7 != 3).astype(np.uint8)
+    r = _run(p, active=active)
+    act = active.astype(bool)
+    W = np.bincount(p["star"][act], weights=p["w"][act], minlength=p["nstar"]) + p["prior_w"]
+    Ws = W[p["star"]]
+    h = np.divide(p["w"], Ws, out=np.ones(n), where=Ws > 0)     # (a star of inactive ones)
+    g2 = np.einsum("ndk,ndk->nk", p["G"], p["G"])
+    want = np.stack([np.bincount(p["ccd"][act], weights=(p["w"] * (1 - h) * g2[:, q])[act],
+                                 minlength=p["nccd"]) for q in range(3)], axis=1)
+    np.testing.assert_allclose(r.ccd_data_weight, want, rtol=1e-12)
+    assert np.all(want > 0)

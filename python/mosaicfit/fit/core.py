@@ -104,6 +104,9 @@ class LeastSquaresSolution:
     #                             (+ "+ldlt" where the Cholesky failed and an LDLT was used)
     fill: float = 1.0           # the sparse factor's blocks / the dense factor's
     npairs: int = 0             # pairs of visits sharing stars
+    # (nccd, K): sum over the active detections of w_j (1 - h_j) |dr_j / dc|^2, h_j the
+    # detection's share of its star's weight: the CCD parameters' information from the data
+    ccd_data_weight: np.ndarray = None
     # with solve_least_squares(..., covariance=True) (cpp/covariance.hpp), else None: the
     # marginal covariances of the parameters, the stars profiled out, in the units of y and
     # of the scaled coordinates; parameters held (ccd_fixed, no data) are not meaningful
@@ -240,7 +243,8 @@ def solve_least_squares(p, covariance=False):
         chi2_det=r.chi2_det, nobs=r.nobs + nobs_coef, nobs_det=r.nobs_det, nparam=r.nparam,
         status=r.status, n_ccd_dof=n_ccd_dof, rcond=r.rcond,
         t_assemble=r.t_assemble, t_solve=r.t_solve, solver=r.solver, fill=r.fill,
-        npairs=r.npairs, visit_cov=r.visit_cov, ccd_cov=r.ccd_cov, cross_cov=r.cross_cov)
+        npairs=r.npairs, visit_cov=r.visit_cov, ccd_cov=r.ccd_cov, cross_cov=r.cross_cov,
+        ccd_data_weight=data_w)
 
 
 def require_solution(sol, what):
