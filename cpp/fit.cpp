@@ -108,8 +108,8 @@ FitResult solve_mosaic(const FitProblem& p) {
     const StarSums st = star_sums(p);
     FitResult r;
     r.ccd_data_weight.assign(static_cast<std::size_t>(p.nccd) * K, 0.0);
-    for (std::int64_t j = 0; j < p.n; ++j) {
-        if (!p.active[j] || K == 0) continue;
+    for (std::int64_t j = 0; K > 0 && j < p.n; ++j) {
+        if (!p.active[j]) continue;
         const double W = st.W[p.star[j]];
         const double keep = W > 0 ? p.w[j] * (1.0 - p.w[j] / W) : 0.0;
         for (int q = 0; q < K; ++q) {
