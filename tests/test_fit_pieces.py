@@ -381,3 +381,56 @@ def test_coherent_residuals_are_each_ccds_weighted_plane():
         assert bad == (b @ np.linalg.solve(C, b) > chi2_quantile(3, COHERENT_SIGMA)
                        and rms > 0.002)
         assert bad == ((v, c) == (902002, 7))
+
+
+# -- star selection ----------------------------------------------------------------------------
+def _catalog(rng, n):
+    x = rng.uniform(-2.0, 2050.0, n)
+    y = rng.uniform(-2.0, 4178.0, n)
+    flux = rng.choice([100.0, 200.0, 300.0], n) * rng.integers(1, 4, n)   # ties in a cell
+    x[rng.random(n) < 0.03] = np.nan
+    return dict(x=x, y=y, flux=flux, flux_err=np.full(n, 10.0) * rng.uniform(0.5, 3.0, n),
+                centroid_flag=rng.random(n) < 0.05, flux_flag=rng.random(n) < 0.05,
+                saturated=rng.random(n) < 0.05, saturated_center=rng.random(n) < 0.05,
+                extendedness=np.where(rng.random(n) < 0.1, np.nan, rng.choice([0.0, 1.0], n)),
+                psf_used=rng.random(n) < 0.2)
+
+
+def _select_one_by_one(cat, width, height, cell, per_cell, brightest, min_snr):
+    """meas_mosaic's SourceReader rule written out source by source."""
+    good = []
+    for i in range(len(cat["x"])):
+        x, y, f, e = cat["x"][i], cat["y"][i], cat["flux"][i], cat["flux_err"][i]
+        if not (np.isfinite(x) and np.isfinite(y) and f > 0 and e > 0 and f / e >= min_snr):
+            continue
+        if not (-0.5 <= x < width - 0.5 and -0.5 <= y < height - 0.5):
+            continue
+        if cat["centroid_flag"][i] or cat["flux_flag"][i] or cat["saturated"][i] \
+                or cat["saturated_center"][i]:
+            continue
+        ext = cat["extendedness"][i]
+        if not (cat["psf_used"][i] or (np.isfinite(ext) and ext < 0.5)):
+            continue
+        c = (min(max(math.floor(x + 0.5), 0), width - 1) // cell,
+             min(max(math.floor(y + 0.5), 0), height - 1) // cell)
+        good.append((c, -f, i))
+    keep, count = [], {}
+    for c, _, i in sorted(good):                   # brightest first, then catalogue order
+        count[c] = count.get(c, 0) + 1
+        if count[c] <= per_cell:
+            keep.append(i)
+    if brightest and len(keep) > brightest:
+        keep = sorted(keep, key=lambda i: (-cat["flux"][i], i))[:brightest]
+    return sorted(keep)
+
+
+@pytest.mark.parametrize("brightest", [0, 7])
+def test_star_selection_of_many_ccds_at_once_is_each_ccds_own(brightest):
+    from mosaicfit.fit.selection import select_stars_many
+    rng = np.random.default_rng(5)
+    cats = [_catalog(rng, n) for n in (300, 0, 1, 57, 800)]
+    widths, heights = [2048, 2048, 2048, 1024, 2048], [4176, 4176, 4176, 1024, 4176]
+    got = select_stars_many(cats, widths, heights, 512, 2, brightest, False, 5.0)
+    for cat, w, h, g in zip(cats, widths, heights, got):
+        assert g.tolist() == _select_one_by_one(cat, w, h, 512, 2, brightest, 5.0)
+    assert sum(len(g) for g in got) >= 15         # the rule had something to choose from

@@ -9,7 +9,8 @@ import numpy as np
 from .. import MosaicError
 from ..model.sip import SipModel, pixels_to_sky
 
-__all__ = ["ExposureData", "Detections", "select_stars", "select_detections"]
+__all__ = ["ExposureData", "Detections", "select_stars", "select_stars_many",
+           "select_detections"]
 
 
 @dataclass
@@ -62,37 +63,42 @@ class Detections:
 
 def select_detections(exposures, camera, cfg):
     """The selected detections of `exposures` and the (visit, ccd) of those without any."""
-    parts, excluded, models = [], [], []
-    for k, e in enumerate(exposures):
-        d = camera[e.ccd]
-        cat = e.catalog
-        idx = select_stars(cat, d.width, d.height, cfg.cellSize, cfg.nStarPerCell,
-                           cfg.nBrightest, cfg.includeSaturated, cfg.minSnr)
-        if len(idx) == 0:
-            excluded.append((e.visit, e.ccd))
-            continue
-        x, y = cat["x"][idx], cat["y"][idx]
-        xe, ye = cat["x_err"][idx], cat["y_err"][idx]
-        snr = cat["flux"][idx] / cat["flux_err"][idx]
-        with np.errstate(invalid="ignore"):
-            sig = np.sqrt(0.5 * (xe ** 2 + ye ** 2))
-        bad = ~np.isfinite(sig) | (sig <= 0)
-        sig[bad] = np.maximum(0.01, 1.5 / snr[bad])       # ~FWHM / SNR when not measured
+    cats = [e.catalog for e in exposures]
+    sizes = np.array([(camera[e.ccd].width, camera[e.ccd].height) for e in exposures], float)
+    chosen = select_stars_many(cats, sizes[:, 0], sizes[:, 1], cfg.cellSize, cfg.nStarPerCell,
+                               cfg.nBrightest, cfg.includeSaturated, cfg.minSnr)
+    counts = np.array([len(i) for i in chosen], np.int64)
+    excluded = [(e.visit, e.ccd) for e, c in zip(exposures, counts) if c == 0]
+    on = np.nonzero(counts)[0]
+    if len(on) == 0:
+        raise MosaicError(f"no usable stars in any of the {len(exposures)} CCDs")
+    cat = {key: np.concatenate([cats[k][key][chosen[k]] for k in on])
+           for key in ("x", "y", "x_err", "y_err", "flux", "flux_err")}
+    models = []
+    for k in on:
+        e = exposures[k]
         if e.sip is None:
             e.sip = SipModel.from_header(e.wcs_header)
-        cd = e.sip.cd.tolist()           # the header's CD (the readers' headers stay unparsed)
-        scale = np.sqrt(abs(cd[0][0] * cd[1][1] - cd[0][1] * cd[1][0])) * 3600.0
-        n = len(idx)
-        parts.append(dict(exp=np.full(n, k), visit=np.full(n, e.visit), ccd=np.full(n, e.ccd),
-                          x=x, y=y, sig_pix=sig, flux=cat["flux"][idx], flux_err=cat["flux_err"][idx],
-                          pixscale=np.full(n, scale), wcs=np.full(n, len(models))))
         models.append(e.sip)
-    if not parts:
-        raise MosaicError(f"no usable stars in any of the {len(exposures)} CCDs")
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    # the pixel scale of each CCD's header CD (the readers' headers stay unparsed)
+    cd = np.array([m.cd for m in models], float).reshape(len(on), 2, 2)
+    scale = np.sqrt(np.abs(cd[:, 0, 0] * cd[:, 1, 1] - cd[:, 0, 1] * cd[:, 1, 0])) * 3600.0
+    n = counts[on]
+    exp_of = np.repeat(on, n)
+    snr = cat["flux"] / cat["flux_err"]
+    with np.errstate(invalid="ignore"):
+        sig = np.sqrt(0.5 * (cat.pop("x_err") ** 2 + cat.pop("y_err") ** 2))
+    bad = ~np.isfinite(sig) | (sig <= 0)
+    sig[bad] = np.maximum(0.01, 1.5 / snr[bad])       # ~FWHM / SNR when not measured
+    cat.update(exp=exp_of, visit=np.array([e.visit for e in exposures])[exp_of],
+               ccd=np.array([e.ccd for e in exposures])[exp_of], sig_pix=sig,
+               pixscale=np.repeat(scale, n))
     # the single-frame WCS's sky positions, every CCD at once
-    cat["ra"], cat["dec"] = pixels_to_sky(models, cat.pop("wcs"), cat["x"], cat["y"])
-    return Detections(**cat, row=np.arange(len(cat["x"]))), excluded
+    cat["ra"], cat["dec"] = pixels_to_sky(models, np.repeat(np.arange(len(on)), n), cat["x"],
+                                          cat["y"])
+    order = ("exp", "visit", "ccd", "x", "y", "sig_pix", "flux", "flux_err", "pixscale", "ra",
+             "dec")
+    return Detections(**{k: cat[k] for k in order}, row=np.arange(len(cat["x"]))), excluded
 
 
 # ------------------------------------------------------------------------------------------
@@ -106,28 +112,52 @@ def select_stars(cat, width, height, cell_size=512, n_per_cell=5, n_brightest=0,
 
     `cat` is a standardized catalogue (mosaicfit.io.src.standardize).
     """
-    x, y = cat["x"], cat["y"]
-    flux, ferr = cat["flux"], cat["flux_err"]
+    return select_stars_many([cat], [width], [height], cell_size, n_per_cell, n_brightest,
+                             include_saturated, min_snr)[0]
+
+
+def select_stars_many(cats, widths, heights, cell_size=512, n_per_cell=5, n_brightest=0,
+                      include_saturated=False, min_snr=5.0):
+    """:func:`select_stars` of each catalogue of `cats` (CCD k `widths[k]` x `heights[k]`
+    pixels), all at once: one pass of numpy over every CCD's detections (one per CCD was
+    ~0.3 ms each, 20000 of them in a 200-visit run). Returns a list of index arrays."""
+    sizes = np.array([len(c["x"]) for c in cats], np.int64)
+    if sizes.sum() == 0:
+        return [np.zeros(0, np.int64) for _ in cats]
+    col = {k: np.concatenate([np.asarray(c[k]) for c in cats])
+           for k in ("x", "y", "flux", "flux_err", "centroid_flag", "flux_flag", "saturated",
+                     "saturated_center", "extendedness", "psf_used")}
+    of = np.repeat(np.arange(len(cats)), sizes)
+    start = np.r_[0, np.cumsum(sizes)[:-1]]
+    w = np.asarray(widths, float)[of]
+    h = np.asarray(heights, float)[of]
+    x, y, flux, ferr = col["x"], col["y"], col["flux"], col["flux_err"]
     with np.errstate(invalid="ignore", divide="ignore"):
         ok = (np.isfinite(x) & np.isfinite(y) & np.isfinite(flux) & np.isfinite(ferr)
               & (flux > 0) & (ferr > 0) & (flux / ferr >= min_snr)
-              & (x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5))
-        ok &= ~cat["centroid_flag"] & ~cat["flux_flag"]
+              & (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5))
+        ok &= ~col["centroid_flag"] & ~col["flux_flag"]
         if not include_saturated:
-            ok &= ~cat["saturated"] & ~cat["saturated_center"]
-        ext = cat["extendedness"]
-        ok &= cat["psf_used"] | (np.nan_to_num(ext, nan=1.0) < 0.5)
+            ok &= ~col["saturated"] & ~col["saturated_center"]
+        ok &= col["psf_used"] | (np.nan_to_num(col["extendedness"], nan=1.0) < 0.5)
     idx = np.nonzero(ok)[0]
-    if len(idx) == 0:
-        return idx
-    ncx = int(np.ceil(width / cell_size))
-    cell = (np.clip(np.floor(x[idx] + 0.5), 0, width - 1) // cell_size).astype(np.int64) + ncx * (
-        np.clip(np.floor(y[idx] + 0.5), 0, height - 1) // cell_size).astype(np.int64)
-    order = np.lexsort((-flux[idx], cell))
+    # the cells of each CCD, numbered apart from every other CCD's
+    ncx = np.ceil(np.asarray(widths, float) / cell_size).astype(np.int64)
+    ncy = np.ceil(np.asarray(heights, float) / cell_size).astype(np.int64)
+    first = np.r_[0, np.cumsum(ncx * ncy)[:-1]]
+    k = of[idx]
+    cell = first[k] + (np.clip(np.floor(x[idx] + 0.5), 0, w[idx] - 1) // cell_size).astype(
+        np.int64) + ncx[k] * (np.clip(np.floor(y[idx] + 0.5), 0, h[idx] - 1)
+                              // cell_size).astype(np.int64)
+    order = np.lexsort((-flux[idx], cell))          # stable: ties keep the catalogue's order
     c = cell[order]
-    start = np.r_[0, np.nonzero(np.diff(c))[0] + 1]
-    rank = np.arange(len(c)) - np.repeat(start, np.diff(np.r_[start, len(c)]))
-    keep = idx[order[rank < n_per_cell]]
-    if n_brightest > 0 and len(keep) > n_brightest:
-        keep = keep[np.argsort(-flux[keep])[:n_brightest]]
-    return np.sort(keep)
+    run = np.r_[0, np.nonzero(np.diff(c))[0] + 1]
+    rank = np.arange(len(c)) - np.repeat(run, np.diff(np.r_[run, len(c)]))
+    keep = np.sort(idx[order[rank < n_per_cell]])
+    parts = np.split(keep, np.searchsorted(keep, start[1:]))
+    out = [p - s0 for p, s0 in zip(parts, start)]
+    if n_brightest > 0:
+        # (ties in the catalogue's order)
+        out = [np.sort(p[np.argsort(-flux[p + s0], kind="stable")[:n_brightest]])
+               if len(p) > n_brightest else p for p, s0 in zip(out, start)]
+    return out
