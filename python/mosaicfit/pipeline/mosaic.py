@@ -25,7 +25,7 @@ from .. import MosaicError
 from ..config import MosaicConfig
 from ..fit.solve import solve
 from ..fit.state import CcdTerms
-from ..io.atomic import concurrent_writes, write_bytes, write_text
+from ..io.atomic import concurrent_writes, write_copies, write_text
 from ..io.dataid import format_visit_ccds
 from ..io.layout import Repository
 from ..io.lock import rerun_lock
@@ -420,22 +420,20 @@ def _write_keys(sol, repo, keys, where, used, damaged, skipped, bar):
         if sol.has_astrometry(visit) or key in sol.frozen:
             f0 = fcrs[key].fluxmag0 if sol.has_photometry(visit) else 0.0
             cards = sol.wcs_card_text(visit, ccd)
-            made = {}
+            by_filter = {}
             for wcs_path, _, ref in paths:
-                filt = ref.filter or "_unknown_"
-                if filt not in made:
-                    made[filt] = wcs_file_bytes(cards, fluxmag0=f0, filter_name=filt,
-                                                extra=extra, path=wcs_path,
-                                                checked=key not in sol.frozen)
-                write_bytes(made[filt], wcs_path)
-                n += 1
+                by_filter.setdefault(ref.filter or "_unknown_", []).append(wcs_path)
+            for filt, wcs_paths in by_filter.items():
+                write_copies(wcs_file_bytes(cards, fluxmag0=f0, filter_name=filt, extra=extra,
+                                            path=wcs_paths[0], checked=key not in sol.frozen),
+                             wcs_paths)
+                n += len(wcs_paths)
             sol.forget_wcs(visit, ccd)       # keep memory flat
         if sol.has_photometry(visit):
             fc = fcrs.pop(key)
-            data = fcr_bytes(fc, extra=extra_fcr, path=paths[0][1])
-            for _, fcr_path, _ in paths:
-                write_bytes(data, fcr_path)
-                n += 1
+            write_copies(fcr_bytes(fc, extra=extra_fcr, path=paths[0][1]),
+                         [fcr_path for _, fcr_path, _ in paths])
+            n += len(paths)
     return n
 
 
