@@ -27,9 +27,6 @@ class ExposureData:
     # observing conditions from the CORR header (AIRMASS, ZD, ALTITUDE, PARANG, HA: numbers,
     # HA possibly sexagesimal hours), for the chromatic term's prediction
     observing: dict = None
-    # the sky corners (ra[4], dec[4]) of the CCD through `sip` (the readers compute them in
-    # their processes: the run's tracts and reference areas are found from them)
-    corners: tuple = None
 
 
 @dataclass

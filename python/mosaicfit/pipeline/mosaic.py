@@ -37,7 +37,7 @@ from ..model.fluxcorr import fcr_bytes
 from ..model.sip import SipModel
 from .executor import dask_client, process_pool
 from .progress import progress_bar
-from .inputs import load_exposures, resolve_refs
+from .inputs import load_exposures, resolve_refs, sky_corners
 from .references import match_references, refcat_folder, sky_circle
 from .regions import sky_regions
 
@@ -135,11 +135,13 @@ def _run_mosaic(req, repo, client):
         print(f"mosaic: skipping {ref}: {msg}", file=sys.stderr)
     if not exposures:
         raise MosaicError(f"none of the {len(refs)} CCDs selected by --id has readable inputs")
-    by_key = {(e.visit, e.ccd): e for e in exposures}
     # the SipModel read with the exposure, else parsed from its header (the same numbers)
-    corners = {k: e.corners if e.corners is not None else
-               (e.sip if e.sip is not None else SipModel.from_header(e.wcs_header))
-               .pixel_to_sky(*camera.ccd_corners(e.ccd)) for k, e in by_key.items()}
+    for e in exposures:
+        if e.sip is None:
+            e.sip = SipModel.from_header(e.wcs_header)
+    corners = dict(zip([(e.visit, e.ccd) for e in exposures],
+                       sky_corners([e.sip for e in exposures], [e.ccd for e in exposures],
+                                   camera)))
     tracts_given = {r.tract for r in refs if r.tract is not None}
     skymap = None
     if tracts_given:
@@ -166,7 +168,7 @@ def _run_mosaic(req, repo, client):
             except (KeyError, IndexError):
                 raise MosaicError(f"tract {tract} is not in the sky map "
                                   f"{repo.find('skymap', coaddName=cfg.coaddName)}") from None
-        out_refs = [r for r in trefs if (r.visit, r.ccd) in by_key]
+        out_refs = [r for r in trefs if (r.visit, r.ccd) in corners]
         if tinfo is not None and cfg.requireTractOverlap and tracts_given:
             # (tracts found from the sky map hold only the CCDs that overlap them)
             out_refs = [r for r in out_refs if tinfo.overlaps_polygon(*corners[(r.visit, r.ccd)])]
