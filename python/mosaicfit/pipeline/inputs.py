@@ -52,8 +52,7 @@ def ccd_sky_corners(repo, refs, camera):
 def sky_corners(sips, ccds, camera):
     """[(ra[4], dec[4])] in degrees of the corners of CCD ccds[i] through the SipModel
     sips[i], every CCD in one pass (model.sip.pixels_to_sky: the numbers of each
-    SipModel.pixel_to_sky; a call per CCD was ~0.5 ms, 10 s of the readers' CPU at 200
-    visits)."""
+    SipModel.pixel_to_sky; a call per CCD in the readers was ~0.5 ms under cProfile)."""
     if not sips:
         return []
     xy = [camera.ccd_corners(c) for c in ccds]
