@@ -198,3 +198,27 @@ def test_joint_run_on_a_dask_cluster(joint, corner, tmp_path):
         ra, da = sip_pixel_to_sky(ha, x.ravel(), y.ravel())
         rb, db = sip_pixel_to_sky(hb, x.ravel(), y.ravel())
         assert np.hypot((ra - rb) * np.cos(np.radians(da)), da - db).max() * 3.6e6 < 0.01, key
+
+
+def test_products_written_in_processes_are_the_same_bytes(corner, tmp_path, monkeypatch):
+    """-j 2 on a run of many products (here: from the first product on, in chunks of 64)
+    makes and writes them in two spawned processes, each from its copy of the Solution: the
+    same files, byte for byte, as one process writes them, linked across the tract folders
+    alike, and the same CCDs left without."""
+    monkeypatch.setattr(mosaic_module, "WRITE_CHUNK", 64)
+    spawned = []
+    real = mosaic_module._write_in_processes
+    monkeypatch.setattr(mosaic_module, "_write_in_processes",
+                        lambda *a: spawned.append(len(a[2])) or real(*a))
+    roots = {}
+    for jobs, least in ((1, 10 ** 9), (2, 1)):
+        roots[jobs] = root = str(tmp_path / f"j{jobs}")
+        shutil.copytree(corner, root)
+        monkeypatch.setattr(mosaic_module, "PARALLEL_WRITE_MIN", least)
+        assert cli.mosaic_main([root, "--rerun=sim", "--id", VISITS, CCDS, "-j", str(jobs)]) == 0
+    assert spawned == [4]                         # 256 products in 4 chunks, 2 processes
+    assert _products(roots[2]) == _products(roots[1])
+    # one inode per product across its tract folders
+    for p in glob.glob(os.path.join(roots[2], "rerun", "sim", "*", "*", "corr", "*", "*.fits")):
+        assert os.stat(p).st_nlink == len(glob.glob(os.path.join(
+            roots[2], "rerun", "sim", "*", "*", "corr", "*", os.path.basename(p))))

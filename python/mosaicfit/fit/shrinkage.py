@@ -79,9 +79,10 @@ def random_effects(d, C, Gam, tau_floor):
     def moments(t2):
         W = np.linalg.inv(C + t2 * Gam[None])
         V = np.linalg.inv(W.sum(axis=0))
-        mu = np.einsum("ij,kjl,kcl->ci", V, W, d)
+        # (as matrix products: einsum's three-operand loops were 2.8 s of a 100-visit fit)
+        mu = (V @ np.matmul(W, d.transpose(0, 2, 1)).sum(axis=0)).T
         r = d - mu[None]
-        return float(np.einsum("kci,kij,kcj->", r, W, r)), mu, V
+        return float(np.sum(np.matmul(r, W) * r)), mu, V
 
     q0, mu, V = moments(0.0)
     t2 = 0.0

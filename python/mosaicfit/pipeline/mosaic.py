@@ -12,8 +12,10 @@ exit status; :func:`fit_and_write` is the unit of work (one joint fit, its produ
 tracts) that runs locally or as a Dask task; :func:`write_products` writes the wcs-/fcr- files
 of a Solution into the rerun.
 """
+import concurrent.futures
 import copy
 import logging
+import multiprocessing
 import os
 import sys
 import time
@@ -239,6 +241,10 @@ def _run_mosaic(req, repo, client):
                 for _, kw, r in split:
                     if r == run:
                         kw["ccd_terms"] = common
+        if client is None and pool is None:
+            # the fits one after the other here: each writes its products in -j processes
+            for _, kw, _ in jobs:
+                kw["write_jobs"] = req.jobs
         for lines, n, excl in _execute(fit_and_write, [(t, kw) for t, kw, _ in jobs], client,
                                        pool, lazy=True):
             n_excluded += excl
@@ -361,11 +367,13 @@ def _run_name(tracts):
         f"tracts {'^'.join(str(t) for t in tracts)}"
 
 
-def write_products(sol, repo, tract_refs):
+def write_products(sol, repo, tract_refs, jobs=1):
     """Write the wcs-/fcr- files of the refs of each tract (`tract_refs`: {tract: DataRefs
     with visit, ccd, pointing, filter}) into the rerun, each atomically. A (visit, CCD) in
-    several tracts gets the same product, byte for byte, in each of their folders. Returns
-    (number of files written, {tract: (visit, ccd) of its refs left without products})."""
+    several tracts gets the same product, byte for byte, in each of their folders. With
+    `jobs` > 1 and many products, they are made and written in that many local processes
+    (PARALLEL_WRITE_MIN). Returns (number of files written, {tract: (visit, ccd) of its refs
+    left without products})."""
     # a CCD outside what its visit's stars constrain (fit.uncertainty: its uncertainty beyond
     # maxCcdPosError / maxCcdMagError) would only get an extrapolation of the visit's
     # polynomials: it is excluded, and reported by the caller; a CCD without stars of its own
@@ -383,37 +391,89 @@ def write_products(sol, repo, tract_refs):
     for tract, refs in sorted(tract_refs.items()):
         for ref in refs:
             where.setdefault((ref.visit, ref.ccd), []).append((tract, ref))
-    bar = progress_bar(len(where), "writing")
     keys = sorted(where)
-    with concurrent_writes():
-        n = _write_keys(sol, repo, keys, where, used, damaged, skipped, bar)
-    bar.close()
+    parallel = jobs > 1 and len(keys) >= PARALLEL_WRITE_MIN
+    # the same chunks whatever -j: a CCD's fcr polynomials of the visits in one chunk share a
+    # least-squares solve, whose rounding (amplified ~1e7 by the monomials' conditioning, to
+    # ~1e-9 of a coefficient) depends on how many share it; with -j the same bytes
+    tasks = [(c, {k: where[k] for k in c}, used, damaged)
+             for c in (keys[i:i + WRITE_CHUNK] for i in range(0, len(keys), WRITE_CHUNK))]
+    n = 0
+    with progress_bar(len(keys), "writing") as bar:
+        if parallel:
+            results = _write_in_processes(sol, repo, tasks, jobs, bar)
+        else:
+            results = []
+            with concurrent_writes():
+                for t in tasks:
+                    results.append(_write_keys(sol, repo, *t))
+                    bar.update(len(t[0]))
+    for n_files, left in results:
+        n += n_files
+        for tract, key in left:
+            skipped[tract].append(key)
+    for t in skipped:
+        skipped[t].sort()
     return n, skipped
 
 
-#: (visit, ccd) products prepared at once by the writer: ~20 visits of 104 CCDs, so that each
-#: CCD's fcr polynomial design is factored once for ~20 visits (Solution.flux_corrections)
-WRITE_CHUNK = 2048
+#: (visit, ccd) products prepared at once by the writer: ~10 visits of 104 CCDs, so that each
+#: CCD's fcr polynomial design is factored once for ~10 visits (Solution.flux_corrections);
+#: also the unit of work of the writing processes (10 of them at 100 visits)
+WRITE_CHUNK = 1024
+
+#: from this many products on, -j N writes them in N local processes: formatting the header
+#: cards and creating the files is Python work of ~2 ms per CCD, which one process does alone
+#: otherwise (20 s of a 100-visit strip's 120 s); starting the processes costs ~2 s
+PARALLEL_WRITE_MIN = 4000
+
+_WRITER = {}              # a writing process's Solution and Repository (_start_writer)
 
 
-def _write_keys(sol, repo, keys, where, used, damaged, skipped, bar):
-    """write_products' loop over the (visit, ccd) `keys`: the number of files written."""
-    n = 0
+def _start_writer(sol, repo):
+    _WRITER["sol"], _WRITER["repo"] = sol, repo
+
+
+def _write_task(keys, where, used, damaged):
+    """_write_keys in a writing process, on the Solution its start was given."""
+    with concurrent_writes():
+        return _write_keys(_WRITER["sol"], _WRITER["repo"], keys, where, used, damaged)
+
+
+def _write_in_processes(sol, repo, tasks, jobs, bar):
+    """The results of _write_keys of each of `tasks` ((keys, where, used, damaged)), run in
+    `jobs` spawned processes. Each gets the Solution once, at its start, without its
+    detections (diagnostics only: the bulk of its bytes)."""
+    lean = copy.copy(sol)
+    lean.detections = None
+    pool = concurrent.futures.ProcessPoolExecutor(
+        min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_writer, initargs=(lean, repo))
+    try:
+        futures = {pool.submit(_write_task, *t): len(t[0]) for t in tasks}
+        for f in concurrent.futures.as_completed(futures):
+            bar.update(futures[f])
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _write_keys(sol, repo, keys, where, used, damaged):
+    """The products of the (visit, ccd) `keys` (at most WRITE_CHUNK): (the number of files
+    written, [(tract, key)] of the refs left without products)."""
+    n, left = 0, []
     visit_cards = {}          # the product cards of each visit alone, formatted once
-    for i, key in enumerate(keys):
+    # the CCDs' TAN-SIP and flux polynomials fitted at once (model.solution.Solution.
+    # prepare_wcs, flux_corrections)
+    sol.prepare_wcs(keys)
+    chunk = [k for k in keys if sol.has_photometry(k[0])]
+    fcrs = dict(zip(chunk, sol.flux_corrections(chunk)))
+    for key in keys:
         places = where[key]
-        if i % WRITE_CHUNK == 0:
-            # the next CCDs' TAN-SIP and flux polynomials fitted at once
-            # (model.solution.Solution.prepare_wcs, flux_corrections)
-            sol.prepare_wcs(keys[i:i + WRITE_CHUNK])
-            chunk = [k for k in keys[i:i + WRITE_CHUNK] if sol.has_photometry(k[0])]
-            fcrs = dict(zip(chunk, sol.flux_corrections(chunk)))
-        bar.update()
         visit, ccd = key
         if (used is not None and key not in used and key not in sol.frozen) \
                 or (sol.stats.ccd_errors and not sol.constrained(*key)) or visit in damaged:
-            for tract, _ in places:
-                skipped[tract].append(key)
+            left += [(tract, key) for tract, _ in places]
             continue
         paths = [(repo.path("wcs", **dict(ref.data_id, tract=tract)),
                   repo.path("fcr", **dict(ref.data_id, tract=tract)), ref) for tract, ref in places]
@@ -436,7 +496,7 @@ def _write_keys(sol, repo, keys, where, used, damaged, skipped, bar):
             write_copies(fcr_bytes(fc, extra=extra_fcr, path=paths[0][1]),
                          [fcr_path for _, fcr_path, _ in paths])
             n += len(paths)
-    return n
+    return n, left
 
 
 def tract_view(sol, visits, no_products=()):
@@ -453,7 +513,7 @@ def tract_view(sol, visits, no_products=()):
 
 
 def fit_and_write(root, rerun, tract_refs, exposures, cfg, refcat, tangent_point, refcat_name,
-                  diag_dir=None, region=None, ccd_terms=None):
+                  diag_dir=None, region=None, ccd_terms=None, write_jobs=1):
     """Fit `exposures` once and write the wcs-/fcr- files of the refs of each tract
     (`tract_refs`: {tract: DataRefs}) and the diagnostics (under `diag_dir`: one folder per
     tract, and with several tracts one for the whole run, ``run-TTTT`` after its first
@@ -468,7 +528,7 @@ def fit_and_write(root, rerun, tract_refs, exposures, cfg, refcat, tangent_point
     sol = solve(exposures, hsc(), cfg, refcat, tangent_point=tangent_point, refcat_name=refcat_name,
                 ccd_terms=ccd_terms)
     t2 = time.time()
-    n, skipped = write_products(sol, repo, tract_refs)
+    n, skipped = write_products(sol, repo, tract_refs, jobs=write_jobs)
     sol.stats.no_products = sorted(set().union(*(set(k) for k in skipped.values())))
     t_write = time.time() - t2
     damaged = st_a.damaged_visits() if (st_a := sol.stats.astrometry) is not None else {}
