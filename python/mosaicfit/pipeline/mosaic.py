@@ -404,7 +404,7 @@ def write_products(sol, repo, tract_refs, jobs=1):
             results = _write_in_processes(sol, repo, tasks, jobs, bar)
         else:
             results = []
-            with concurrent_writes():
+            with concurrent_writes(WRITE_THREADS):
                 for t in tasks:
                     results.append(_write_keys(sol, repo, *t))
                     bar.update(len(t[0]))
@@ -427,16 +427,19 @@ WRITE_CHUNK = 1024
 #: otherwise (20 s of a 100-visit strip's 120 s); starting the processes costs ~2 s
 PARALLEL_WRITE_MIN = 4000
 
+#: threads writing the files (io.atomic.concurrent_writes), in all processes together
+WRITE_THREADS = 4
+
 _WRITER = {}              # a writing process's Solution and Repository (_start_writer)
 
 
-def _start_writer(sol, repo):
-    _WRITER["sol"], _WRITER["repo"] = sol, repo
+def _start_writer(sol, repo, threads):
+    _WRITER["sol"], _WRITER["repo"], _WRITER["threads"] = sol, repo, threads
 
 
 def _write_task(keys, where, used, damaged):
     """_write_keys in a writing process, on the Solution its start was given."""
-    with concurrent_writes():
+    with concurrent_writes(_WRITER["threads"]):
         return _write_keys(_WRITER["sol"], _WRITER["repo"], keys, where, used, damaged)
 
 
@@ -446,9 +449,12 @@ def _write_in_processes(sol, repo, tasks, jobs, bar):
     detections (diagnostics only: the bulk of its bytes)."""
     lean = copy.copy(sol)
     lean.detections = None
+    n = min(jobs, len(tasks))
+    # as many file-writing threads in all as one process has (io.atomic.concurrent_writes):
+    # more only contend for the file system's journal and folders
     pool = concurrent.futures.ProcessPoolExecutor(
-        min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
-        initializer=_start_writer, initargs=(lean, repo))
+        n, mp_context=multiprocessing.get_context("spawn"), initializer=_start_writer,
+        initargs=(lean, repo, max(1, WRITE_THREADS // n)))
     try:
         futures = {pool.submit(_write_task, *t): len(t[0]) for t in tasks}
         for f in concurrent.futures.as_completed(futures):
