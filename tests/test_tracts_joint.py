@@ -222,3 +222,22 @@ def test_products_written_in_processes_are_the_same_bytes(corner, tmp_path, monk
     for p in glob.glob(os.path.join(roots[2], "rerun", "sim", "*", "*", "corr", "*", "*.fits")):
         assert os.stat(p).st_nlink == len(glob.glob(os.path.join(
             roots[2], "rerun", "sim", "*", "*", "corr", "*", os.path.basename(p))))
+
+
+def test_a_write_error_in_a_writing_process_is_one_line(corner, tmp_path, monkeypatch, capsys):
+    """A product the writing processes cannot write (here a folder in its place: root may
+    write anywhere) stops the run with the one-line error naming the file, and no temporary
+    is left behind."""
+    monkeypatch.setattr(mosaic_module, "WRITE_CHUNK", 64)
+    monkeypatch.setattr(mosaic_module, "PARALLEL_WRITE_MIN", 1)
+    root = str(tmp_path / "bad")
+    shutil.copytree(corner, root)
+    v, c = 902806, CENTRAL[5]
+    blocker = os.path.join(root, "rerun", "sim", "01201", "HSC-I", "corr", "9813",
+                           f"wcs-{v:07d}-{c:03d}.fits")
+    os.makedirs(os.path.join(blocker, "inside"))
+    capsys.readouterr()
+    assert cli.mosaic_main([root, "--rerun=sim", "--id", VISITS, CCDS, "-j", "2"]) != 0
+    err = capsys.readouterr().err
+    assert os.path.basename(blocker) in err and "cannot write" in err, err[-2000:]
+    assert not glob.glob(os.path.join(root, "rerun", "sim", "*", "*", "corr", "*", ".*.tmp"))

@@ -424,7 +424,8 @@ WRITE_CHUNK = 1024
 
 #: from this many products on, -j N writes them in N local processes: formatting the header
 #: cards and creating the files is Python work of ~2 ms per CCD, which one process does alone
-#: otherwise (20 s of a 100-visit strip's 120 s); starting the processes costs ~2 s
+#: otherwise (20 s of a 100-visit strip's 120 s under cProfile); starting the processes costs
+#: ~2 s, a quarter of the writing of 4000 CCDs
 PARALLEL_WRITE_MIN = 4000
 
 #: threads writing the files (io.atomic.concurrent_writes), in all processes together
@@ -458,6 +459,8 @@ def _write_in_processes(sol, repo, tasks, jobs, bar):
     try:
         futures = {pool.submit(_write_task, *t): len(t[0]) for t in tasks}
         for f in concurrent.futures.as_completed(futures):
+            if f.exception() is not None:
+                raise f.exception()      # the first error (an OutputError); the rest cancelled
             bar.update(futures[f])
         return [f.result() for f in futures]
     finally:
