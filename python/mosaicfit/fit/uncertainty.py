@@ -58,6 +58,14 @@ def _grid(camera, ccd):
     return gx.ravel(), gy.ravel()
 
 
+def _grid_rows(sol, camera, ccds, basis, scale):
+    """(B, npt): the photometric basis rows (CCDs x grid points, T) at the grid points of each
+    of `ccds` (npt each), the focal plane scaled by `scale`: the same in every visit."""
+    rows = [basis.values(*(np.asarray(t) / scale for t in sol.focal_plane(c, *_grid(camera, c))))
+            for c in ccds]
+    return np.concatenate(rows), len(rows[0])
+
+
 def polynomial_covariances(basis, a, b, weff, vidx, nv, orders, prior_w=None, prior_mat=None):
     """(nv, T, T) covariances of the visits' coefficients (per coordinate), from the points
     (a, b) with effective weights `weff` (0: not used) and the coefficients' priors `prior_w`
@@ -185,15 +193,11 @@ def photometric_ccd_errors(sol, model, data, u, v, camera, ccd_prior_mag, solve_
         m = data.det.ccd == c
         zp_var[int(c)] = 1.0 / (float(np.sum(weff[m])) + 1.0 / ccd_prior_mag ** 2) \
             if solve_ccd else 0.0
-    # each CCD's grid and basis rows: the same in every visit
     ccds = [int(c) for c in camera.science_ccds]
-    rows = [basis.values(*(np.asarray(t) / s for t in sol.focal_plane(c, *_grid(camera, c))))
-            for c in ccds]
     out = {}
     if not ccds:
         return out
-    B = np.concatenate(rows)                       # (CCDs x grid points, T)
-    npt = len(rows[0])
+    B, npt = _grid_rows(sol, camera, ccds, basis, s)
     zp = np.repeat([zp_var[c] for c in ccds], npt)
     excess = excess or {}
     for k, vis in enumerate(data.visits):
@@ -304,12 +308,8 @@ def _exact_photometric_errors(sol, model, data, camera, basis, ccd_prior_mag, so
     out = {}
     if not ccds:
         return out
-    # each CCD's grid and basis rows, the same in every visit: built once, not per (visit,
-    # CCD) (that was 4.9 s of a 100-visit strip's photometry)
-    rows = [basis.values(*(np.asarray(t) / s for t in sol.focal_plane(c, *_grid(camera, c))))
-            for c in ccds]
-    npt = len(rows[0])
-    B = np.concatenate(rows)                       # (CCDs x grid points, T)
+    # (built once, not per (visit, CCD): that was 4.9 s of a 100-visit strip's photometry)
+    B, npt = _grid_rows(sol, camera, ccds, basis, s)
     pc = np.array([par.get(c, -1) for c in ccds])
     seen = np.repeat(pc >= 0, npt)                 # CCDs with a fitted zero point
     pcr = np.repeat(np.maximum(pc, 0), npt)

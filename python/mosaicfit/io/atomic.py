@@ -20,8 +20,8 @@ from astropy.io import fits
 
 from .. import MosaicError
 
-__all__ = ["OutputError", "atomic_path", "concurrent_writes", "write_bytes", "write_copies",
-           "write_fits", "write_table", "write_temporary", "write_text"]
+__all__ = ["OutputError", "WRITER_THREADS", "atomic_path", "concurrent_writes", "write_bytes",
+           "write_copies", "write_fits", "write_table", "write_temporary", "write_text"]
 
 
 class OutputError(MosaicError):
@@ -182,8 +182,12 @@ def _write_now(data, paths):
 _WRITERS = {}
 
 
+#: threads writing the files inside :func:`concurrent_writes`
+WRITER_THREADS = 4
+
+
 @contextlib.contextmanager
-def concurrent_writes(threads=4, depth=256):
+def concurrent_writes(threads=WRITER_THREADS, depth=256):
     """Inside this block :func:`write_bytes` hands its files to `threads` threads and
     returns: a mosaic writes thousands of few-kB products, whose open, write and rename then
     overlap the formatting of the next ones (on a local disk a few percent of the write phase;

@@ -27,7 +27,7 @@ from .. import MosaicError
 from ..config import MosaicConfig
 from ..fit.solve import solve
 from ..fit.state import CcdTerms
-from ..io.atomic import concurrent_writes, write_copies, write_text
+from ..io.atomic import WRITER_THREADS, concurrent_writes, write_copies, write_text
 from ..io.dataid import format_visit_ccds
 from ..io.layout import Repository
 from ..io.lock import rerun_lock
@@ -404,7 +404,7 @@ def write_products(sol, repo, tract_refs, jobs=1):
             results = _write_in_processes(sol, repo, tasks, jobs, bar)
         else:
             results = []
-            with concurrent_writes(WRITE_THREADS):
+            with concurrent_writes():
                 for t in tasks:
                     results.append(_write_keys(sol, repo, *t))
                     bar.update(len(t[0]))
@@ -428,9 +428,6 @@ WRITE_CHUNK = 1024
 #: ~2 s, a quarter of the writing of 4000 CCDs
 PARALLEL_WRITE_MIN = 4000
 
-#: threads writing the files (io.atomic.concurrent_writes), in all processes together
-WRITE_THREADS = 4
-
 _WRITER = {}              # a writing process's Solution and Repository (_start_writer)
 
 
@@ -451,12 +448,12 @@ def _write_in_processes(sol, repo, tasks, jobs, bar):
     lean = copy.copy(sol)
     lean.detections = None
     n = min(jobs, len(tasks))
-    # as many file-writing threads in all as one process has (io.atomic.concurrent_writes):
-    # with 4 in each (8 in all) the one 200-visit run measured spent twice the kernel time
-    # (55 s against 27 s) for a longer write phase
+    # as many file-writing threads in all as one process has (io.atomic.WRITER_THREADS): no
+    # more concurrent file creation than before (with 4 in each, 8 in all, two 200-visit runs
+    # spent 21 and 55 s in the kernel, one process 27 s: not a gain to count on)
     pool = concurrent.futures.ProcessPoolExecutor(
         n, mp_context=multiprocessing.get_context("spawn"), initializer=_start_writer,
-        initargs=(lean, repo, max(1, WRITE_THREADS // n)))
+        initargs=(lean, repo, max(1, WRITER_THREADS // n)))
     try:
         futures = {pool.submit(_write_task, *t): len(t[0]) for t in tasks}
         for f in concurrent.futures.as_completed(futures):
