@@ -204,19 +204,23 @@ def test_products_written_in_processes_are_the_same_bytes(corner, tmp_path, monk
     """-j 2 on a run of many products (here: from the first product on, in chunks of 64)
     makes and writes them in two spawned processes, each from its copy of the Solution: the
     same files, byte for byte, as one process writes them, linked across the tract folders
-    alike, and the same CCDs left without."""
+    alike, and the same CCDs left without. The processes are those that read the inputs (one
+    pool for the run)."""
     monkeypatch.setattr(mosaic_module, "WRITE_CHUNK", 64)
-    spawned = []
+    spawned, pools = [], []
     real = mosaic_module._write_in_processes
     monkeypatch.setattr(mosaic_module, "_write_in_processes",
-                        lambda *a: spawned.append(len(a[2])) or real(*a))
+                        lambda *a: spawned.append((len(a[2]), a[4] is not None)) or real(*a))
+    real_pool = mosaic_module.process_pool
+    monkeypatch.setattr(mosaic_module, "process_pool", lambda n: pools.append(n) or real_pool(n))
     roots = {}
     for jobs, least in ((1, 10 ** 9), (2, 1)):
         roots[jobs] = root = str(tmp_path / f"j{jobs}")
         shutil.copytree(corner, root)
         monkeypatch.setattr(mosaic_module, "PARALLEL_WRITE_MIN", least)
         assert cli.mosaic_main([root, "--rerun=sim", "--id", VISITS, CCDS, "-j", str(jobs)]) == 0
-    assert spawned == [4]                         # 256 products in 4 chunks, 2 processes
+    assert spawned == [(4, True)]           # 256 products in 4 chunks, in the run's pool
+    assert pools == [2]
     assert _products(roots[2]) == _products(roots[1])
     # one inode per product across its tract folders
     for p in glob.glob(os.path.join(roots[2], "rerun", "sim", "*", "*", "corr", "*", "*.fits")):

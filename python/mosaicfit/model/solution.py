@@ -310,6 +310,18 @@ class Solution:
                        "[mmag] photometric uncertainty, largest on the CCD")]
         return cards
 
+    def prepared_wcs(self, keys):
+        """{(visit, ccd): fitted product TAN-SIP} of those of `keys` already fitted
+        (:meth:`prepare_wcs`): what another process writing them needs not fit again
+        (:meth:`adopt_wcs`)."""
+        got = ((k, self._wcs_cache.get(k)) for k in keys)
+        return {k: f for k, f in got if isinstance(f, SipFit)}
+
+    def adopt_wcs(self, fitted):
+        """Take the product TAN-SIPs `fitted` ({(visit, ccd): fit}, from
+        :meth:`prepared_wcs` of the same solution) as this one's."""
+        self._wcs_cache.update(fitted)
+
     def forget_wcs(self, visit, ccd):
         """Drop the cached product WCS of (visit, ccd) (once written: keeps memory flat)."""
         self._wcs_cache.pop((int(visit), int(ccd)), None)

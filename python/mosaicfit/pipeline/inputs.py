@@ -7,6 +7,7 @@ cluster. CCDs whose inputs are missing are skipped with a message (hscPipe's "No
 files" at the edge of the field); unreadable ones are reported by name.
 """
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 from astropy.time import Time
@@ -136,11 +137,12 @@ def _load_many(args):
     return out
 
 
-def load_exposures(repo, refs, jobs=1, column_map=None, client=None):
+def load_exposures(repo, refs, jobs=1, column_map=None, client=None, pool=None):
     """Read the inputs of `refs`. Returns (exposures, missing, errors): missing and errors are
     lists of (ref, message). jobs > 1 reads in that many local processes (spawned: the C++
-    core uses OpenMP, after which forked children can hang); `client` (dask.distributed)
-    reads on a cluster instead."""
+    core uses OpenMP, after which forked children can hang): those of `pool`
+    (pipeline.executor.process_pool(jobs): the run's, kept for its writes) if given, else
+    started here; `client` (dask.distributed) reads on a cluster instead."""
     refs = list(refs)
     chunks = max(1, min(len(refs), 4 * max(jobs, 1) if client is None else 64))
     parts = [refs[i::chunks] for i in range(chunks)]
@@ -155,7 +157,7 @@ def load_exposures(repo, refs, jobs=1, column_map=None, client=None):
                 bar.update(len(fut.result()))
             results = client.gather(futures)
         elif jobs > 1 and len(refs) > 50:
-            with process_pool(jobs) as ex:
+            with nullcontext(pool) if pool is not None else process_pool(jobs) as ex:
                 for part in ex.map(_load_many, tasks):
                     results.append(part)
                     bar.update(len(part))

@@ -15,10 +15,12 @@ of a Solution into the rerun.
 import concurrent.futures
 import copy
 import logging
-import multiprocessing
 import os
+import pickle
 import sys
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,14 +114,20 @@ def run_mosaic(req):
     repo = Repository(req.root, req.rerun)
     with rerun_lock(repo.root, repo.rerun_dir, "mosaic.py"):
         client = dask_client(req.scheduler)
+        # the run's local processes (-j N), started once: they read the inputs, fit the
+        # regions of a split run, and write the products (each process starting costs ~2 s
+        # of imports)
+        local = process_pool(req.jobs) if client is None and req.jobs > 1 else None
         try:
-            return _run_mosaic(req, repo, client)
+            return _run_mosaic(req, repo, client, local)
         finally:
+            if local is not None:
+                local.shutdown(cancel_futures=True)
             if client is not None:
                 client.close()      # before the cluster may go: no reconnection attempts
 
 
-def _run_mosaic(req, repo, client):
+def _run_mosaic(req, repo, client, local):
     t_all = time.time()
     logging.getLogger("mosaicfit").setLevel(logging.INFO)   # progress and iterations
     cfg = MosaicConfig().update(req.config)
@@ -128,7 +136,7 @@ def _run_mosaic(req, repo, client):
     refs = resolve_refs(repo, req.ids)
     t0 = time.time()
     exposures, missing, errors = load_exposures(repo, refs, jobs=req.jobs, client=client,
-                                                column_map=cfg.column_map())
+                                                column_map=cfg.column_map(), pool=local)
     t_read = time.time() - t0
     if missing:
         print(f"Not opening files: {len(missing)} of {len(refs)} CCDs lack SRC or CORR inputs: "
@@ -219,41 +227,35 @@ def _run_mosaic(req, repo, client):
         jobs.append(((repo.root, req.rerun, own, fit_exps, cfg, refcat, tp, rc_name, ddir),
                      dict(region=region), tuple(run)))
     split = [j for j in jobs if j[1]["region"] is not None]
-    pool = None
-    if client is None and req.jobs > 1 and len(split) > 1:
-        # independent regions in local processes, each fit using its own threads
-        pool = process_pool(min(req.jobs, len(jobs)))
+    # independent regions in the local processes, each fit using its own threads
+    pool = local if len(split) > 1 else None
     n_excluded = 0
-    try:
-        if split and cfg.regionCcdTerms:
-            # the CCD terms are the camera's, shared by every region: each region fitted once
-            # for them, then every region fitted again with them held at the regions'
-            # consensus (otherwise each region's products would carry its own CCD fit across
-            # its borders)
-            terms = _execute(_fit_ccd_terms, [(t[3:8], {}) for t, _, _ in split], client, pool)
-            by_run = {}
-            for (_, kw, run), tm in zip(split, terms):
-                by_run.setdefault(run, []).append(tm)
-            for run, got in by_run.items():
-                common = CcdTerms.consensus(got)
-                log.info("%s: CCD terms held at the consensus of its %d regions' fits (%s)",
-                         _run_name(list(run)), len(got), _spread(common, got))
-                for _, kw, r in split:
-                    if r == run:
-                        kw["ccd_terms"] = common
-        if client is None and pool is None:
-            # the fits one after the other here: each writes its products in -j processes
-            for _, kw, _ in jobs:
-                kw["write_jobs"] = req.jobs
-        for lines, n, excl in _execute(fit_and_write, [(t, kw) for t, kw, _ in jobs], client,
-                                       pool, lazy=True):
-            n_excluded += excl
-            store_config()
-            print("\n".join(lines[:-1]))
-            print(lines[-1].replace("time: ", f"time: read {t_read:.1f} s, "))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    if split and cfg.regionCcdTerms:
+        # the CCD terms are the camera's, shared by every region: each region fitted once
+        # for them, then every region fitted again with them held at the regions'
+        # consensus (otherwise each region's products would carry its own CCD fit across
+        # its borders)
+        terms = _execute(_fit_ccd_terms, [(t[3:8], {}) for t, _, _ in split], client, pool)
+        by_run = {}
+        for (_, kw, run), tm in zip(split, terms):
+            by_run.setdefault(run, []).append(tm)
+        for run, got in by_run.items():
+            common = CcdTerms.consensus(got)
+            log.info("%s: CCD terms held at the consensus of its %d regions' fits (%s)",
+                     _run_name(list(run)), len(got), _spread(common, got))
+            for _, kw, r in split:
+                if r == run:
+                    kw["ccd_terms"] = common
+    if client is None and pool is None:
+        # the fits one after the other here: each writes its products in the -j processes
+        for _, kw, _ in jobs:
+            kw["write_jobs"], kw["write_pool"] = req.jobs, local
+    for lines, n, excl in _execute(fit_and_write, [(t, kw) for t, kw, _ in jobs], client,
+                                   pool, lazy=True):
+        n_excluded += excl
+        store_config()
+        print("\n".join(lines[:-1]))
+        print(lines[-1].replace("time: ", f"time: read {t_read:.1f} s, "))
     log.info("mosaic done in %.1f s", time.time() - t_all)
     # exit 1 when the user must act: unreadable inputs, a visit too damaged for products, or a
     # fit that did not converge
@@ -367,12 +369,13 @@ def _run_name(tracts):
         f"tracts {'^'.join(str(t) for t in tracts)}"
 
 
-def write_products(sol, repo, tract_refs, jobs=1):
+def write_products(sol, repo, tract_refs, jobs=1, pool=None):
     """Write the wcs-/fcr- files of the refs of each tract (`tract_refs`: {tract: DataRefs
     with visit, ccd, pointing, filter}) into the rerun, each atomically. A (visit, CCD) in
     several tracts gets the same product, byte for byte, in each of their folders. With
     `jobs` > 1 and many products, they are made and written in that many local processes
-    (PARALLEL_WRITE_MIN). Returns (number of files written, {tract: (visit, ccd) of its refs
+    (PARALLEL_WRITE_MIN): those of `pool` (pipeline.executor.process_pool(jobs), the run's)
+    if given, else started here. Returns (number of files written, {tract: (visit, ccd) of its refs
     left without products})."""
     # a CCD outside what its visit's stars constrain (fit.uncertainty: its uncertainty beyond
     # maxCcdPosError / maxCcdMagError) would only get an extrapolation of the visit's
@@ -401,7 +404,7 @@ def write_products(sol, repo, tract_refs, jobs=1):
     n = 0
     with progress_bar(len(keys), "writing") as bar:
         if parallel:
-            results = _write_in_processes(sol, repo, tasks, jobs, bar)
+            results = _write_in_processes(sol, repo, tasks, jobs, pool, bar)
         else:
             results = []
             with concurrent_writes():
@@ -428,41 +431,69 @@ WRITE_CHUNK = 1024
 #: ~2 s, a quarter of the writing of 4000 CCDs
 PARALLEL_WRITE_MIN = 4000
 
-_WRITER = {}              # a writing process's Solution and Repository (_start_writer)
+_WRITER = {}              # a writing process's Solution and Repository, and their file
 
 
-def _start_writer(sol, repo, threads):
-    _WRITER["sol"], _WRITER["repo"], _WRITER["threads"] = sol, repo, threads
-
-
-def _write_task(keys, where, used, damaged):
-    """_write_keys in a writing process, on the Solution its start was given."""
-    with concurrent_writes(_WRITER["threads"]):
+def _write_task(path, threads, keys, where, used, damaged, fitted):
+    """_write_keys in a writing process, on the Solution of the file `path` (read once per
+    process), with the product TAN-SIPs of `keys` the main process has already fitted."""
+    if _WRITER.get("path") != path:
+        _WRITER.clear()
+        with open(path, "rb") as f:
+            _WRITER["sol"], _WRITER["repo"] = pickle.load(f)
+        _WRITER["path"] = path
+    _WRITER["sol"].adopt_wcs(fitted)
+    with concurrent_writes(threads):
         return _write_keys(_WRITER["sol"], _WRITER["repo"], keys, where, used, damaged)
 
 
-def _write_in_processes(sol, repo, tasks, jobs, bar):
+def _write_in_processes(sol, repo, tasks, jobs, pool, bar):
     """The results of _write_keys of each of `tasks` ((keys, where, used, damaged)), run in
-    `jobs` spawned processes. Each gets the Solution once, at its start, without its
-    detections (diagnostics only: the bulk of its bytes)."""
+    the `jobs` processes of `pool` (or of one started here). Each reads the Solution from one
+    temporary file, without its detections (diagnostics only: the bulk of its bytes) nor its
+    fitted product TAN-SIPs, which go with the tasks of their CCDs. (Given to each process
+    in its start arguments, the Solution went down a pipe the process reads only once it has
+    imported the package: 4.5 s of the main process at 100 visits, one process after the
+    other.)"""
     lean = copy.copy(sol)
     lean.detections = None
-    n = min(jobs, len(tasks))
-    # as many file-writing threads in all as one process has (io.atomic.WRITER_THREADS): no
-    # more concurrent file creation than before (with 4 in each, 8 in all, two 200-visit runs
-    # spent 21 and 55 s in the kernel, one process 27 s: not a gain to count on)
-    pool = concurrent.futures.ProcessPoolExecutor(
-        n, mp_context=multiprocessing.get_context("spawn"), initializer=_start_writer,
-        initargs=(lean, repo, max(1, WRITER_THREADS // n)))
+    lean._wcs_cache = {}
+    own = pool is None
+    if own:
+        pool = process_pool(min(jobs, len(tasks)))
+    futures = {}
     try:
-        futures = {pool.submit(_write_task, *t): len(t[0]) for t in tasks}
-        for f in concurrent.futures.as_completed(futures):
-            if f.exception() is not None:
-                raise f.exception()      # the first error (an OutputError); the rest cancelled
-            bar.update(futures[f])
-        return [f.result() for f in futures]
+        with tempfile.TemporaryDirectory(prefix="mosaicfit-") as tmp:
+            # (a name of its own: a process keeps the Solution of the last file it read)
+            path = os.path.join(tmp, f"solution-{uuid.uuid4().hex}.pickle")
+            try:
+                with open(path, "wb") as f:
+                    pickle.dump((lean, repo), f, protocol=pickle.HIGHEST_PROTOCOL)
+            except OSError as e:
+                raise MosaicError(f"cannot write the solution for the writing processes to "
+                                  f"{path}: {e.strerror or e}") from None
+            # as many file-writing threads in all as one process has (io.atomic.
+            # WRITER_THREADS): no more concurrent file creation than before (with 4 in each,
+            # 8 in all, two 200-visit runs spent 21 and 55 s in the kernel, one process 27 s:
+            # not a gain to count on)
+            threads = max(1, WRITER_THREADS // jobs)
+            futures = {pool.submit(_write_task, path, threads, *t, sol.prepared_wcs(t[0])):
+                       len(t[0]) for t in tasks}
+            try:
+                for f in concurrent.futures.as_completed(futures):
+                    if f.exception() is not None:
+                        raise f.exception()   # the first error (an OutputError)
+                    bar.update(futures[f])
+            finally:
+                # the rest cancelled; those running finish (their files whole) before the
+                # file they read goes
+                for f in futures:
+                    f.cancel()
+                concurrent.futures.wait(futures)
+            return [f.result() for f in futures]
     finally:
-        pool.shutdown(cancel_futures=True)
+        if own:
+            pool.shutdown(cancel_futures=True)
 
 
 def _write_keys(sol, repo, keys, where, used, damaged):
@@ -520,7 +551,7 @@ def tract_view(sol, visits, no_products=()):
 
 
 def fit_and_write(root, rerun, tract_refs, exposures, cfg, refcat, tangent_point, refcat_name,
-                  diag_dir=None, region=None, ccd_terms=None, write_jobs=1):
+                  diag_dir=None, region=None, ccd_terms=None, write_jobs=1, write_pool=None):
     """Fit `exposures` once and write the wcs-/fcr- files of the refs of each tract
     (`tract_refs`: {tract: DataRefs}) and the diagnostics (under `diag_dir`: one folder per
     tract, and with several tracts one for the whole run, ``run-TTTT`` after its first
@@ -535,7 +566,7 @@ def fit_and_write(root, rerun, tract_refs, exposures, cfg, refcat, tangent_point
     sol = solve(exposures, hsc(), cfg, refcat, tangent_point=tangent_point, refcat_name=refcat_name,
                 ccd_terms=ccd_terms)
     t2 = time.time()
-    n, skipped = write_products(sol, repo, tract_refs, jobs=write_jobs)
+    n, skipped = write_products(sol, repo, tract_refs, jobs=write_jobs, pool=write_pool)
     sol.stats.no_products = sorted(set().union(*(set(k) for k in skipped.values())))
     t_write = time.time() - t2
     damaged = st_a.damaged_visits() if (st_a := sol.stats.astrometry) is not None else {}
