@@ -375,8 +375,8 @@ def write_products(sol, repo, tract_refs, jobs=1, pool=None):
     several tracts gets the same product, byte for byte, in each of their folders. With
     `jobs` > 1 and many products, they are made and written in that many local processes
     (PARALLEL_WRITE_MIN): those of `pool` (pipeline.executor.process_pool(jobs), the run's)
-    if given, else started here. Returns (number of files written, {tract: (visit, ccd) of its refs
-    left without products})."""
+    if given, else started here. Returns (number of files written, {tract: (visit, ccd) of
+    its refs left without products})."""
     # a CCD outside what its visit's stars constrain (fit.uncertainty: its uncertainty beyond
     # maxCcdPosError / maxCcdMagError) would only get an extrapolation of the visit's
     # polynomials: it is excluded, and reported by the caller; a CCD without stars of its own
@@ -427,8 +427,8 @@ WRITE_CHUNK = 1024
 
 #: from this many products on, -j N writes them in N local processes: formatting the header
 #: cards and creating the files is Python work of ~2 ms per CCD, which one process does alone
-#: otherwise (20 s of a 100-visit strip's 120 s under cProfile); starting the processes costs
-#: ~2 s, a quarter of the writing of 4000 CCDs
+#: otherwise (20 s of a 100-visit strip's 120 s under cProfile); starting fresh processes
+#: costs ~2 s, a quarter of the writing of 4000 CCDs (the run's pool is started already)
 PARALLEL_WRITE_MIN = 4000
 
 _WRITER = {}              # a writing process's Solution and Repository, and their file
