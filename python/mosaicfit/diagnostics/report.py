@@ -1,6 +1,5 @@
 """The diagnostics of a run, in one call (:func:`write_all`): hscPipe's files and plots, the
 summary and index.html, the per-visit plots shared with helper processes."""
-import copy
 import html
 import json
 import logging
@@ -275,9 +274,7 @@ ARROW_COLUMNS = ("visit", "ccd", "astro_used", "ref", "dxi", "deta", "u", "v", "
 
 def _start_helpers(sol, fp, shares, sips, present, outdir):
     """Start one helper process per share of visits; returns [(process, share, result path)]."""
-    slim = copy.copy(sol)
-    slim.detections = slim.stars = None
-    slim._wcs_cache = {}
+    slim = sol.lean()
     d = sol.detections
     cols = _Cols({c: np.asarray(d[c]) for c in ARROW_COLUMNS})
     fp.numbers_layer()

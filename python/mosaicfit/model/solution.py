@@ -43,6 +43,7 @@ Version 3 folders (no transparency fields), version 2 folders (no chromatic term
 turbulence) and version 1 folders (mosaicfit 0.1, whose solution.json held the Solution's attributes) load
 too; a newer version or another format is an error that names it.
 """
+import copy
 import json
 import os
 
@@ -309,6 +310,15 @@ class Solution:
                       ("MFMAGMAX", round(float(r["mag_err_max_mmag"]), 4),
                        "[mmag] photometric uncertainty, largest on the CCD")]
         return cards
+
+    def lean(self):
+        """A shallow copy without the detection and star tables and the cached product WCSs:
+        the model, for another process (the tables are the bulk of the bytes, and the cache
+        goes with the work of its CCDs: :meth:`prepared_wcs`)."""
+        out = copy.copy(self)
+        out.detections = out.stars = None
+        out._wcs_cache = {}
+        return out
 
     def prepared_wcs(self, keys):
         """{(visit, ccd): fitted product TAN-SIP} of those of `keys` already fitted

@@ -450,14 +450,12 @@ def _write_task(path, threads, keys, where, used, damaged, fitted):
 def _write_in_processes(sol, repo, tasks, jobs, pool, bar):
     """The results of _write_keys of each of `tasks` ((keys, where, used, damaged)), run in
     the `jobs` processes of `pool` (or of one started here). Each reads the Solution from one
-    temporary file, without its detections (diagnostics only: the bulk of its bytes) nor its
-    fitted product TAN-SIPs, which go with the tasks of their CCDs. (Given to each process
+    temporary file (Solution.lean: without the detections, the bulk of its bytes, nor its
+    fitted product TAN-SIPs, which go with the tasks of their CCDs). (Given to each process
     in its start arguments, the Solution went down a pipe the process reads only once it has
     imported the package: 4.5 s of the main process at 100 visits, one process after the
     other.)"""
-    lean = copy.copy(sol)
-    lean.detections = None
-    lean._wcs_cache = {}
+    lean = sol.lean()
     own = pool is None
     if own:
         pool = process_pool(min(jobs, len(tasks)))
